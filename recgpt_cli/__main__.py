@@ -1,0 +1,3 @@
+from recgpt_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Thin Typer commands: parse options, open inputs, call one library function, write outputs."""

@@ -1,0 +1,133 @@
+"""JSONL in and out, where `-` means stdin/stdout. Bottom layer: imports nothing from recgpt_cli but errors."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from recgpt_cli.errors import BadInput
+
+STDIO = "-"
+
+
+def source_name(path: str | Path) -> str:
+    """Name used in error messages: `<stdin>` for `-`, else the path as given."""
+    return "<stdin>" if str(path) == STDIO else str(path)
+
+
+@dataclass
+class Rejects:
+    """Bad lines kept aside under --skip-bad: counted, reported, and written beside the output."""
+
+    source: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, line: int, error: str, raw: str) -> None:
+        self.rows.append({"source": self.source, "line": line, "error": error, "raw": raw})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def write(self, path: Path) -> None:
+        with path.open("ab") as fh:
+            for row in self.rows:
+                fh.write(orjson.dumps(row) + b"\n")
+
+
+def rejects_path_for(out: str | Path | None, fallback: str | Path) -> Path:
+    """`<out>.rejects.jsonl` beside the output, or beside the input when writing to stdout/DB."""
+    base = Path(str(out)) if out not in (None, STDIO) else Path(str(fallback) if str(fallback) != STDIO else "stdin")
+    return base.with_name(base.name + ".rejects.jsonl")
+
+
+def _open_binary(path: str | Path) -> IO[bytes]:
+    if str(path) == STDIO:
+        return sys.stdin.buffer
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(f"{p}: no such file", "check the path")
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected a JSONL file")
+    return p.open("rb")
+
+
+def iter_jsonl(
+    path: str | Path, *, skip_bad: bool = False, rejects: Rejects | None = None, allow_empty: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line_number, object) for each non-blank line. Raise BadInput `file:line: ...` on the
+    first bad line unless skip_bad, in which case the line goes to `rejects`."""
+    name = source_name(path)
+    fh = _open_binary(path)
+    n_seen = 0
+    try:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            n_seen += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                err = f"not valid UTF-8 (byte {exc.start})"
+                if skip_bad and rejects is not None:
+                    rejects.add(lineno, err, raw.decode("utf-8", "replace").rstrip("\n"))
+                    continue
+                raise BadInput.at(name, lineno, err, "re-encode the file as UTF-8") from None
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                err = f"malformed JSON ({exc.msg})"
+                if skip_bad and rejects is not None:
+                    rejects.add(lineno, err, text.rstrip("\n"))
+                    continue
+                raise BadInput.at(name, lineno, err) from None
+            if not isinstance(obj, dict):
+                err = f"expected a JSON object, got {type(obj).__name__}"
+                if skip_bad and rejects is not None:
+                    rejects.add(lineno, err, text.rstrip("\n"))
+                    continue
+                raise BadInput.at(name, lineno, err)
+            yield lineno, obj
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    if n_seen == 0 and not allow_empty:
+        raise BadInput(f"{name}: file is empty, expected JSON lines")
+
+
+@contextlib.contextmanager
+def jsonl_writer(path: str | Path | None) -> Iterator[JsonlWriter]:
+    """Write JSON lines to a file or stdout (`-` or None). Flushes per line so pipes stream."""
+    if path is None or str(path) == STDIO:
+        yield JsonlWriter(sys.stdout.buffer, close=False)
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    writer = JsonlWriter(p.open("wb"), close=True)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+class JsonlWriter:
+    def __init__(self, fh: IO[bytes], close: bool) -> None:
+        self._fh = fh
+        self._close = close
+        self.count = 0
+
+    def write(self, obj: Any) -> None:
+        self._fh.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._close:
+            self._fh.close()
+        else:
+            self._fh.flush()

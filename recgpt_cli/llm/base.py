@@ -1,0 +1,61 @@
+"""The one small interface every backend implements: messages + JSON schema in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings; all of them are part of the cache key."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+
+    def with_seed(self, seed: int) -> "SamplingParams":
+        return SamplingParams(self.temperature, self.top_p, self.max_tokens, seed)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reason: str = "stop"  # "length" means the output was cut at max_tokens
+
+
+class Backend(Protocol):
+    """A text generator. `model_id` identifies the exact weights (content hash) and is part of every cache key."""
+
+    name: str
+    model_id: str
+
+    def complete(self, messages: list[Message], schema: dict[str, Any] | None, params: SamplingParams) -> Completion:
+        """Generate one reply; when `schema` is given, constrain it to JSON matching the schema if possible."""
+        ...
+
+
+Responder = Callable[[list[Message], "dict[str, Any] | None", SamplingParams], str]
+
+
+@dataclass
+class FakeBackend:
+    """Deterministic backend for unit tests: `responder(messages, schema, params) -> reply text`."""
+
+    responder: Responder
+    name: str = "fake"
+    model_id: str = "fake-model"
+    calls: list[list[Message]] = field(default_factory=list)
+
+    def complete(self, messages: list[Message], schema: dict[str, Any] | None, params: SamplingParams) -> Completion:
+        self.calls.append(messages)
+        text = self.responder(messages, schema, params)
+        n_prompt = sum(len(m["content"].split()) for m in messages)
+        return Completion(text=text, prompt_tokens=n_prompt, completion_tokens=len(text.split()))

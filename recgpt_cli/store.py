@@ -1,0 +1,107 @@
+"""The DuckDB store: one file holds users, items, behaviours and every later stage's tables.
+
+Core tables are created here; a stage that needs its own tables declares them with `ensure_tables`
+(CREATE TABLE IF NOT EXISTS), so stages never edit this module to add state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from recgpt_cli.errors import BadInput, RecgptError
+
+SCHEMA_VERSION = 1
+
+CORE_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS users (
+    user_id VARCHAR PRIMARY KEY,
+    attributes JSON
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id VARCHAR PRIMARY KEY,
+    title VARCHAR NOT NULL,
+    category_path VARCHAR[],          -- root .. leaf
+    category_leaf VARCHAR,            -- last element of category_path, for joins
+    brand VARCHAR,
+    price DOUBLE,
+    sales BIGINT,
+    extra JSON
+);
+CREATE TABLE IF NOT EXISTS behaviors (
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR,                  -- NULL for searches
+    query VARCHAR,                    -- set for searches
+    type VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value DOUBLE                      -- rating value
+);
+"""
+
+
+def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open (or create) a recgpt DuckDB file and check its schema version."""
+    p = Path(path)
+    if not p.exists():
+        if read_only or not create:
+            raise BadInput(f"{p}: no such database", "run `recgpt import ...` first to create it")
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(p), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})") from None
+    except duckdb.Error as exc:
+        raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "meta" in tables:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        found = int(row[0]) if row else None
+        if found != SCHEMA_VERSION:
+            con.close()
+            raise BadInput(
+                f"{p}: database schema version {found}, this recgpt needs {SCHEMA_VERSION}",
+                "re-import your data into a new --db file",
+            )
+    elif tables:
+        con.close()
+        raise BadInput(f"{p}: a DuckDB file, but not a recgpt database (no meta table)")
+    elif not read_only:
+        con.execute(CORE_DDL)
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    return con
+
+
+@contextlib.contextmanager
+def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = open_db(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, ddl: str) -> None:
+    """Create a stage's own tables if missing (DDL must use CREATE TABLE IF NOT EXISTS)."""
+    con.execute(ddl)
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: a failed import leaves the database as it was."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")
+
+
+def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Row counts of the core tables."""
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in ("users", "items", "behaviors")}
