@@ -1,19 +1,131 @@
-"""`recgpt compress`."""
+"""`recgpt compress`: reliable behaviours -> hierarchical compressed histories, one JSONL record per user (§2.1.1)."""
 
 from __future__ import annotations
 
+import time
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import typer
+
+from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, SeedOpt, console, friendly_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from recgpt_cli.compress import CompressStats
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def stats_table(stats: CompressStats) -> Table:
+    """The `--stats` table: behaviours by type, then tokens, budget and items lost."""
+    from rich.table import Table
+
+    table = Table(title=f"compress up to {stats.date}, budget {stats.max_tokens or 'none'} tokens")
+    for col in ("behaviour", "kept", "dropped", "after --date"):
+        table.add_column(col, justify="left" if col == "behaviour" else "right")
+    for btype, c in stats.by_type.items():
+        table.add_row(btype, f"{c['kept']:,}", f"{c['dropped']:,}", f"{c['after_date']:,}")
+    table.add_section()
+    rows = [
+        ("users", f"{stats.users:,}"),
+        ("users with no reliable behaviour", f"{stats.users_empty:,}"),
+        ("tokens raw (naive, 1 line/behaviour)", f"{stats.tokens_raw:,}"),
+        ("tokens compressed", f"{stats.tokens_compressed:,}"),
+        ("reduction", f"{stats.reduction:.1%}"),
+        ("users within budget", f"{stats.within_budget:.1%}"),
+        ("users within budget, raw", f"{stats.users_raw_within_budget / max(stats.users, 1):.1%}"),
+        ("users truncated / periods dropped", f"{stats.users_truncated:,} / {stats.periods_dropped:,}"),
+        ("items lost (truncated users)", f"{stats.items_lost:,} of {stats.items:,}"),
+        ("items lost (untruncated users)", f"{stats.items_lost_untruncated:,}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value, "", "")
+    return table
 
 
 @friendly_errors
 def compress(
     db: DbOpt = Path("recgpt.duckdb"),
-    in_path: InOpt = "-",
     out: OutOpt = "-",
+    ref_date: Annotated[str | None, typer.Option(
+        "--date", help="Reference date YYYY-MM-DD: periods are days within 30 days of it, months within a year, "
+        "years beyond; later behaviours are ignored. Default: the date of the newest behaviour in --db "
+        "(never today's date).")] = None,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", help="Token budget per user (target model's tokenizer); over it, the oldest periods are "
+        "dropped first. 0 = no budget.")] = 2048,
+    keep: Annotated[str, typer.Option(
+        "--keep", help="Behaviour types kept as reliable, comma-separated (add 'click' to keep clicks).")
+    ] = "purchase,cart,favorite,rating,review_read,detail_view,search",
+    min_rating: Annotated[float, typer.Option("--min-rating", help="Ratings below this are dropped.")] = 4.0,
+    users: Annotated[str | None, typer.Option("--users", help="Only these user ids, comma-separated.")] = None,
+    in_path: Annotated[str | None, typer.Option(
+        "--in", help="Optional JSONL (or -) whose records carry user_id: compress only those users.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(
+        "--tokenizer", help="GGUF file whose tokenizer counts tokens. Default: the embedded model.")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Print a table of kept/dropped behaviours, tokens "
+                                         "raw vs compressed, budget and items lost (stderr).")] = False,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compress each user's reliable behaviours into the paper's hierarchical form (§2.1.1)."""
-    not_implemented("compress", "issue 2")
+    """Compress each user's reliable behaviours into the paper's hierarchical form (§2.1.1).
+
+    Output: one JSONL record per user with `compressed` lines like
+    `2025-06-28(purchase,cart), 2025-05(detail_view) | Lumina Cookware Set (Cookware), search:"frying pan"`.
+    Compression is deterministic; --seed is accepted for symmetry with the other stages and unused.
+    """
+    from recgpt_cli.compress import compress_stats, compress_users, default_reference_date
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
+    from recgpt_cli.store import open_db
+    from recgpt_cli.tokens import token_counter
+
+    user_ids = _csv(users)
+    if in_path is not None:
+        picked = []
+        for line, rec in iter_jsonl(in_path):
+            if not isinstance(rec.get("user_id"), (str, int)):
+                raise BadInput.at(source_name(in_path), line, "missing required field user_id")
+            picked.append(str(rec["user_id"]))
+        user_ids = (user_ids or []) + picked
+    keep_types = _csv(keep) or []
+    counter = token_counter(tokenizer)
+    con = open_db(db, read_only=True)
+    try:
+        if ref_date is None:
+            reference = default_reference_date(con)
+        else:
+            try:
+                reference = date.fromisoformat(ref_date)
+            except ValueError:
+                raise BadInput(f"--date: {ref_date!r} is not a date", "use YYYY-MM-DD") from None
+        budget = max_tokens or None
+        report = compress_stats(con, date=reference, max_tokens=budget, keep_types=keep_types,
+                                min_rating=min_rating, user_ids=user_ids)
+        records = compress_users(con, date=reference, max_tokens=budget, keep_types=keep_types,
+                                 min_rating=min_rating, user_ids=user_ids, token_counter=counter)
+    finally:
+        con.close()  # other pipeline processes open the same file; everything needed is in memory now
+    started = time.perf_counter()
+    from rich.progress import Progress
+
+    with jsonl_writer(out) as writer, Progress(console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("compressing users", total=len(records))  # type: ignore[arg-type]
+        for user in records:
+            writer.write(user.to_record())
+            report.add(user)
+            progress.advance(task)
+    if stats:
+        console.print(stats_table(report))
+    elif not quiet:
+        console.print(
+            f"compressed {report.users:,} users up to {report.date} in {time.perf_counter() - started:.1f}s: "
+            f"{report.tokens_raw:,} -> {report.tokens_compressed:,} tokens ({report.reduction:.1%} fewer), "
+            f"{report.users_truncated:,} truncated to fit " + (f"{budget:,} tokens" if budget else "(no budget)"),
+            highlight=False, soft_wrap=True,
+        )

@@ -3,17 +3,104 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import typer
+
+from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
+
+HELP = """Score recommendations with RecBole's metric definitions, full ranking, on the stored split.
+
+[bold]What is scored[/] (exactly one): --model DIR (a `recgpt train-towers` model: every user x every item,
+y = h_u.h_v), --recs FILE (any recommendation JSONL {"user_id","item_id","rank"|"score"}, e.g. from
+`recgpt retrieve`; rank 1 = best, else higher score = better), or --baseline pop|itemknn|bpr (fitted here on
+the train split).
+
+[bold]Protocols[/] (--protocol; the split is made once, seeded by --seed, stored in the DB and shared with
+train-towers and retrieve):
+[bold]recbole[/] (default): RecBole's general-recommendation default — per user, random order, 80/10/10
+train/valid/test with RecBole's rounding. [bold]loo[/]: leave-one-out by time — per user the last interaction is
+test, the second-last valid, the rest train. Testing masks train+valid items (validation masks train).
+
+[bold]Metrics[/] (@k for each --k): recall, ndcg, hit, mrr, precision, itemcoverage, averagepopularity (mean
+train count), giniindex, tailpercentage (least popular 10% + unseen items), categorydiversity (distinct leaf
+categories / k), exposure_decile and hitrate_decile (10 values, decile 1 = most popular items); with --tags,
+hr_tagcategory@30: share of users whose next item's category is among the categories (via the tag->category
+model phi, fitted on item titles) of their 30 predicted tags (paper 2.2.2; use --protocol loo for "next").
+
+[bold]Output[/]: --json prints one JSON object on stdout (a --compare system under "compare"); otherwise a
+table on stdout. --plot DIR writes PNGs (exposure by popularity decile side by side, like the paper's
+Figure 1, and a category-diversity histogram)."""
+
+
+def _parse_ks(text: str) -> list[int]:
+    from recgpt_cli.errors import BadInput
+
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise BadInput(f"--k {text!r}: expected comma-separated integers, e.g. 10,20") from None
+    if not ks or ks[0] < 1:
+        raise BadInput(f"--k {text!r}: expected positive integers, e.g. 10,20")
+    return ks
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return " ".join(f"{v:.3f}" for v in value)
+    return str(value)
 
 
 @friendly_errors
 def evaluate(
     db: DbOpt = Path("recgpt.duckdb"),
-    in_path: InOpt = "-",
-    out: OutOpt = "-",
-    seed: SeedOpt = 0,
+    model: Annotated[Path | None, typer.Option("--model", help="Tower model directory (recgpt train-towers).")] = None,
+    recs: Annotated[str | None, typer.Option("--recs", help="Recommendation JSONL to score, - for stdin.")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Fit and score: pop, itemknn, bpr.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="A second recommendation JSONL, beside.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="recbole (random 8/1/1 per user) or loo (leave-one-out by time); "
+                                 "default: the model's, else recbole.")
+    ] = None,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10,20",
+    phase: Annotated[str, typer.Option("--phase", help="test, or valid (for tuning).")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print every metric as one JSON object on stdout.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG plots into this folder.")] = None,
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="predict-tags JSONL: add HR@30 of tag->category (paper 2.2.2).")
+    ] = None,
+    seed: SeedOpt = 2020,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score recommendations with RecBole's metric definitions (full ranking)."""
-    not_implemented("evaluate", "issue 4")
+    from recgpt_cli.evaluate import run_evaluation
+    from recgpt_cli.store import connect
+
+    with connect(db) as con:
+        result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,
+                                protocol=protocol, ks=_parse_ks(k), phase=phase, plot_dir=plot, seed=seed,
+                                tags_path=tags)
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps(result.to_json(), option=orjson.OPT_SERIALIZE_NUMPY).decode())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="recgpt evaluate")
+        table.add_column("metric")
+        for name in result.systems:
+            table.add_column(name, justify="right")
+        keys = list(next(iter(result.systems.values())))
+        for key in keys:
+            if key != "system":
+                table.add_row(key, *(_fmt(m.get(key, "")) for m in result.systems.values()))
+        Console().print(table)
+    if not quiet:
+        for p in result.plots:
+            console.print(f"wrote {p}")
+
+
+evaluate.__doc__ = HELP

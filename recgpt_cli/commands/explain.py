@@ -1,19 +1,155 @@
-"""`recgpt explain`."""
+"""`recgpt explain`: build the Interest-Item-Explanation table (§2.4.2) or explain recommendations."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Any
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import orjson
+import typer
+
+from recgpt_cli.commands.common import (
+    DbOpt,
+    InOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SkipBadOpt,
+    console,
+    friendly_errors,
+)
+from recgpt_cli.commands.llm_options import (
+    BackendOpt,
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConcurrencyOpt,
+    DateOpt,
+    LLMOptions,
+    MaxTokensOpt,
+    ModelOpt,
+    NoCacheOpt,
+    PromptOpt,
+    TemperatureOpt,
+)
+from recgpt_cli.errors import BadInput
+from recgpt_cli.io import Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+
+InArg = Annotated[str | None, typer.Argument(help="Retrieve output JSONL (or - for stdin); same as --in.")]
 
 
 @friendly_errors
 def explain(
+    in_arg: InArg = None,
     db: DbOpt = Path("recgpt.duckdb"),
     in_path: InOpt = "-",
     out: OutOpt = "-",
+    interests: Annotated[Path, typer.Option("--interests", help="mine-interests or predict-tags JSONL.")] = Path(
+        "interests.jsonl"),
+    build_table: Annotated[bool, typer.Option("--build-table", help="Build the lookup table and stop.")] = False,
+    table_out: Annotated[Path | None, typer.Option("--table-out", help="Also write table rows here (JSONL).")] = None,
+    table: Annotated[Path | None, typer.Option("--table", help="Look up this table JSONL instead of the DB.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="table: lookup (§2.4.2); llm: one LLM call per item.")] = "table",
+    date: DateOpt = None,
+    k: Annotated[int, typer.Option("--k", help="Categories per tag/interest when building the table.")] = 3,
     seed: SeedOpt = 0,
+    skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
+    backend: BackendOpt = "llama-cpp",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
+    prompt: PromptOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
 ) -> None:
-    """Write a short personalised explanation per recommended item with LLM_RE (§2.4)."""
-    not_implemented("explain", "issue 3")
+    """Short personalised explanation per recommended item with LLM_RE (§2.4)."""
+    from recgpt_cli import explain as ex
+    from recgpt_cli.llm.factory import make_llm
+
+    if mode not in ("table", "llm"):
+        raise BadInput(f"--mode must be table or llm, not {mode!r}")
+    t0 = time.perf_counter()
+    src = in_arg if in_arg is not None else in_path
+    rejects = Rejects(source_name(interests))
+    users = {}
+    for line, rec in iter_jsonl(interests, skip_bad=skip_bad, rejects=rejects):
+        try:
+            u = ex.parse_user_interests(rec)
+        except ValueError as exc:
+            if not skip_bad:
+                raise BadInput.at(str(interests), line, str(exc)) from None
+            rejects.add(line, str(exc), orjson.dumps(rec).decode())
+            continue
+        users[u.user_id] = u
+    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
+                      cache_dir=cache_dir, prompt=prompt, date=date, temperature=temperature, max_tokens=max_tokens)
+    params = opts.sampling(ex.EXPLAIN_PARAMS, seed=seed)
+    tmpl = opts.load_prompt("explanation")
+    day = str(opts.day()) if opts.day() else "not given"
+    stats = ex.ExplainStats()
+    if build_table:
+        llm = make_llm(opts, task="explanation")
+        with jsonl_writer(table_out) if table_out else contextlib.nullcontext() as w:
+            rows = ex.build_explanation_table(db, users.values(), llm, date=day, prompt=tmpl, params=params, k=k,
+                                              table_out=w, stats=stats, quiet=quiet)
+        _summary(quiet, stats, time.perf_counter() - t0, rejects, f"table rows written: {len(rows)}")
+        _write_rejects(rejects, out, interests)
+        return
+    items = ex.load_items(db)
+    kwargs: dict[str, Any] = {}
+    if mode == "table":
+        kwargs["table"] = ex.load_table(db, table)
+    else:
+        kwargs["llm"] = make_llm(opts, task="explanation")
+        kwargs["matcher"], _ = ex.default_matcher(items)
+    rec_rejects = Rejects(source_name(src))
+
+    def recs() -> Iterator[dict[str, Any]]:
+        for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rec_rejects):
+            err = _check_rec(rec, items)
+            if err:
+                if not skip_bad:
+                    raise BadInput.at(source_name(src), line, err)
+                rec_rejects.add(line, err, orjson.dumps(rec).decode())
+                continue
+            yield rec
+
+    with jsonl_writer(out) as w:
+        for row in ex.explain_recommendations(recs(), items=items, users=users, mode=mode, date=day, prompt=tmpl,
+                                              params=params, stats=stats, quiet=quiet, **kwargs):
+            w.write(row)
+    rejects.rows.extend(rec_rejects.rows)
+    _summary(quiet, stats, time.perf_counter() - t0, rejects, f"explanations written: {stats.n}")
+    _write_rejects(rejects, out, src)
+
+
+def _check_rec(rec: dict[str, Any], items: dict[str, Any]) -> str | None:
+    for key in ("user_id", "item_id"):
+        if rec.get(key) in (None, ""):
+            return f"missing {key!r} (expected retrieve output)"
+    if str(rec["item_id"]) not in items:
+        return f"unknown item_id {rec['item_id']!r} (not in the --db items table)"
+    return None
+
+
+def _write_rejects(rejects: Rejects, out: str, fallback: Any) -> None:
+    if len(rejects):
+        rejects.write(rejects_path_for(out, fallback))
+
+
+def _summary(quiet: bool, stats: Any, seconds: float, rejects: Rejects, head: str) -> None:
+    if quiet:
+        return
+    d = stats.as_dict()
+    console.print(
+        f"[bold]explain[/]: {head}; by source {d['by_source'] or {}}; pairs {d['pairs']} "
+        f"(already stored {d['pairs_existing']}); LLM calls {d['llm_calls']}, regenerated {d['regenerated']}, "
+        f"dropped {d['dropped']}, LLM errors {d['llm_errors']}; safety failures {d['safety_failures'] or {}}; "
+        f"tokens {d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}; {seconds:.1f}s",
+        highlight=False, soft_wrap=True)
+

@@ -1,19 +1,123 @@
-"""`recgpt mine-interests`."""
+"""`recgpt mine-interests`: compress JSONL in, one record per user with mined interests out (§2.1.2)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Annotated, Any
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import typer
+
+from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
+from recgpt_cli.commands.llm_options import (
+    BackendOpt,
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConcurrencyOpt,
+    DateOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    NoCacheOpt,
+    PromptOpt,
+    TemperatureOpt,
+)
+from recgpt_cli.errors import BadInput
+from recgpt_cli.io import Rejects, iter_jsonl, rejects_path_for, source_name
+from recgpt_cli.llm.options import LLMOptions
+
+InArg = Annotated[str | None, typer.Argument(help="Input JSONL, or - for stdin (same as --in).", show_default=False)]
+
+
+def input_path(in_arg: str | None, in_path: str) -> str:
+    """The positional IN or `--in`; both at once must agree."""
+    if in_arg is not None and in_path != "-" and in_arg != in_path:
+        raise BadInput(f"input given twice ({in_arg!r} and --in {in_path!r}); pass one")
+    return in_arg if in_arg is not None else in_path
+
+
+def checked_records(
+    src: str, check: Callable[[dict[str, Any]], str | None], *, skip_bad: bool, rejects: Rejects
+) -> Iterator[dict[str, Any]]:
+    """Input records that `check` accepts; a bad one stops with `file:line:` or, with --skip-bad, is rejected."""
+    for line, record in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
+        problem = check(record)
+        if problem is None:
+            yield record
+        elif skip_bad:
+            rejects.add(line, problem, str(record)[:500])
+        else:
+            raise BadInput.at(source_name(src), line, problem, "use --skip-bad to set such lines aside")
+
+
+def print_summary(stage: str, rows: Counter[str], removed: Counter[str], kept_name: str, batch: Any,
+                  rejects: Rejects, out: str, src: str) -> None:
+    """One stderr summary: users, ok, failed, skipped, what the rules removed, tokens and time."""
+    s = batch.stats
+    rules = ", ".join(f"{k} {v}" for k, v in removed.items()) or "none"
+    console.print(
+        f"[bold]{stage}[/]: {rows['users']} users, {rows['ok']} ok, {rows['failed']} failed, "
+        f"{rows['skipped']} skipped · {rows['kept']} {kept_name} kept · removed: {rules} · "
+        f"{s.calls} calls ({s.calls_cached} cached), {s.prompt_tokens}+{s.completion_tokens} tokens, "
+        f"{s.seconds:.1f}s, {s.completion_tokens_per_s:.1f} gen tok/s",
+        highlight=False, soft_wrap=True,
+    )
+    if len(rejects):
+        console.print(f"  {len(rejects)} bad input lines skipped -> {rejects_path_for(out, src)}", highlight=False)
 
 
 @friendly_errors
 def mine_interests(
-    db: DbOpt = Path("recgpt.duckdb"),
+    in_arg: InArg = None,
     in_path: InOpt = "-",
     out: OutOpt = "-",
+    date: DateOpt = None,
+    interest_pool: Annotated[Path | None, typer.Option(
+        "--interest-pool", help="Preset interests, one a line; close matches are renamed to them.")] = None,
+    max_interests: Annotated[int, typer.Option("--max-interests", help="Interests kept per user.")] = 8,
+    backend: BackendOpt = "llama-cpp",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
+    prompt: PromptOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = 0,
+    skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Mine each user's interests from compressed behaviour with LLM_UI (§2.1)."""
-    not_implemented("mine-interests", "issue 3")
+    """Mine each user's interests from compressed behaviour with LLM_UI (§2.1.2).
+
+    Reads `recgpt compress` JSONL; writes it back with `interests` [{id, interest, stage, reason}] and
+    `interest_rules_removed` (vague, unsupported = hallucination check, duplicate, over_cap)."""
+    from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
+    from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.llm.batch import run_batch
+    from recgpt_cli.llm.factory import make_llm
+
+    src = input_path(in_arg, in_path)
+    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
+                      cache_dir=cache_dir, prompt=prompt, date=date, temperature=temperature, max_tokens=max_tokens)
+    day = opts.day()  # None: each record's own `date` (written by compress)
+    pool = load_interest_pool(interest_pool) if interest_pool else None
+    llm = make_llm(opts, task="interest_mining")
+    miner = InterestMiner(llm, day, pool, max_interests, opts.load_prompt("interest_mining"),
+                          opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed))
+    rejects = Rejects(source_name(src))
+    records = checked_records(src, partial(check_record, has_date=day is not None), skip_bad=skip_bad, rejects=rejects)
+    batch = run_batch(records, miner, desc="mine-interests", quiet=quiet,
+                      concurrency=min(concurrency, getattr(llm.backend, "concurrency", 1)))
+    tally: Counter[str] = Counter()
+    removed: Counter[str] = Counter()
+    with jsonl_writer(out) as writer:
+        for row, _gens in batch:
+            writer.write(row)
+            tally.update(users=1, failed=int("error" in row), ok=int("error" not in row), kept=len(row["interests"]))
+            removed.update(row["interest_rules_removed"])
+    if len(rejects):
+        rejects.write(rejects_path_for(out, src))
+    if not quiet:
+        print_summary("mine-interests", tally, removed, "interests", batch, rejects, out, src)

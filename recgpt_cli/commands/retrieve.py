@@ -3,17 +3,59 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import typer
+
+from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, console, friendly_errors
 
 
 @friendly_errors
 def retrieve(
     db: DbOpt = Path("recgpt.duckdb"),
-    in_path: InOpt = "-",
+    model_dir: Annotated[Path, typer.Option("--model", help="Model directory from `recgpt train-towers`.")] = Path(
+        "models/tar"
+    ),
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="predict-tags JSONL ({user_id, tags:[{tag, interest}]}), - = stdin.")
+    ] = None,
+    beta: Annotated[float, typer.Option("--beta", help="h_fuse = beta*h_u + (1-beta)*h_t; 1 = user tower only.")] = 0.5,
+    k: Annotated[int, typer.Option("--k", min=1, help="Items per user.")] = 50,
+    per_tag_quota: Annotated[
+        int | None, typer.Option("--per-tag-quota", min=1, help="Max items per tag (default ceil(k / tags)).")
+    ] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Brute-force search instead of hnswlib.")] = False,
+    exclude: Annotated[
+        str, typer.Option("--exclude", help="Filter engaged items: train (train split) or all (any behaviour).")
+    ] = "train",
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Split the model must have been trained on (checked).")
+    ] = None,
+    ef: Annotated[int, typer.Option("--ef", min=1, help="hnswlib search breadth.")] = 200,
+    m: Annotated[int, typer.Option("--M", min=2, help="hnswlib graph degree.")] = 32,
     out: OutOpt = "-",
-    seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Retrieve items per user by fusing user and tag towers, h_fuse = beta*h_u + (1-beta)*h_t (§2.3.3)."""
-    not_implemented("retrieve", "issue 4")
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.retrieve import read_tags
+    from recgpt_cli.retrieve import retrieve as run_retrieve
+    from recgpt_cli.store import connect
+    from recgpt_cli.towers import load_model
+
+    if exclude not in ("train", "all"):
+        raise BadInput(f"--exclude {exclude}: expected train or all")
+    model = load_model(model_dir)
+    if protocol is not None and protocol != model.config.get("protocol"):
+        raise BadInput(f"--protocol {protocol}: {model_dir} was trained on the {model.config.get('protocol')} split")
+    tags_by_user, empty = read_tags(tags) if tags else ({}, 0)
+    unknown = sum(u not in set(model.user_ids) for u in tags_by_user)
+    with connect(db, read_only=True) as con, jsonl_writer(out) as writer:
+        for rec in run_retrieve(con, model, tags_by_user, beta=beta, k=k, per_tag_quota=per_tag_quota, exact=exact,
+                                exclude=exclude, ef=ef, m=m):
+            writer.write(rec)
+    if not quiet:
+        console.print(f"retrieved {writer.count:,} (user, item) rows for {len(model.user_ids):,} users; "
+                      f"{len(tags_by_user) - unknown:,} users with tags, {empty:,} tag records without tags, "
+                      f"{unknown:,} tag users unknown to the model (skipped)")

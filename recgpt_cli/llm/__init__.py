@@ -1,1 +1,1 @@
-"""LLM layer: backends (llama.cpp, transformers, OpenAI-compatible, fake), prompt files, validated JSON output, cache."""
+"""LLM layer: backends (llama.cpp, transformers, OpenAI-compatible, fake), prompt files, validated JSON, cache."""

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from recgpt_cli.errors import RecgptError
+
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
 
@@ -18,7 +20,7 @@ class SamplingParams:
     max_tokens: int = 256
     seed: int = 0
 
-    def with_seed(self, seed: int) -> "SamplingParams":
+    def with_seed(self, seed: int) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.max_tokens, seed)
 
 
@@ -31,15 +33,28 @@ class Completion:
     finish_reason: str = "stop"  # "length" means the output was cut at max_tokens
 
 
+class BackendError(RecgptError):
+    """One call failed in a way a retry with another seed cannot fix (prompt longer than the context, HTTP 4xx).
+    StructuredLLM records it as that sample's `error`; the batch goes on."""
+
+
 class Backend(Protocol):
     """A text generator. `model_id` identifies the exact weights (content hash) and is part of every cache key."""
 
-    name: str
-    model_id: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
 
     def complete(self, messages: list[Message], schema: dict[str, Any] | None, params: SamplingParams) -> Completion:
         """Generate one reply; when `schema` is given, constrain it to JSON matching the schema if possible."""
         ...
+
+
+def backend_concurrency(backend: Backend) -> int:
+    """How many calls a backend takes at once (optional `concurrency` attribute; 1 for in-process models)."""
+    return max(1, int(getattr(backend, "concurrency", 1) or 1))
 
 
 Responder = Callable[[list[Message], "dict[str, Any] | None", SamplingParams], str]

@@ -2,11 +2,12 @@
 
 Stages call `StructuredLLM.generate`; they never talk to a backend directly. Invalid or truncated output is
 retried with a different seed a bounded number of times, then returned as a failure with `error` set, so one
-bad sample never crashes a batch.
+bad sample never crashes a batch (issue 3). `llm.usage` sums tokens over all calls (progress bars read it).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -14,16 +15,21 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from recgpt_cli.llm.base import Backend, Completion, Message, SamplingParams
+from recgpt_cli.llm.base import Backend, BackendError, Completion, Message, SamplingParams, backend_concurrency
+from recgpt_cli.llm.json_schema import normalise_schema
 from recgpt_cli.llm.prompts import Prompt
 
 T = TypeVar("T", bound=BaseModel)
+
+# With greedy decoding a new seed reproduces the same bad output, so retries sample at least this warm.
+RETRY_TEMPERATURE = 0.7
 
 
 class CompletionCache(Protocol):
     """Content-addressed store of completions (implemented over DuckDB in `llm.cache`)."""
 
-    def get(self, key: str) -> Completion | None: ...
+    def get(self, key: str, *, prompt: Prompt | None = None, messages: list[Message] | None = None
+            ) -> Completion | None: ...
 
     def put(self, key: str, completion: Completion, *, prompt: Prompt, messages: list[Message]) -> None: ...
 
@@ -47,18 +53,70 @@ class Generation(Generic[T]):
         return self.value is not None
 
 
+@dataclass
+class Usage:
+    """Running totals over every `generate` call of one StructuredLLM (cache hits cost no tokens)."""
+
+    generations: int = 0
+    failed: int = 0
+    backend_calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 def output_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """JSON schema handed to the backend's constrained decoder."""
-    return model.model_json_schema()
+    """JSON schema handed to the backend's constrained decoder: pydantic's, $refs inlined, unsupported keys gone."""
+    return normalise_schema(model.model_json_schema())
+
+
+def parse_json_output(text: str) -> Any:
+    """The JSON value in a reply. Grammar-constrained backends return bare JSON; free-running ones (hf) may wrap
+    it in prose or ```json fences, so fall back to the first balanced {...} object."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        candidate = first_json_object(text)
+        if candidate is None:
+            raise
+        return orjson.loads(candidate)
+
+
+def first_json_object(text: str) -> str | None:
+    """The first balanced `{...}` in `text` (strings and escapes respected), or None."""
+    start = text.find("{")
+    while start != -1:
+        depth, in_str, esc = 0, False, False
+        for i in range(start, len(text)):
+            c = text[i]
+            if in_str:
+                esc, in_str = (False, True) if esc else (c == "\\", c != '"')
+            elif c == '"':
+                in_str = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : i + 1]
+        start = text.find("{", start + 1)
+    return None
 
 
 class StructuredLLM:
-    """Backend + optional cache + validation/retry policy."""
+    """Backend + optional cache + validation/retry policy. Thread-safe when the backend is (openai)."""
 
     def __init__(self, backend: Backend, *, cache: CompletionCache | None = None, retries: int = 2) -> None:
         self.backend = backend
         self.cache = cache
         self.retries = retries
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    @property
+    def concurrency(self) -> int:
+        """Calls worth running at once: >1 only for HTTP backends (pass to `run_batch(concurrency=...)`)."""
+        return backend_concurrency(self.backend)
 
     def generate(
         self,
@@ -72,11 +130,14 @@ class StructuredLLM:
         messages = prompt.render(variables)
         schema = output_schema(output)
         gen: Generation[T] = Generation(value=None)
-        last_error = "no attempt made"
         for attempt in range(self.retries + 1):
-            # A different seed per retry: the same seed would reproduce the same invalid output.
-            p = params if attempt == 0 else params.with_seed(params.seed + 1000 * attempt)
-            completion, cached = self._complete(prompt, messages, schema, p)
+            p = params if attempt == 0 else self._retry_params(params, attempt)
+            try:
+                completion, cached = self._complete(prompt, messages, schema, p)
+            except BackendError as exc:
+                gen.attempts = attempt + 1
+                gen.error = f"BackendError: {exc.message}"
+                break  # another seed cannot fix a prompt that does not fit or a rejected request
             gen.attempts = attempt + 1
             gen.cached = cached
             gen.raw = completion.text
@@ -87,26 +148,40 @@ class StructuredLLM:
             try:
                 if completion.finish_reason == "length":
                     raise ValueError(f"output truncated at max_tokens={p.max_tokens}")
-                gen.value = output.model_validate(orjson.loads(completion.text))
+                gen.value = output.model_validate(parse_json_output(completion.text))
                 gen.error = None
-                return gen
+                break
             except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
-                last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                gen.error = last_error
+                gen.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        with self._lock:
+            self.usage.generations += 1
+            self.usage.failed += gen.value is None
+            self.usage.prompt_tokens += gen.prompt_tokens
+            self.usage.completion_tokens += gen.completion_tokens
         return gen
+
+    @staticmethod
+    def _retry_params(params: SamplingParams, attempt: int) -> SamplingParams:
+        # A different seed per retry (the same seed would reproduce the same invalid output).
+        return SamplingParams(max(params.temperature, RETRY_TEMPERATURE), params.top_p, params.max_tokens,
+                              params.seed + 1000 * attempt)
 
     def _complete(
         self, prompt: Prompt, messages: list[Message], schema: dict[str, Any], params: SamplingParams
     ) -> tuple[Completion, bool]:
         key = self.cache.key(self.backend, prompt, messages, schema, params) if self.cache else ""
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self.cache.get(key, prompt=prompt, messages=messages)
             if hit is not None:
+                with self._lock:
+                    self.usage.cache_hits += 1
                 return hit, True
         t0 = time.perf_counter()
         completion = self.backend.complete(messages, schema, params)
         if not completion.latency_s:
             completion.latency_s = time.perf_counter() - t0
+        with self._lock:
+            self.usage.backend_calls += 1
         if self.cache is not None:
             self.cache.put(key, completion, prompt=prompt, messages=messages)
         return completion, False

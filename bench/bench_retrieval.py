@@ -1,0 +1,149 @@
+"""TAR vs classic baselines on ml-100k, RecBole's default split (random 8/1/1 per user), full ranking, test phase.
+
+    python bench/bench_retrieval.py [--epochs 30] [--variants paper,tuned] [--betas 1,0.9,0.8,0.7]
+
+Tags for an ml-100k user (the LLM stage's stand-in): the genres of their TRAIN movies, the 3 most frequent ones,
+each genre name being one tag. TAR beta=1 is the plain two-tower (user tower only); "best beta" is picked on the
+VALIDATION split and reported on test. Prints one rich table; numbers go in the closing note of issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench.datasets import ml100k_dir  # noqa: E402
+from recgpt_cli.metrics import compute_metrics  # noqa: E402
+from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
+from recgpt_cli.splits import SplitData, load_split, make_split  # noqa: E402
+from recgpt_cli.store import open_db  # noqa: E402
+from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
+
+COLUMNS = ("ndcg@10", "recall@10", "hit@10", "itemcoverage@10", "giniindex@10", "averagepopularity@10")
+VARIANTS = {
+    # the paper's towers and losses (§2.3), mean pooling, alpha = 0.5
+    "paper": TowerConfig(),
+    # same towers and losses, but every item is a negative (full softmax, no popularity-skewed in-batch negatives)
+    "full": TowerConfig(n_negatives=1_000_000, in_batch=False),
+    # full softmax, collaborative loss only (L_sem weight 0): what the tag/category losses do to accuracy
+    "full-col": TowerConfig(n_negatives=1_000_000, in_batch=False, tag_weight=0.0),
+    # temperature / learning-rate knobs on the full-softmax variant
+    "full-t05": TowerConfig(n_negatives=1_000_000, in_batch=False, temperature=0.05, patience=2),
+    "full-lr2": TowerConfig(n_negatives=1_000_000, in_batch=False, lr=2e-3, patience=2),
+}
+
+
+def load_ml100k(db: Path) -> None:
+    """Import ml-100k with the project importer when present, else a direct load of the atomic files."""
+    try:
+        from recgpt_cli.importers import import_recbole  # type: ignore[attr-defined]
+    except ImportError:
+        import_recbole = None
+    if import_recbole is not None:
+        con = open_db(db)
+        import_recbole(con, ml100k_dir())
+        con.close()
+        return
+    src = ml100k_dir()
+    con = open_db(db)
+    con.execute(f"""INSERT INTO items SELECT "item_id:token", "movie_title:token_seq",
+        string_split("class:token_seq", ' '), string_split("class:token_seq", ' ')[-1], NULL, NULL, NULL, NULL
+        FROM read_csv('{src / "ml-100k.item"}', delim='\t', header=true, all_varchar=true, quote='')""")
+    con.execute(f"""INSERT INTO behaviors SELECT "user_id:token", "item_id:token", NULL, 'rating',
+        to_timestamp(CAST("timestamp:float" AS DOUBLE))::TIMESTAMP, CAST("rating:float" AS DOUBLE)
+        FROM read_csv('{src / "ml-100k.inter"}', delim='\t', header=true, all_varchar=true)""")
+    con.execute("INSERT INTO users SELECT DISTINCT user_id, '{}' FROM behaviors")
+    con.close()
+
+
+def genre_tags(con, split: SplitData, n_tags: int = 3) -> dict[int, list[Tag]]:  # type: ignore[no-untyped-def]
+    """Each user's top-`n_tags` genres over their TRAIN movies (our stand-in for LLM-predicted tags)."""
+    genres = dict(con.execute("SELECT item_id, category_path FROM items").fetchall())
+    indptr, items = split.user_items("train")
+    out = {}
+    for u in range(split.n_users):
+        c = Counter(g for v in items[indptr[u] : indptr[u + 1]] for g in (genres.get(split.item_ids[v]) or []))
+        out[u] = [Tag(g, f"genre:{g}") for g, _ in c.most_common(n_tags)]
+    return out
+
+
+def tar_topk(model, split: SplitData, tags: dict[int, list[Tag]], beta: float, phase: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Top-10 per user from `retrieve`'s own merge (exact search), masking what evaluation masks for `phase`."""
+    topk = np.full((split.n_users, 10), -1, dtype=np.int64)
+    users = np.arange(split.n_users)
+    for u, hits in rank_users(model, users, tags, beta=beta, k=10, exclude=split.exclude_for(phase), exact=True):
+        topk[u, : len(hits)] = [h.item for h in hits]
+    return topk
+
+
+def score_row(name: str, topk: np.ndarray, split: SplitData, seconds: float) -> dict[str, object]:
+    m = compute_metrics(topk, split, phase="test", ks=(10,))
+    return {"model": name, **{c: m[c] for c in COLUMNS}, "train_s": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=0, help="0 = the variant's own (default 3)")
+    ap.add_argument("--variants", default="paper,full")
+    ap.add_argument("--betas", default="1,0.9,0.8,0.7,0.5")
+    ap.add_argument("--work", default="")
+    ap.add_argument("--baselines", default="pop,itemknn,bpr")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)  # the bench box is shared: one busy thread beats two starved ones
+    console = Console(stderr=True)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_retrieval_"))
+    db = work / "ml100k.duckdb"
+    if not db.exists():
+        load_ml100k(db)
+    con = open_db(db)
+    make_split(con, "recbole")
+    split = load_split(con, "recbole")
+    rows: list[dict[str, object]] = []
+    from recgpt_cli.baselines import fit_baseline, recommend
+
+    for name in [b for b in args.baselines.split(",") if b]:
+        t0 = time.perf_counter()
+        scorer = fit_baseline(name, split, seed=2020)
+        seconds = time.perf_counter() - t0
+        rows.append(score_row(name, recommend(scorer, split, k=10, phase="test"), split, seconds))
+    tags = genre_tags(con, split)
+    for variant in args.variants.split(","):
+        cfg = VARIANTS[variant]
+        cfg.epochs = args.epochs
+        cfg.patience = args.patience if args.patience else cfg.patience
+        report = train_towers(con, work / f"tar-{variant}", cfg, console=console)
+        seconds = report.seconds  # epochs' time, summed over resumed runs (a finished model is reused)
+        model = load_model(work / f"tar-{variant}")
+        best_beta, best_valid = 1.0, -1.0
+        for beta in [float(b) for b in args.betas.split(",")]:
+            valid = compute_metrics(tar_topk(model, split, tags, beta, "valid"), split, "valid", ks=(10,))
+            if valid["ndcg@10"] > best_valid:
+                best_beta, best_valid = beta, valid["ndcg@10"]
+            if beta == 1.0:
+                rows.append(score_row(f"TAR-{variant} β=1", tar_topk(model, split, tags, 1.0, "test"), split, seconds))
+        rows.append(score_row(f"TAR-{variant} β={best_beta:g} (best on valid)",
+                              tar_topk(model, split, tags, best_beta, "test"), split, seconds))
+    table = Table(title="ml-100k, RecBole default split (RO 8/1/1), full ranking, test")
+    for c in ("model", *COLUMNS, "train_s"):
+        table.add_column(c, justify="left" if c == "model" else "right")
+    for r in rows:
+        table.add_row(str(r["model"]), *(f"{float(r[c]):.4f}" for c in COLUMNS), f"{float(r['train_s']):.1f}")  # type: ignore[arg-type]
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    main()

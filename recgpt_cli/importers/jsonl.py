@@ -1,0 +1,184 @@
+"""`recgpt import jsonl`: users/items/behaviours JSONL (schema.User/Item/Behavior), validated line by line.
+
+Each line is validated with pydantic while streaming (errors are `file:line: field: message`); validated rows are
+written to a temporary JSONL file that DuckDB bulk-reads into staging tables, so the database never sees
+row-by-row inserts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+from pydantic import ValidationError
+
+from recgpt_cli.errors import BadInput
+from recgpt_cli.importers.staging import (
+    ImportReport,
+    StagedSource,
+    TableCounts,
+    Timer,
+    check_dangling_items,
+    create_staging,
+    drop_staging,
+    merge_staged,
+    sql_str,
+    write_rejects,
+)
+from recgpt_cli.io import STDIO, Rejects, iter_jsonl, source_name
+from recgpt_cli.schema import Behavior, Item, User, describe_validation_error
+from recgpt_cli.store import transaction
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _user_row(obj: dict[str, Any]) -> dict[str, Any]:
+    u = User.model_validate(obj)
+    return {"user_id": u.user_id, "attributes": u.attributes}
+
+
+def _item_row(obj: dict[str, Any]) -> dict[str, Any]:
+    i = Item.model_validate(obj)
+    return {
+        "item_id": i.item_id,
+        "title": i.title,
+        "category_path": i.category,
+        "brand": i.brand,
+        "price": i.price,
+        "sales": i.sales,
+        "extra": i.extra,
+    }
+
+
+def _behavior_row(obj: dict[str, Any]) -> dict[str, Any]:
+    b = Behavior.model_validate(obj)
+    return {
+        "user_id": b.user_id,
+        "item_id": b.item_id,
+        "query": b.query,
+        "type": b.type.value,
+        # Integer microseconds since the epoch: exact, and cheaper for DuckDB than parsing ISO strings.
+        "ts": (b.timestamp - _EPOCH) // _MICROSECOND,
+        "value": b.value,
+    }
+
+
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1) - _EPOCH
+
+# table -> (row builder, read_json columns, SELECT list from the temp file into the staging table)
+_TABLES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], dict[str, str], str]] = {
+    "users": (_user_row, {"user_id": "VARCHAR", "attributes": "JSON", "line": "BIGINT"}, "user_id, attributes, line"),
+    "items": (
+        _item_row,
+        {
+            "item_id": "VARCHAR",
+            "title": "VARCHAR",
+            "category_path": "VARCHAR[]",
+            "brand": "VARCHAR",
+            "price": "DOUBLE",
+            "sales": "BIGINT",
+            "extra": "JSON",
+            "line": "BIGINT",
+        },
+        "item_id, title, category_path, brand, price, sales, extra, line",
+    ),
+    "behaviors": (
+        _behavior_row,
+        {
+            "user_id": "VARCHAR",
+            "item_id": "VARCHAR",
+            "query": "VARCHAR",
+            "type": "VARCHAR",
+            "ts": "BIGINT",
+            "value": "DOUBLE",
+            "line": "BIGINT",
+        },
+        "user_id, item_id, query, type, make_timestamp(ts), value, line",
+    ),
+}
+
+
+def _validate_to_file(
+    table: str, path: str | Path, out: Path, *, skip_bad: bool, rejects: Rejects, counts: TableCounts
+) -> int:
+    """Stream `path`, validate each line into a staging row, write rows to `out`. Returns rows written."""
+    build = _TABLES[table][0]
+    name = source_name(path)
+    n_ok = 0
+    with out.open("wb") as fh:
+        for lineno, obj in iter_jsonl(path, skip_bad=skip_bad, rejects=rejects, allow_empty=True):
+            try:
+                row = build(obj)
+            except ValidationError as exc:
+                msg = describe_validation_error(exc)
+                if not skip_bad:
+                    raise BadInput.at(name, lineno, msg) from None
+                rejects.add(lineno, msg, orjson.dumps(obj).decode())
+                continue
+            row["line"] = lineno
+            fh.write(orjson.dumps(row))
+            fh.write(b"\n")
+            n_ok += 1
+    counts.rejected += len(rejects)
+    if n_ok == 0 and len(rejects) == 0:
+        raise BadInput.at(name, 1, "file is empty, expected one JSON object per line")
+    return n_ok
+
+
+def import_jsonl(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    users: str | Path | None = None,
+    items: str | Path | None = None,
+    behaviors: str | Path | None = None,
+    skip_bad: bool = False,
+    rejects_path: Path | None = None,
+) -> ImportReport:
+    """Import users/items/behaviours JSONL files (`-` = stdin, at most one) into the store, all or nothing.
+
+    Users and items are upserted by id (a changed record replaces the stored one); behaviours already stored
+    (same user, item, query, type, timestamp, value) are skipped, so re-importing a file adds nothing.
+    A behaviour naming an item in neither the DB nor this import is bad input; one naming an unknown user
+    creates that user with empty attributes (counted in `users_created`). Under `skip_bad`, bad lines are
+    counted and written to `rejects_path` (default: `<input>.rejects.jsonl` beside each input)."""
+    timer = Timer()
+    given = {t: p for t, p in (("users", users), ("items", items), ("behaviors", behaviors)) if p is not None}
+    if not given:
+        raise BadInput("nothing to import", "give --users, --items and/or --behaviors")
+    if sum(str(p) == STDIO for p in given.values()) > 1:
+        raise BadInput("only one of --users/--items/--behaviors can be - (stdin)")
+    report = ImportReport(source=", ".join(f"{t}={source_name(p)}" for t, p in given.items()))
+    sources = {t: StagedSource(source_name(p)) for t, p in given.items()}
+    with tempfile.TemporaryDirectory(prefix="recgpt-import-") as tmp:
+        files = {}
+        for table, path in given.items():
+            files[table] = Path(tmp) / f"{table}.jsonl"
+            rejects = sources[table].rejects
+            _validate_to_file(
+                table, path, files[table], skip_bad=skip_bad, rejects=rejects, counts=getattr(report, table)
+            )
+        with transaction(con):
+            create_staging(con)
+            for table, file in files.items():
+                _, columns, select = _TABLES[table]
+                spec = ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in columns.items())
+                try:
+                    con.execute(
+                        f"INSERT INTO _imp_{table} SELECT {select} FROM read_json({sql_str(file)}, "
+                        f"format='newline_delimited', columns={{{spec}}})"
+                    )
+                except duckdb.Error as exc:  # e.g. a sales count beyond 64-bit: valid JSON, not storable
+                    msg = str(exc).splitlines()[0]
+                    raise BadInput(f"{sources[table].name}: a value does not fit the {table} table ({msg})") from None
+            if "behaviors" in given:
+                check_dangling_items(con, sources["behaviors"], report, skip_bad=skip_bad)
+            merge_staged(con, report)
+            drop_staging(con)
+    report.rejects_path = write_rejects(list(sources.values()), rejects_path)
+    report.seconds = timer.seconds()
+    return report

@@ -1,0 +1,192 @@
+"""`run_batch`: the one loop every LLM stage runs, with a rich progress bar (items/s, tokens/s) on stderr.
+
+    from recgpt_cli.llm.batch import run_batch
+
+    def one(record):                       # may return a Generation, a list of them, or (row, generations)
+        gen = llm.generate(tmpl, variables_for(record), InterestList, params)
+        return to_row(record, gen), [gen]
+
+    batch = run_batch(records, one, desc="mine-interests", quiet=quiet, concurrency=llm.concurrency)
+    for row, _gens in batch:               # results come back in input order
+        writer.write(row)
+    batch.stats  # BatchStats(items, prompt_tokens, completion_tokens, cached, failed, seconds)
+
+Tokens are summed from whatever `fn` returns: a Generation, or any (nested) list/tuple holding Generations;
+or, with `llm=` given, read from `llm.usage` (so `fn` may return plain rows).
+
+A stage written as a generator (one output row per input record) can be wrapped instead of restructured:
+
+    for row in track(mine_interests(records, llm, ...), desc="mine-interests", quiet=quiet, llm=llm):
+        writer.write(row)
+With `concurrency > 1` (the openai backend), `fn` runs in a thread pool with a bounded window, so results stay
+in input order and memory stays bounded on long inputs; the cache is thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recgpt_cli.llm.structured import Generation, StructuredLLM
+
+R = TypeVar("R")
+O = TypeVar("O")  # noqa: E741 - output type
+
+
+@dataclass
+class BatchStats:
+    items: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls_cached: int = 0
+    calls_failed: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return (self.prompt_tokens + self.completion_tokens) / self.seconds if self.seconds else 0.0
+
+    @property
+    def completion_tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+    def add(self, result: Any) -> None:
+        for gen in generations_in(result):
+            self.calls += 1
+            self.prompt_tokens += gen.prompt_tokens
+            self.completion_tokens += gen.completion_tokens
+            self.calls_cached += gen.cached
+            self.calls_failed += not gen.ok
+
+    def summary(self) -> str:
+        return (f"{self.items} items, {self.calls} LLM calls ({self.calls_cached} cached, {self.calls_failed} failed), "
+                f"{self.prompt_tokens}+{self.completion_tokens} tokens, {self.seconds:.1f}s, "
+                f"{self.completion_tokens_per_s:.1f} generated tok/s")
+
+
+def generations_in(result: Any) -> Iterator[Generation[Any]]:
+    """Every Generation inside `result` (itself, or nested in lists/tuples)."""
+    if isinstance(result, Generation):
+        yield result
+    elif isinstance(result, (list, tuple)):
+        for part in result:
+            yield from generations_in(part)
+
+
+class BatchRun(Generic[O]):
+    """Iterator over `fn(record)` results in input order; `stats` is filled as it goes."""
+
+    def __init__(self, records: Iterable[R], fn: Callable[[R], O], *, desc: str, quiet: bool, total: int | None,
+                 concurrency: int, console: Console | None, llm: StructuredLLM | None = None) -> None:
+        self._records = records
+        self._fn = fn
+        self._desc = desc
+        self._quiet = quiet
+        self._total = total if total is not None else _len_or_none(records)
+        self._concurrency = max(1, concurrency)
+        self._console = console or Console(stderr=True)
+        self.stats = BatchStats()
+        self._llm = llm
+        self._usage0 = (0, 0, 0, 0, 0)
+        self._it = self._run()
+
+    def __iter__(self) -> BatchRun[O]:
+        return self
+
+    def __next__(self) -> O:
+        return next(self._it)
+
+    def _results(self) -> Iterator[O]:
+        if self._concurrency == 1:
+            for record in self._records:
+                yield self._fn(record)
+            return
+        # A bounded window of futures: input order is kept and a huge stdin is never read all at once.
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            window: deque[Future[O]] = deque()
+            for record in self._records:
+                window.append(pool.submit(self._fn, record))
+                if len(window) >= 2 * self._concurrency:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _run(self) -> Iterator[O]:
+        t0 = time.perf_counter()
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            console=self._console, disable=self._quiet, transient=False,
+        )
+        with progress:
+            task = progress.add_task(self._desc, total=self._total, rate="")
+            if self._llm is not None:
+                self._usage0 = self._usage_now()
+            for result in self._results():
+                self.stats.items += 1
+                self._count(result)
+                self.stats.seconds = time.perf_counter() - t0
+                s = self.stats
+                progress.update(task, advance=1, rate=f"{s.items / s.seconds:.2f} items/s · "
+                                f"{s.completion_tokens_per_s:.1f} tok/s · {s.calls_cached} cached")
+                yield result
+        self.stats.seconds = time.perf_counter() - t0
+
+
+    def _usage_now(self) -> tuple[int, int, int, int, int]:
+        u = self._llm.usage  # type: ignore[union-attr]
+        return (u.generations, u.prompt_tokens, u.completion_tokens, u.cache_hits, u.failed)
+
+    def _count(self, result: Any) -> None:
+        if self._llm is None:
+            self.stats.add(result)
+            return
+        now = self._usage_now()
+        s = self.stats
+        s.calls, s.prompt_tokens, s.completion_tokens, s.calls_cached, s.calls_failed = (
+            a - b for a, b in zip(now, self._usage0, strict=True))
+
+
+def _len_or_none(records: Iterable[Any]) -> int | None:
+    try:
+        return len(records)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def run_batch(
+    records: Iterable[R],
+    fn: Callable[[R], O],
+    *,
+    desc: str,
+    quiet: bool = False,
+    total: int | None = None,
+    concurrency: int = 1,
+    console: Console | None = None,
+    llm: StructuredLLM | None = None,
+) -> BatchRun[O]:
+    """Apply `fn` to each record, yielding results in order, with progress on stderr unless `quiet` (STYLE §9)."""
+    return BatchRun(records, fn, desc=desc, quiet=quiet, total=total, concurrency=concurrency, console=console,
+                    llm=llm)
+
+
+def track(
+    rows: Iterable[O],
+    *,
+    desc: str,
+    quiet: bool = False,
+    total: int | None = None,
+    llm: StructuredLLM | None = None,
+    console: Console | None = None,
+) -> BatchRun[O]:
+    """Progress over an existing row iterator (a stage generator); tokens come from `llm.usage` when given."""
+    return BatchRun(rows, lambda row: row, desc=desc, quiet=quiet, total=total, concurrency=1, console=console,
+                    llm=llm)

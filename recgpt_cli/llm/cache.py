@@ -1,0 +1,174 @@
+"""Content-addressed LLM cache + call log in DuckDB: reruns are nearly free, killed runs resume (issue 3).
+
+One DuckDB file per task, `<cache-dir>/<task>.duckdb`, never the main `--db`: pipe stages are concurrent
+processes and DuckDB allows one writer process per file. Tables:
+
+- `completions(key PRIMARY KEY, text, prompt_tokens, completion_tokens, latency_s, finish_reason, created)`
+- `llm_calls(ts, task, prompt_version, backend, model_id, key, messages JSON, output, prompt_tokens,
+  completion_tokens, latency_s, finish_reason, cached)` — one row per call, hit or miss, for auditing;
+  a hit stores no messages/output (join `completions` on `key`).
+
+Each `put` commits before returning, so a stage killed mid-batch keeps every finished call and a rerun asks the
+backend only for the rest. Audit with e.g.
+`duckdb .recgpt-cache/interest_mining.duckdb "select ts, cached, latency_s, output from llm_calls"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from recgpt_cli.llm.base import Backend, Completion, Message, SamplingParams
+from recgpt_cli.llm.prompts import Prompt
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS completions(
+    key VARCHAR PRIMARY KEY, text VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s DOUBLE, finish_reason VARCHAR, created TIMESTAMP);
+CREATE TABLE IF NOT EXISTS llm_calls(
+    ts TIMESTAMP, task VARCHAR, prompt_version VARCHAR, backend VARCHAR, model_id VARCHAR, key VARCHAR,
+    messages JSON, output VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE,
+    finish_reason VARCHAR, cached BOOLEAN);
+"""
+
+# How long to wait for another process holding the same task's cache file before running uncached.
+LOCK_WAIT_S = 5.0
+
+
+def cache_key(backend: Backend, prompt: Prompt, messages: list[Message], schema: dict[str, Any] | None,
+              params: SamplingParams) -> str:
+    """sha256 over everything that can change a completion: backend, weights hash, prompt task+version,
+    rendered messages, output schema, sampling params."""
+    payload = {
+        "backend": backend.name,
+        "model_id": backend.model_id,
+        "task": prompt.task,
+        "prompt_version": prompt.version,
+        "messages": messages,
+        "schema": schema,
+        "params": [params.temperature, params.top_p, params.max_tokens, params.seed],
+    }
+    # Not OPT_SORT_KEYS: property order in the schema changes the output, so it must change the key too.
+    return hashlib.sha256(orjson.dumps(payload)).hexdigest()
+
+
+class DuckDBCache:
+    """CompletionCache over per-task DuckDB files. Thread-safe (one lock per process)."""
+
+    def __init__(self, cache_dir: Path | str, *, task: str | None = None, warn: Any = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.task = task
+        self._cons: dict[str, duckdb.DuckDBPyConnection | None] = {}
+        self._lock = threading.RLock()
+        self._warn = warn
+        self._ident = ("", "")  # (backend name, model_id) of the last key: written into log rows
+
+    # -- CompletionCache protocol ------------------------------------------------------------------
+    def key(self, backend: Backend, prompt: Prompt, messages: list[Message], schema: dict[str, Any] | None,
+            params: SamplingParams) -> str:
+        self._ident = (backend.name, backend.model_id)
+        return cache_key(backend, prompt, messages, schema, params)
+
+    def get(self, key: str, *, prompt: Prompt | None = None, messages: list[Message] | None = None
+            ) -> Completion | None:
+        with self._lock:
+            con = self._con(prompt.task if prompt else None)
+            if con is None:
+                return None
+            row = con.execute("SELECT text, prompt_tokens, completion_tokens, latency_s, finish_reason "
+                              "FROM completions WHERE key = ?", [key]).fetchone()
+            if row is None:
+                return None
+            hit = Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2], latency_s=row[3],
+                             finish_reason=row[4])
+            if prompt is not None:
+                self._log(con, key, prompt, None, hit, cached=True)
+            return hit
+
+    def put(self, key: str, completion: Completion, *, prompt: Prompt, messages: list[Message]) -> None:
+        with self._lock:
+            con = self._con(prompt.task)
+            if con is None:
+                return
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("INSERT INTO completions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            [key, completion.text, completion.prompt_tokens, completion.completion_tokens,
+                             completion.latency_s, completion.finish_reason, _now()])
+                self._log(con, key, prompt, messages, completion, cached=False)
+                con.execute("COMMIT")  # durable per call: a kill after this loses nothing
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def path_for(self, task: str | None) -> Path:
+        name = self.task or task or "llm"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.cache_dir / f"{safe}.duckdb"
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._cons.values():
+                if con is not None:
+                    con.close()
+            self._cons.clear()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _con(self, task: str | None) -> duckdb.DuckDBPyConnection | None:
+        path = self.path_for(task)
+        key = str(path)
+        if key not in self._cons:
+            self._cons[key] = self._open(path)
+        return self._cons[key]
+
+    def _open(self, path: Path) -> duckdb.DuckDBPyConnection | None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(str(path))
+                con.execute(_DDL)
+                return con
+            except duckdb.IOException as exc:
+                # Another process (same task, run twice at once) holds the file: wait, then go uncached.
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    self._say(f"LLM cache {path} unavailable ({str(exc).splitlines()[0]}); running without cache")
+                    return None
+                time.sleep(0.2)
+
+    def _say(self, text: str) -> None:
+        if self._warn is not None:
+            self._warn(text)
+        else:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+    def _log(self, con: duckdb.DuckDBPyConnection, key: str, prompt: Prompt, messages: list[Message] | None,
+             c: Completion, *, cached: bool) -> None:
+        backend, model_id = self._ident
+        con.execute(
+            "INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_now(), prompt.task, prompt.version, backend, model_id, key,
+             orjson.dumps(messages).decode() if messages is not None else None,
+             None if cached else c.text, 0 if cached else c.prompt_tokens, 0 if cached else c.completion_tokens,
+             0.0 if cached else c.latency_s, c.finish_reason, cached],
+        )
+
+
+def _now() -> datetime:
+    # Audit timestamps only; never feeds a stage's output (determinism).
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,140 @@
+"""llama.cpp backend (default): any GGUF, JSON constrained by a grammar built from the output schema (issue 3).
+
+Loads lazily (first call), once per process. Uses the GGUF's own chat template; a base model without one
+(e.g. a gemma-3 base GGUF) gets a plain "system / user / JSON:" completion prompt instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from recgpt_cli.errors import RecgptError
+from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParams
+from recgpt_cli.llm.embedded import embedded_model_path
+from recgpt_cli.llm.fingerprint import file_sha256
+
+
+def default_threads() -> int:
+    """$RECGPT_THREADS, else the cores this process may use minus one (at least 1).
+
+    One core is left free because pipe stages run side by side and llama.cpp's threads spin-wait: on a busy
+    2-core machine 2 threads measured 4-10x slower than 1 (bench/bench_llm.py)."""
+    env = os.environ.get("RECGPT_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class LlamaCppBackend:
+    """Backend over `llama_cpp.Llama`. `model_path=None` means the embedded SmolLM2-135M-Instruct GGUF."""
+
+    name = "llama-cpp"
+    concurrency = 1  # one Llama context is not thread-safe
+
+    def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None
+                 ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else embedded_model_path()
+        if not self.model_path.is_file():
+            raise RecgptError(f"{self.model_path}: no such GGUF model file", "pass --model PATH.gguf")
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or default_threads()
+        self._llm: Any = None
+        self._model_id: str | None = None
+        self._has_template = True
+        self._grammars: dict[bytes, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self._model_id = file_sha256(self.model_path)
+        return self._model_id
+
+    @property
+    def llm(self) -> Any:
+        """The loaded `llama_cpp.Llama` (loaded on first use)."""
+        if self._llm is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise RecgptError("llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
+            try:
+                self._llm = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                  verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise RecgptError(f"{self.model_path}: cannot load GGUF model: {exc}") from exc
+            self._has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
+        return self._llm
+
+    def complete(self, messages: list[Message], schema: dict[str, Any] | None, params: SamplingParams) -> Completion:
+        with self._lock:
+            return self._complete(messages, schema, params)
+
+    def _complete(self, messages: list[Message], schema: dict[str, Any] | None, params: SamplingParams) -> Completion:
+        llm = self.llm
+        grammar = self._grammar(schema)
+        text_prompt = None if self._has_template else plain_prompt(messages, json_output=schema is not None)
+        n_prompt = len(llm.tokenize((text_prompt or _joined(messages)).encode(), add_bos=True, special=True))
+        # Tiny models can loop until the context is full: never ask for more than fits.
+        room = self.n_ctx - n_prompt - 8 * len(messages)
+        if room < 16:
+            raise BackendError(f"prompt of ~{n_prompt} tokens does not fit the {self.n_ctx}-token context")
+        max_tokens = min(params.max_tokens, room)
+        sampling = dict(temperature=params.temperature, top_p=params.top_p, seed=params.seed, max_tokens=max_tokens,
+                        grammar=grammar)
+        t0 = time.perf_counter()
+        try:
+            if text_prompt is None:
+                out = llm.create_chat_completion(messages=messages, **sampling)
+                choice = out["choices"][0]
+                text = choice["message"]["content"] or ""
+            else:
+                out = llm.create_completion(text_prompt, **sampling)
+                choice = out["choices"][0]
+                text = choice["text"]
+        except ValueError as exc:  # "Requested tokens exceed context window"
+            raise BackendError(str(exc)) from exc
+        usage = out.get("usage") or {}
+        return Completion(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=time.perf_counter() - t0,
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+
+    def _grammar(self, schema: dict[str, Any] | None) -> Any:
+        """GBNF grammar for the schema, built once per schema (conversion costs more than a short reply)."""
+        if schema is None:
+            return None
+        from llama_cpp import LlamaGrammar
+
+        # Not sorted: property order in the schema is the order the model writes the keys in.
+        k = orjson.dumps(schema)
+        if k not in self._grammars:
+            try:
+                self._grammars[k] = LlamaGrammar.from_json_schema(k.decode(), verbose=False)
+            except Exception as exc:  # noqa: BLE001 - the converter raises bare Exceptions
+                raise RecgptError(f"output schema not supported by llama.cpp's grammar converter: {exc}") from exc
+        return self._grammars[k]
+
+
+def plain_prompt(messages: list[Message], *, json_output: bool) -> str:
+    """Completion-style prompt for base models without a chat template."""
+    parts = [m["content"].strip() for m in messages if m["role"] == "system"]
+    parts += [m["content"].strip() for m in messages if m["role"] != "system"]
+    return "\n\n".join(parts) + ("\n\nAnswer (JSON):\n" if json_output else "\n\nAnswer:\n")
+
+
+def _joined(messages: list[Message]) -> str:
+    return "\n".join(m["content"] for m in messages)

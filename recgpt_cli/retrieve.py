@@ -1,0 +1,237 @@
+"""Tag-aware retrieval (paper §2.3.3): h_fuse = beta*h_u + (1-beta)*h_t for each predicted tag t of a user.
+
+Each fused vector pulls its own top-K from an hnswlib inner-product index over the item vectors h_v (or an exact
+torch matmul with `exact=True`, used to check recall). The per-tag lists are merged by score with a quota per tag,
+so one tag cannot take the whole list, then topped up from the user-only list (beta = 1). Users without tags get
+the user-only list. Items the user already engaged with are filtered out.
+
+    from recgpt_cli.retrieve import retrieve
+    for rec in retrieve(con, load_model("models/tar"), tags_by_user, beta=0.5, k=50):
+        ...   # {"user_id","item_id","rank","score","tag","interest"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import torch
+
+from recgpt_cli.errors import BadInput
+from recgpt_cli.io import iter_jsonl, source_name
+from recgpt_cli.towers.saved import TowerModel
+
+Csr = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tag:
+    tag: str
+    interest: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    item: int
+    score: float
+    tag: str | None
+    interest: str | None
+
+
+class ExactSearch:
+    """Brute-force inner product over all items (torch), excluded items masked before top-k."""
+
+    def __init__(self, h_v: np.ndarray) -> None:
+        self.h_v = torch.as_tensor(h_v)
+
+    def search(self, q: np.ndarray, k: int, exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        scores = torch.as_tensor(q) @ self.h_v.T
+        for r, ex in enumerate(exclude):
+            scores[r, torch.as_tensor(ex, dtype=torch.long)] = -torch.inf
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        return top.indices.numpy(), top.values.numpy()
+
+
+class HnswSearch:
+    """hnswlib index in inner-product space; over-fetches to make room for filtered items."""
+
+    def __init__(self, index: Any, n_items: int, ef: int) -> None:
+        self.index, self.n_items, self.ef = index, n_items, ef
+
+    def search(self, q: np.ndarray, k: int, exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        fetch = min(self.n_items, k + max((len(e) for e in exclude), default=0))
+        self.index.set_ef(max(self.ef, fetch))
+        labels, dist = self.index.knn_query(q, k=fetch)
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        sims = np.full((len(q), k), -np.inf, dtype=np.float32)
+        for r, ex in enumerate(exclude):
+            keep = ~np.isin(labels[r], ex)
+            row_ids, row_sims = labels[r][keep][:k], 1.0 - dist[r][keep][:k]  # hnswlib 'ip' distance = 1 - dot
+            ids[r, : len(row_ids)], sims[r, : len(row_ids)] = row_ids, row_sims
+        return ids, sims
+
+
+def hnsw_index(h_v: np.ndarray, *, m: int = 32, ef_construction: int = 200, cache_dir: Path | None = None) -> Any:
+    """Build (or load from `cache_dir`, keyed by a hash of the vectors) an hnswlib 'ip' index over item vectors."""
+    import hnswlib
+
+    key = hashlib.sha256(np.ascontiguousarray(h_v, dtype=np.float32).tobytes()).hexdigest()[:16]
+    path = cache_dir / f"hnsw-{key}-M{m}-efc{ef_construction}.bin" if cache_dir is not None else None
+    index = hnswlib.Index(space="ip", dim=h_v.shape[1])
+    if path is not None and path.exists():
+        index.load_index(str(path), max_elements=len(h_v))
+        return index
+    index.init_index(max_elements=len(h_v), ef_construction=ef_construction, M=m, random_seed=0)
+    index.add_items(h_v.astype(np.float32), np.arange(len(h_v)))
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        index.save_index(str(tmp))
+        tmp.replace(path)
+    return index
+
+
+def merge_with_quota(lists: list[list[Hit]], k: int, quota: int, fill: list[Hit]) -> list[Hit]:
+    """Merge per-tag ranked lists by score, at most `quota` items per tag, no duplicates; top up from `fill`."""
+    out: list[Hit] = []
+    taken: set[int] = set()
+    per_tag: dict[int, int] = {}
+    for hit, src in sorted(((h, i) for i, lst in enumerate(lists) for h in lst), key=lambda x: -x[0].score):
+        if len(out) == k:
+            break
+        if hit.item in taken or per_tag.get(src, 0) >= quota:
+            continue
+        out.append(hit)
+        taken.add(hit.item)
+        per_tag[src] = per_tag.get(src, 0) + 1
+    for hit in fill:
+        if len(out) == k:
+            break
+        if hit.item not in taken:
+            out.append(hit)
+            taken.add(hit.item)
+    return out
+
+
+def rank_users(
+    model: TowerModel,
+    users: np.ndarray,
+    tags: Mapping[int, list[Tag]],
+    *,
+    beta: float = 0.5,
+    k: int = 50,
+    per_tag_quota: int | None = None,
+    exclude: Csr | None = None,
+    exact: bool = False,
+    ef: int = 200,
+    m: int = 32,
+    batch: int = 512,
+) -> Iterator[tuple[int, list[Hit]]]:
+    """Yield (user index, hits) for each of `users`, best first. `exclude` = CSR of items to filter per user
+    (default: the model's train pairs). Tags are those in `tags[user]`; none -> beta = 1."""
+    h_v = model.item_vectors().cpu().numpy()
+    if exclude is None:
+        fu, fi = model.feats.train_user, model.feats.train_item
+        order = np.lexsort((fi, fu))
+        indptr = np.zeros(len(model.user_ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(fu, minlength=len(model.user_ids)), out=indptr[1:])
+        exclude = (indptr, fi[order])
+    if exact:
+        searcher: ExactSearch | HnswSearch = ExactSearch(h_v)
+    else:
+        index = hnsw_index(h_v, m=m, ef_construction=max(ef, 100), cache_dir=model.directory)
+        searcher = HnswSearch(index, len(h_v), ef)
+    for start in range(0, len(users), batch):
+        part = np.asarray(users[start : start + batch], dtype=np.int64)
+        h_u = model.user_vectors(part).cpu().numpy()
+        # one query per (user, tag) plus the user-only query; h_fuse = beta*h_u + (1-beta)*h_t (§2.3.3)
+        q_rows, q_tag, texts = [], [], []
+        for r, u in enumerate(part):
+            for tag in tags.get(int(u), []) if beta < 1.0 else []:
+                q_rows.append(r)
+                q_tag.append(tag)
+                texts.append(tag.tag)
+        h_t = model.tag_vectors(texts).cpu().numpy() if texts else np.zeros((0, h_v.shape[1]), np.float32)
+        q = np.concatenate([h_u, beta * h_u[q_rows] + (1.0 - beta) * h_t]).astype(np.float32)
+        rows = np.concatenate([np.arange(len(part)), np.asarray(q_rows, dtype=np.int64)])
+        excl = [exclude[1][exclude[0][part[r]] : exclude[0][part[r] + 1]] for r in rows]
+        ids, sims = searcher.search(q, k, excl)
+        per_user: list[list[list[Hit]]] = [[] for _ in part]
+        for j in range(len(part), len(q)):
+            tag = q_tag[j - len(part)]
+            per_user[rows[j]].append(_hits(ids[j], sims[j], tag.tag, tag.interest))
+        for r, u in enumerate(part):
+            own = _hits(ids[r], sims[r], None, None)
+            lists = per_user[r]
+            quota = per_tag_quota or (math.ceil(k / len(lists)) if lists else k)
+            yield int(u), (merge_with_quota(lists, k, quota, own) if lists else own)
+
+
+def _hits(ids: np.ndarray, sims: np.ndarray, tag: str | None, interest: str | None) -> list[Hit]:
+    return [Hit(int(i), float(s), tag, interest) for i, s in zip(ids, sims, strict=True) if i >= 0]
+
+
+def engaged_items(con: duckdb.DuckDBPyConnection, model: TowerModel) -> Csr:
+    """Every item each model user has any behaviour on in the DB (for serving: never re-recommend)."""
+    u_pos = {u: i for i, u in enumerate(model.user_ids)}
+    v_pos = {v: i for i, v in enumerate(model.item_ids)}
+    pairs = [(u_pos[u], v_pos[v]) for u, v in con.execute(
+        "SELECT DISTINCT user_id, item_id FROM behaviors WHERE item_id IS NOT NULL").fetchall()
+        if u in u_pos and v in v_pos]
+    arr = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    indptr = np.zeros(len(model.user_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(arr[:, 0], minlength=len(model.user_ids)), out=indptr[1:])
+    return indptr, arr[:, 1]
+
+
+def read_tags(path: str | Path) -> tuple[dict[str, list[Tag]], int]:
+    """Tags per user from predict-tags JSONL ({"user_id", "tags": [{"tag", "interest", ...}]}).
+    Returns (tags by user id, number of records with no usable tags)."""
+    out: dict[str, list[Tag]] = {}
+    empty = 0
+    for line, rec in iter_jsonl(path):
+        uid, tags = rec.get("user_id"), rec.get("tags", [])
+        if uid is None or not isinstance(tags, list):
+            raise BadInput.at(source_name(path), line, "expected {\"user_id\", \"tags\": [{\"tag\", \"interest\"}]}")
+        parsed = [Tag(str(t["tag"]), t.get("interest")) for t in tags if isinstance(t, dict) and t.get("tag")]
+        empty += not parsed
+        out.setdefault(str(uid), []).extend(parsed)
+    return out, empty
+
+
+def retrieve(
+    con: duckdb.DuckDBPyConnection | None,
+    model: TowerModel,
+    tags_by_user: Mapping[str, list[Tag]] | None = None,
+    *,
+    beta: float = 0.5,
+    k: int = 50,
+    per_tag_quota: int | None = None,
+    exact: bool = False,
+    exclude: str = "train",
+    users: Iterable[str] | None = None,
+    ef: int = 200,
+    m: int = 32,
+) -> Iterator[dict[str, Any]]:
+    """Recommendations as JSONL-ready dicts {"user_id","item_id","rank","score","tag","interest"} (§2.3.3).
+
+    users: user ids to serve (default: every user the model knows). exclude: "train" filters the model's train
+    pairs (what evaluation needs), "all" every item the user has a behaviour on in `con` (serving)."""
+    if not 0.0 <= beta <= 1.0:
+        raise BadInput(f"--beta {beta}: must be between 0 and 1")
+    if k < 1:
+        raise BadInput(f"--k {k}: must be at least 1")
+    u_pos = {u: i for i, u in enumerate(model.user_ids)}
+    wanted = list(u_pos) if users is None else [u for u in users if u in u_pos]
+    tags = {u_pos[u]: t for u, t in (tags_by_user or {}).items() if u in u_pos}
+    excl = engaged_items(con, model) if exclude == "all" and con is not None else None
+    for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,
+                              per_tag_quota=per_tag_quota, exclude=excl, exact=exact, ef=ef, m=m):
+        for rank, h in enumerate(hits, start=1):
+            yield {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
+                   "score": round(h.score, 6), "tag": h.tag, "interest": h.interest}

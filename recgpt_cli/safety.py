@@ -1,0 +1,156 @@
+"""Safety and quality filter for generated explanations (§2.4.1, Table 6: Safety and Clarity).
+
+Rules are deterministic so they can run on every explanation before it reaches a user, and so the judge
+(§3) can use them as cheap post-checks. Each failing rule is reported by name; callers regenerate with a
+new seed (bounded) or drop the explanation and count it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_CHARS = 8
+MAX_CHARS = 80
+
+# Table 6 "Unproven Safety": hard-sell wording ("time-limited offer ... quick buy"). Matched as whole phrases.
+HARD_SELL_PHRASES: tuple[str, ...] = (
+    "buy now", "buy it now", "order now", "shop now", "act now", "quick buy", "add to cart",
+    "limited time", "limited-time", "time-limited", "limited offer", "while stocks last", "while supplies last",
+    "hurry", "don't miss", "dont miss", "do not miss", "last chance", "only today", "today only",
+    "flash sale", "best price", "lowest price", "cheapest", "% off", "free gift", "click here",
+)
+# Appendix B prohibition 4 / Table 6 "Unverified Factuality": exaggerated claims.
+EXAGGERATION_PHRASES: tuple[str, ...] = (
+    "100%", "guaranteed", "lasts forever", "never breaks", "indestructible", "miracle", "best in the world",
+)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+# 7+ digits, allowing spaces, dots, dashes and brackets between them: phone-number shaped.
+_PHONE = re.compile(r"(?:\+?\d[\s().-]?){7,}")
+_URL = re.compile(r"https?://|www\.", re.IGNORECASE)
+# An unfilled template slot echoed by a small model: "a fantastic [item name]", "{category}".
+_PLACEHOLDER = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Attribute keys whose values are personal identifiers, never to be echoed to the user.
+PII_ATTRIBUTE_KEYS: tuple[str, ...] = (
+    "name", "first_name", "last_name", "full_name", "nickname", "username", "email", "phone", "mobile",
+    "address", "street", "id_number",
+)
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Length bounds (characters, after trimming) and the hard-sell phrase list."""
+
+    min_chars: int = MIN_CHARS
+    max_chars: int = MAX_CHARS
+    hard_sell: tuple[str, ...] = HARD_SELL_PHRASES
+    exaggeration: tuple[str, ...] = EXAGGERATION_PHRASES
+
+
+@dataclass
+class SafetyResult:
+    """`failures` names each rule that fired: empty, too_short, too_long, pii_email, pii_phone, pii_url,
+    pii_term, hard_sell, exaggeration, placeholder, title_echo, repetitive."""
+
+    text: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def tidy_truncated(text: str, limit: int) -> str:
+    """A constrained decoder stops at the schema's maxLength mid-word; cut back to the last whole word."""
+    t = text.strip()
+    if len(t) < limit or " " not in t:
+        return t
+    return t[: t.rstrip().rfind(" ")].rstrip(" ,;:-")
+
+
+def pii_terms_from_attributes(attributes: dict[str, Any] | None) -> list[str]:
+    """Personal strings from a user's attributes (name, e-mail, phone, ...) that must never appear in output."""
+    terms: list[str] = []
+    for key, value in (attributes or {}).items():
+        if key.lower() in PII_ATTRIBUTE_KEYS and isinstance(value, (str, int)) and str(value).strip():
+            terms.append(str(value).strip())
+            # A full name leaks through either part too ("Zhang Wei" -> "Zhang", "Wei").
+            if key.lower() in ("name", "full_name") and " " in str(value).strip():
+                terms.extend(p for p in str(value).split() if len(p) >= 3)
+    return terms
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _is_title_echo(text: str, title: str) -> bool:
+    """Near-duplication of the product title (Appendix B prohibition 5): the explanation adds nothing."""
+    w_text, w_title = _words(text), set(_words(title))
+    if not w_text or not w_title:
+        return False
+    return sum(w in w_title for w in w_text) / len(w_text) >= 0.8
+
+
+def _is_repetitive(text: str) -> bool:
+    """Table 6 "Limited Clarity": `Bag bag good bag buy bag good`. One word is > 1/3 of 4+ words."""
+    words = _words(text)
+    if len(words) < 4:
+        return False
+    _, top = Counter(words).most_common(1)[0]
+    return top >= 3 and top / len(words) > 1 / 3
+
+
+def check_explanation(
+    text: str,
+    *,
+    title: str = "",
+    pii_terms: Iterable[str] = (),
+    config: SafetyConfig = SafetyConfig(),
+) -> SafetyResult:
+    """Run every rule on one explanation; see SafetyResult for the rule names."""
+    t = (text or "").strip()
+    res = SafetyResult(text=t)
+    if not t:
+        res.failures.append("empty")
+        return res
+    if len(t) < config.min_chars:
+        res.failures.append("too_short")
+    if len(t) > config.max_chars:
+        res.failures.append("too_long")
+    low = t.lower()
+    if _EMAIL.search(t):
+        res.failures.append("pii_email")
+    if _PHONE.search(t):
+        res.failures.append("pii_phone")
+    if _URL.search(t):
+        res.failures.append("pii_url")
+    joined = re.sub(r"\W+", "", low)
+    for term in pii_terms:
+        term_l = term.strip().lower()
+        # Whole words, or a multi-word name written run together ("MsZhang" for "Ms Zhang").
+        word_hit = term_l and re.search(rf"(?<![a-z0-9]){re.escape(term_l)}(?![a-z0-9])", low)
+        run_together = " " in term_l and re.sub(r"\W+", "", term_l) in joined
+        if word_hit or run_together:
+            res.failures.append("pii_term")
+            break
+    squashed = re.sub(r"\s+", " ", low.replace("\u2019", "'"))
+    if any(p in squashed for p in config.hard_sell):
+        res.failures.append("hard_sell")
+    if any(p in squashed for p in config.exaggeration):
+        res.failures.append("exaggeration")
+    if _PLACEHOLDER.search(t):
+        res.failures.append("placeholder")
+    if title and _is_title_echo(t, title):
+        res.failures.append("title_echo")
+    if _is_repetitive(t):
+        res.failures.append("repetitive")
+    return res
+
+
+SAFETY_RULES = ("pii_email", "pii_phone", "pii_url", "pii_term", "hard_sell")
+"""Rules that are about Safety (privacy + hard sell); the others are about Clarity/length."""

@@ -1,0 +1,323 @@
+"""Train/validation/test splits of user–item interactions, made once, seeded, and stored in the DB (§2.3, issue 4).
+
+Interactions are the distinct (user_id, item_id) pairs over item behaviours (every type but `search`), each
+with its first timestamp. Two protocols:
+
+- ``recbole`` (default): RecBole's default for general recommendation — per user, random order (RO), split
+  by ratio 8/1/1 with RecBole's rounding (`split_counts`). Shuffling is a seeded md5 of (seed, user, item),
+  so the split is the same on every machine.
+- ``loo``: leave-one-out by time — per user the last interaction is test, the second-last validation, the
+  rest train (one interaction: train only; two: train + test), as RecBole's ``LS: valid_and_test``.
+
+The split lives in table ``splits`` plus one ``split_meta`` row per protocol, so `train-towers`, baselines,
+`retrieve` and `evaluate` always agree on what is train, validation and test.
+
+Example::
+
+    from recgpt_cli.store import connect
+    from recgpt_cli.splits import make_split, load_split
+    with connect("shop.duckdb") as con:
+        info = make_split(con, "recbole", seed=2020)     # idempotent: reuses the stored split
+        data = load_split(con, "recbole")
+    data.n_users, data.n_items                # all items in `items` (cold items are rankable)
+    data.train.user, data.train.item          # int arrays; data.valid / data.test likewise
+    indptr, indices = data.user_items("train")  # CSR of each user's train items
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import duckdb
+import numpy as np
+
+from recgpt_cli.errors import BadInput, RecgptError
+from recgpt_cli.store import ensure_tables
+
+Protocol = Literal["recbole", "loo"]
+PROTOCOLS: tuple[str, ...] = ("recbole", "loo")
+PHASES: tuple[str, ...] = ("train", "valid", "test")
+
+SPLITS_DDL = """
+CREATE TABLE IF NOT EXISTS splits (
+    protocol VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    ts TIMESTAMP,
+    split VARCHAR NOT NULL            -- 'train' | 'valid' | 'test'
+);
+CREATE TABLE IF NOT EXISTS split_meta (
+    protocol VARCHAR PRIMARY KEY,
+    seed BIGINT,
+    ratios VARCHAR,                   -- JSON list, e.g. [0.8, 0.1, 0.1]
+    n_rows BIGINT,
+    n_train BIGINT,
+    n_valid BIGINT,
+    n_test BIGINT,
+    created TIMESTAMP
+);
+"""
+
+# Distinct (user, item) over item behaviours, first timestamp kept.
+INTERACTIONS_SQL = """
+SELECT user_id, item_id, min(ts) AS ts
+FROM behaviors
+WHERE item_id IS NOT NULL AND type <> 'search'
+GROUP BY user_id, item_id
+"""
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    protocol: str
+    seed: int
+    ratios: tuple[float, float, float]
+    n_rows: int
+    n_train: int
+    n_valid: int
+    n_test: int
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """One phase of a split as parallel integer arrays (indices into SplitData.user_ids / item_ids)."""
+
+    user: np.ndarray  # int64
+    item: np.ndarray  # int64
+    ts: np.ndarray  # datetime64[us]
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+
+@dataclass
+class SplitData:
+    """A stored split with dense integer ids. Items are ALL catalogue items, so cold items can be ranked."""
+
+    protocol: str
+    user_ids: list[str]
+    item_ids: list[str]
+    user_index: dict[str, int]
+    item_index: dict[str, int]
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    _csr: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def phase(self, name: str) -> Interactions:
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; expected one of {PHASES}")
+        return getattr(self, name)
+
+    def user_items(self, *phases: str) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr[n_users+1], indices) of each user's items in the union of `phases` (default train).
+
+        Items of user u are indices[indptr[u]:indptr[u+1]], sorted and unique."""
+        phases = phases or ("train",)
+        key = tuple(sorted(set(phases)))
+        if key not in self._csr:
+            users = np.concatenate([self.phase(p).user for p in key])
+            items = np.concatenate([self.phase(p).item for p in key])
+            self._csr[key] = _csr(users, items, self.n_users)
+        return self._csr[key]
+
+    def exclude_for(self, phase: str) -> tuple[np.ndarray, np.ndarray]:
+        """Items to mask when ranking for `phase`: train for valid; train+valid for test (as RecBole)."""
+        return self.user_items("train") if phase == "valid" else self.user_items("train", "valid")
+
+    def item_train_counts(self) -> np.ndarray:
+        """Popularity of each item = its number of train interactions (RecBole's `data.count_items`)."""
+        return np.bincount(self.train.item, minlength=self.n_items).astype(np.int64)
+
+
+def _csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((items, users))
+    users, items = users[order], items[order]
+    if len(users):
+        keep = np.ones(len(users), dtype=bool)
+        keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+        users, items = users[keep], items[keep]
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return indptr, items.astype(np.int64)
+
+
+def split_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:
+    """Sizes of each part for one user, with RecBole's rounding (`Dataset._calcu_split_ids`).
+
+    Every part but the first is rounded down; then, while the first part keeps more than one row, a later
+    part whose exact share is in (0, 1) gets one row (test first, then valid). E.g. 10 → [8, 1, 1],
+    5 → [3, 1, 1], 2 → [1, 0, 1], 1 → [1, 0, 0]."""
+    tot_ratio = sum(ratios)
+    shares = [r / tot_ratio for r in ratios]
+    cnt = [int(s * total) for s in shares]
+    cnt[0] = total - sum(cnt[1:])
+    for i in range(1, len(shares)):
+        if cnt[0] <= 1:
+            break
+        if 0 < shares[-i] * total < 1:
+            cnt[-i] += 1
+            cnt[0] -= 1
+    return cnt
+
+
+def _check_args(protocol: str, ratios: tuple[float, ...]) -> tuple[float, float, float]:
+    if protocol not in PROTOCOLS:
+        raise BadInput(f"unknown protocol {protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0 or ratios[0] <= 0:
+        raise BadInput(f"bad split ratios {list(ratios)}", "give three numbers >= 0, train > 0, e.g. 0.8,0.1,0.1")
+    return (float(ratios[0]), float(ratios[1]), float(ratios[2]))
+
+
+def _stored_meta(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | None:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not {"splits", "split_meta"} <= tables:  # read-only DBs never got the tables
+        return None
+    row = con.execute(
+        "SELECT seed, ratios, n_rows, n_train, n_valid, n_test FROM split_meta WHERE protocol = ?", [protocol]
+    ).fetchone()
+    if row is None:
+        return None
+    r = tuple(json.loads(row[1]))
+    return SplitInfo(protocol, int(row[0]), r, int(row[2]), int(row[3]), int(row[4]), int(row[5]), reused=True)  # type: ignore[arg-type]
+
+
+def make_split(
+    con: duckdb.DuckDBPyConnection,
+    protocol: str = "recbole",
+    seed: int = 2020,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    force: bool = False,
+) -> SplitInfo:
+    """Make (once) and store the split for `protocol`; later calls with the same arguments reuse it.
+
+    A stored split made with another seed/ratios, or over a different number of interactions (data
+    imported since), raises BadInput unless `force`, which rebuilds it. `ratios`/`seed` only matter for
+    ``recbole`` (``loo`` is deterministic by time, ties broken by item id)."""
+    ratios = _check_args(protocol, ratios)
+    ensure_tables(con, SPLITS_DDL)
+    n_now = int(con.execute(f"SELECT count(*) FROM ({INTERACTIONS_SQL})").fetchone()[0])  # type: ignore[index]
+    stored = _stored_meta(con, protocol)
+    if stored is not None and not force:
+        same_args = protocol == "loo" or (stored.seed == seed and np.allclose(stored.ratios, ratios))
+        if not same_args:
+            raise BadInput(
+                f"a {protocol} split already exists with seed={stored.seed} ratios={list(stored.ratios)} "
+                f"(asked seed={seed} ratios={list(ratios)})",
+                "reuse the stored split (models trained on it stay comparable), "
+                "or rebuild it with make_split(..., force=True) and retrain",
+            )
+        if stored.n_rows != n_now:
+            raise BadInput(
+                f"the stored {protocol} split has {stored.n_rows} interactions but the DB now has {n_now}",
+                "behaviours were imported after the split was made; "
+                "rebuild it with make_split(..., force=True) and retrain",
+            )
+        return stored
+    if n_now == 0:
+        raise BadInput("no item interactions in the DB (behaviors without item_id or only searches)",
+                       "import behaviours first: recgpt import behaviors ...")
+    if protocol == "recbole":
+        select = _recbole_sql(con, seed, ratios)
+    else:
+        select = _loo_sql()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM splits WHERE protocol = ?", [protocol])
+        con.execute("DELETE FROM split_meta WHERE protocol = ?", [protocol])
+        con.execute(f"INSERT INTO splits SELECT ? AS protocol, user_id, item_id, ts, split FROM ({select})", [protocol])
+        n = dict(
+            con.execute("SELECT split, count(*) FROM splits WHERE protocol = ? GROUP BY split", [protocol]).fetchall()
+        )
+        info = SplitInfo(protocol, seed, ratios, n_now, n.get("train", 0), n.get("valid", 0), n.get("test", 0))
+        con.execute(
+            "INSERT INTO split_meta VALUES (?, ?, ?, ?, ?, ?, ?, current_timestamp::TIMESTAMP)",
+            [protocol, seed, json.dumps(list(ratios)), n_now, info.n_train, info.n_valid, info.n_test],
+        )
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return info
+
+
+def _recbole_sql(con: duckdb.DuckDBPyConnection, seed: int, ratios: tuple[float, float, float]) -> str:
+    # Per-user sizes follow RecBole's rounding; it only depends on the user's count, so we tabulate it once
+    # per distinct count (a few hundred rows) and let SQL join it back.
+    totals = [int(r[0]) for r in con.execute(
+        f"SELECT DISTINCT count(*) FROM ({INTERACTIONS_SQL}) GROUP BY user_id").fetchall()]
+    con.execute("CREATE OR REPLACE TEMP TABLE _split_sizes (tot BIGINT, n_train BIGINT, n_valid BIGINT)")
+    con.executemany("INSERT INTO _split_sizes VALUES (?, ?, ?)",
+                    [[t, *split_counts(t, ratios)[:2]] for t in totals])
+    return f"""
+        WITH inter AS ({INTERACTIONS_SQL}),
+        ordered AS (
+            SELECT *, row_number() OVER (PARTITION BY user_id
+                       ORDER BY md5('{int(seed)}|' || user_id || '|' || item_id), item_id) AS pos,
+                   count(*) OVER (PARTITION BY user_id) AS tot
+            FROM inter)
+        SELECT o.user_id, o.item_id, o.ts,
+               CASE WHEN o.pos <= s.n_train THEN 'train'
+                    WHEN o.pos <= s.n_train + s.n_valid THEN 'valid' ELSE 'test' END AS split
+        FROM ordered o JOIN _split_sizes s ON o.tot = s.tot
+    """
+
+
+def _loo_sql() -> str:
+    # Latest first: 1 → test, 2 → valid; a user with 2 interactions gets train + test, with 1 train only.
+    return f"""
+        WITH inter AS ({INTERACTIONS_SQL}),
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, item_id DESC) AS back,
+                   count(*) OVER (PARTITION BY user_id) AS tot
+            FROM inter)
+        SELECT user_id, item_id, ts,
+               CASE WHEN tot >= 2 AND back = 1 THEN 'test'
+                    WHEN tot >= 3 AND back = 2 THEN 'valid' ELSE 'train' END AS split
+        FROM ranked
+    """
+
+
+def split_info(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | None:
+    """The stored split's metadata, or None when none has been made."""
+    return _stored_meta(con, protocol)
+
+
+def load_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole") -> SplitData:
+    """Load a stored split as integer-indexed arrays. Users = every user with an interaction (sorted by id);
+    items = every row of `items` plus any interacted item missing from it (sorted by id)."""
+    _check_args(protocol, (0.8, 0.1, 0.1))
+    if _stored_meta(con, protocol) is None:
+        raise RecgptError(
+            f"no {protocol} split in this DB",
+            f"make it first (recgpt train-towers / evaluate do it, or make_split(con, {protocol!r}))",
+        )
+    user_ids = [r[0] for r in con.execute(
+        "SELECT DISTINCT user_id FROM splits WHERE protocol = ? ORDER BY user_id", [protocol]).fetchall()]
+    item_ids = [r[0] for r in con.execute(
+        "SELECT item_id FROM items UNION SELECT item_id FROM splits WHERE protocol = ? ORDER BY item_id",
+        [protocol]).fetchall()]
+    user_index = {u: i for i, u in enumerate(user_ids)}
+    item_index = {v: i for i, v in enumerate(item_ids)}
+    phases = {}
+    for phase in PHASES:
+        rows = con.execute(
+            "SELECT user_id, item_id, ts FROM splits WHERE protocol = ? AND split = ? ORDER BY user_id, ts, item_id",
+            [protocol, phase],
+        ).fetchnumpy()
+        users = np.fromiter((user_index[u] for u in rows["user_id"]), dtype=np.int64, count=len(rows["user_id"]))
+        items = np.fromiter((item_index[v] for v in rows["item_id"]), dtype=np.int64, count=len(rows["item_id"]))
+        phases[phase] = Interactions(users, items, np.asarray(rows["ts"], dtype="datetime64[us]"))
+    return SplitData(protocol, user_ids, item_ids, user_index, item_index,
+                     phases["train"], phases["valid"], phases["test"])

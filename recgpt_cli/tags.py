@@ -1,0 +1,330 @@
+"""LLM_IT: predict item tags from a user's interests and behaviour (RecGPT §2.2.1, Eq. 2), then enforce the
+paper's constraints in code.
+
+Calls: by default one call per interest (`per_interest=True`), each shown only that interest and asked for
+k = min(max_tags_per_call, ceil(n_tags / #interests)) tags, so a small model that stops after a few tags still
+reaches close to N over the user's interests, and linking each tag to its interest is easy for it. The number of
+calls is bounded by the number of interests (itself capped by mine-interests). `per_interest=False` makes one
+call with all interests and up to `n_tags` tags, as the paper does with a large model.
+
+Rules, in order; a removed tag is counted under the first rule it breaks (`tag_rules_removed`). "Words" are
+`interests.content_words` (lower-case, plural-folded, generic words dropped) minus the vague words below.
+
+- ``vague`` (semantic precision): shorter than 4 characters, fewer than 2 words (the paper's "modifier +
+  core word"), or no word left once vague words ("products", "things", "best", "smart", "set", ...) are removed.
+- ``unlinked`` (interest consistency): the tag's `interest` is not the id of an interest shown in its call
+  (`I2`, `i2`, `2`, `I2: ...`) and its text does not match one such interest's text (Jaccard >= 0.5, or all
+  the interest's words present). Unlinked tags are dropped, linked ones get the id.
+- ``stale`` (temporal freshness): >= 2/3 of the tag's words appear in one phrase the user engaged with in the
+  30 days before `date`: a recent item's title or category leaf, or a recent search (`recent_items`,
+  `recent_queries`; items with a timestamp older than 30 days are ignored).
+- ``duplicate``: token Jaccard >= 0.75 with an earlier kept tag of the same user.
+- ``over_cap``: beyond `n_tags`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date as Date
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recgpt_cli.errors import BadInput
+from recgpt_cli.interests import (
+    ask_min_items,
+    check_date,
+    content_words,
+    default_params,
+    format_attributes,
+    jaccard,
+    parse_date,
+    record_date,
+    resolve_prompt,
+    season_of,
+    stem,
+)
+from recgpt_cli.llm.base import SamplingParams
+from recgpt_cli.llm.prompts import Prompt
+from recgpt_cli.llm.structured import Generation, StructuredLLM
+
+TAG_RULES = ("vague", "unlinked", "stale", "duplicate", "over_cap")
+FRESH_DAYS = 30
+STALE_SHARE = 2 / 3
+DUPLICATE_JACCARD = 0.75
+LINK_JACCARD = 0.5
+MIN_TAG_CHARS = 4
+MAX_TAGS_PER_CALL = 10
+
+# Words too broad to describe a product on their own (paper: "smart", "modular", "set"; Table 3 specificity).
+VAGUE_WORDS = frozenset(stem(w) for w in """
+products product items item things thing stuff goods best nice good great cool popular quality various misc
+miscellaneous other new gift gifts accessories accessory equipment gear supplies essentials smart modular set
+collection kit bundle fashion trendy premium stylish
+""".split())
+
+
+class PredictedTag(BaseModel):
+    """One tag as the model writes it. The JSON keys sort alphabetically in generation order (llama.cpp's
+    grammar converter emits properties sorted by name): the product first, then the reason, then the interest
+    id — with `interest` first, a small model copied "I1" into every field. Records use tag/interest/reason."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    tag: str = Field(min_length=2, max_length=40, alias="item_tag")
+    reason: str = Field(min_length=2, max_length=100)
+    interest: str = Field(min_length=1, max_length=40, alias="serves_interest")
+
+
+class TagList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tags: list[PredictedTag] = Field(min_length=1, max_length=50)
+
+
+@lru_cache(maxsize=64)
+def tag_list_model(max_items: int) -> type[TagList]:
+    """TagList asking for exactly `max_items` tags (the paper enforces a minimum tag count, §2.2.1 diversity,
+    and a small model otherwise stops after one); validation accepts 1..max_items. Rules drop the weak ones."""
+
+    class BoundedTagList(TagList):
+        model_config = ConfigDict(extra="forbid", title="TagList", json_schema_extra=ask_min_items("tags", max_items))
+        tags: list[PredictedTag] = Field(min_length=1, max_length=max_items)
+
+    return BoundedTagList
+
+
+def tag_words(tag: str) -> set[str]:
+    return content_words(tag, extra_stop=VAGUE_WORDS)
+
+
+def is_vague(tag: str) -> bool:
+    text = " ".join(tag.split())
+    return len(text) < MIN_TAG_CHARS or len(text.split()) < 2 or not tag_words(text)
+
+
+_ID = re.compile(r"^\s*(?:[Ii]\s*(\d+)\b|(\d+)\s*$)")
+
+
+def link_interest(value: str, interests: list[dict[str, Any]]) -> str | None:
+    """The id of the user's interest a tag's `interest` field names (by id, else by text), or None."""
+    ids = {i["id"] for i in interests}
+    m = _ID.match(value)
+    if m and f"I{m.group(1) or m.group(2)}" in ids:
+        return f"I{m.group(1) or m.group(2)}"
+    words = content_words(value)
+    best, best_score = None, 0.0
+    for i in interests:
+        iw = content_words(i["interest"])
+        score = jaccard(words, iw)
+        if iw and iw <= words:
+            score = max(score, 1.0)
+        if score > best_score:
+            best, best_score = i["id"], score
+    return best if best_score >= LINK_JACCARD else None
+
+
+def _as_date(value: Any) -> Date | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.utcfromtimestamp(value).date()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        except ValueError:
+            return None
+    return None
+
+
+def recent_phrases(record: dict[str, Any], day: Date) -> list[set[str]]:
+    """Word sets of what the user engaged with in the FRESH_DAYS before `day` (titles, category leaves, queries)."""
+    since = day - timedelta(days=FRESH_DAYS)
+    phrases: list[str] = []
+    for item in record.get("recent_items") or []:
+        if isinstance(item, str):
+            phrases.append(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        ts = _as_date(item.get("timestamp", item.get("ts", item.get("date"))))
+        if ts is not None and ts < since:
+            continue
+        cat = item.get("category_leaf") or item.get("category")
+        if isinstance(cat, str) and ">" in cat:
+            cat = cat.split(">")[-1]
+        elif isinstance(cat, list):
+            cat = cat[-1] if cat else None
+        phrases += [p for p in (item.get("title"), cat, item.get("query")) if isinstance(p, str)]
+    phrases += [q for q in record.get("recent_queries") or [] if isinstance(q, str)]
+    phrases += recent_searches(str(record.get("compressed", "")), since)
+    return [w for w in (tag_words(p) for p in phrases) if w]
+
+
+_DAY_LABEL = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
+_SEARCH = re.compile(r'search:"([^"]*)"')
+
+
+def recent_searches(compressed: str, since: Date) -> list[str]:
+    """Queries on `compress` lines whose time keys include a day on/after `since` (§2.1.1 format:
+    `2025-06-28(search), 2025-03(purchase) | item, search:"query"`)."""
+    out = []
+    for line in compressed.splitlines():
+        keys, sep, items = line.partition(" | ")
+        days = [_as_date(d) for d in _DAY_LABEL.findall(keys)] if sep else []
+        if any(d is not None and d >= since for d in days):
+            out += _SEARCH.findall(items)
+    return out
+
+
+def is_stale(words: set[str], recent: list[set[str]]) -> bool:
+    return bool(words) and any(len(words & p) / len(words) >= STALE_SHARE - 1e-9 for p in recent)
+
+
+def clean_tags(
+    predicted: list[tuple[PredictedTag, list[dict[str, Any]]]], record: dict[str, Any], *, day: Date, n_tags: int
+) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Apply the module's rules to model output, given as (tag, interests shown in the call that made it) —
+    a tag can only link to an interest its call saw. Returns (kept tags, removed count per rule)."""
+    removed = dict.fromkeys(TAG_RULES, 0)
+    recent = recent_phrases(record, day)
+    kept: list[dict[str, str]] = []
+    kept_words: list[set[str]] = []
+    for t, shown in predicted:
+        text = " ".join(t.tag.split())
+        words = tag_words(text)
+        if is_vague(text):
+            removed["vague"] += 1
+            continue
+        linked = link_interest(t.interest, shown)
+        if linked is None:
+            removed["unlinked"] += 1
+            continue
+        if is_stale(words, recent):
+            removed["stale"] += 1
+            continue
+        if any(jaccard(words, k) >= DUPLICATE_JACCARD for k in kept_words):
+            removed["duplicate"] += 1
+            continue
+        if len(kept) >= n_tags:
+            removed["over_cap"] += 1
+            continue
+        kept.append({"tag": text, "interest": linked, "reason": " ".join(t.reason.split())})
+        kept_words.append(words)
+    return kept, removed
+
+
+def _recent_text(record: dict[str, Any], day: Date, limit: int = 10) -> str:
+    since = day - timedelta(days=FRESH_DAYS)
+    titles: list[str] = []
+    for item in record.get("recent_items") or []:
+        if isinstance(item, dict):
+            ts = _as_date(item.get("timestamp", item.get("ts", item.get("date"))))
+            title = item.get("title") if ts is None or ts >= since else None
+        else:
+            title = item
+        if isinstance(title, str) and title not in titles:
+            titles.append(title)
+    return "; ".join(titles[:limit]) or "(none)"
+
+
+def tag_variables(
+    record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date, n_tags: int
+) -> dict[str, Any]:
+    """Prompt variables for one call (public so benchmarks can render the same prompts)."""
+    return {
+        "date": day.isoformat(),
+        "season": season_of(day),
+        "attributes": format_attributes(record.get("attributes")),
+        "interests": "; ".join(f"{i['id']}: {i['interest']} ({i.get('stage', '')})" for i in interests),
+        "interest_ids": ", ".join(i["id"] for i in interests),
+        "first_id": interests[0]["id"],
+        "compressed": str(record.get("compressed", "")).strip() or "(no behaviour)",
+        "recent_items": _recent_text(record, day),
+        "n_tags": n_tags,
+    }
+
+
+def check_record(record: dict[str, Any], *, has_date: bool = True) -> str | None:
+    """Why a `mine-interests` record cannot get tags, or None when it can."""
+    if record.get("user_id") in ("", None):
+        return "missing user_id"
+    interests = record.get("interests")
+    if not isinstance(interests, list) or not all(isinstance(i, dict) and "id" in i and "interest" in i
+                                                  for i in interests):
+        return "missing `interests` list of {id, interest} (input must be `recgpt mine-interests` output)"
+    return check_date(record, has_date)
+
+
+@dataclass
+class TagPredictor:
+    """LLM_IT for one user at a time: `predictor(record) -> (row, [Generation])` (the shape `run_batch` takes).
+    Build it once per run; `predict_tags` maps it over records."""
+
+    llm: StructuredLLM
+    date: Date | str | None  # None: each record's own `date` (compress writes it)
+    n_tags: int = 50
+    per_interest: bool = True
+    max_tags_per_call: int = MAX_TAGS_PER_CALL
+    prompt: str | Path | Prompt = "tag_prediction"
+    params: SamplingParams | None = None  # None: max_tokens sized to each call's schema, seed 0
+
+    def __post_init__(self) -> None:
+        if self.n_tags < 1:
+            raise BadInput(f"--n-tags {self.n_tags}: must be at least 1")
+        self.day = parse_date(self.date) if self.date is not None else None
+        self.template = resolve_prompt(self.prompt, "TagList")
+
+    def __call__(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[Generation[Any]]]:
+        interests = record.get("interests") or []
+        out = dict(record)
+        if not interests or record.get("error"):
+            out.update(tags=[], tag_rules_removed=dict.fromkeys(TAG_RULES, 0))
+            return out, []
+        if self.per_interest:
+            k = max(1, min(self.max_tags_per_call, math.ceil(self.n_tags / len(interests)), self.n_tags))
+            groups = [[i] for i in interests]
+        else:
+            k, groups = min(self.n_tags, 50), [interests]
+        day = record_date(record, self.day)
+        model = tag_list_model(k)
+        params = self.params or default_params(k, chars_per_item=190)
+        predicted: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
+        errors: list[dict[str, Any]] = []
+        gens: list[Generation[Any]] = []
+        for group in groups:
+            gen = self.llm.generate(self.template, tag_variables(record, group, day=day, n_tags=k), model, params)
+            gens.append(gen)
+            if gen.value is None:
+                errors.append({"interest": ",".join(i["id"] for i in group), "error": gen.error})
+            else:
+                predicted += [(t, group) for t in gen.value.tags]
+        tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags)
+        out.update(tags=tags, tag_rules_removed=removed)
+        if errors:
+            out["tag_errors"] = errors
+        if len(errors) == len(groups):
+            out["error"] = errors[0]["error"]
+        return out, gens
+
+
+def predict_tags(
+    records: Iterable[dict[str, Any]],
+    llm: StructuredLLM,
+    *,
+    date: Date | str | None,
+    n_tags: int = 50,
+    per_interest: bool = True,
+    max_tags_per_call: int = MAX_TAGS_PER_CALL,
+    prompt: str | Path | Prompt = "tag_prediction",
+    params: SamplingParams | None = None,
+) -> Iterator[dict[str, Any]]:
+    """LLM_IT (§2.2.1, Eq. 2): tags for each `mine-interests` record, then the module's rules. Yields the input
+    record plus `tags` [{tag, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed calls and
+    `error` is set when every call failed. Users without interests (or with an upstream `error`) get
+    `tags: []` and no call."""
+    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params)
+    for record in records:
+        yield predictor(record)[0]

@@ -1,0 +1,15 @@
+"""TAR: the user-item-tag three-tower retrieval model (paper §2.3).
+
+    from recgpt_cli.towers import TowerConfig, train_towers, load_model, score_all
+    report = train_towers(con, "models/tar", TowerConfig(epochs=20))
+    model = load_model("models/tar")
+    scores = score_all(model, split_data)      # (n_users, n_items) collaborative scores h_u . h_v
+
+model.py (towers) · losses.py (L_col, L_tag, L_cate) · data.py (features from DuckDB) · train.py (loop) ·
+saved.py (model dir, vectors). Retrieval with fused user/tag vectors lives in recgpt_cli/retrieve.py.
+"""
+
+from recgpt_cli.towers.saved import TowerModel, load_model, score_all
+from recgpt_cli.towers.train import TowerConfig, TrainReport, train_towers
+
+__all__ = ["TowerConfig", "TowerModel", "TrainReport", "load_model", "score_all", "train_towers"]

@@ -1,0 +1,154 @@
+"""The TAR user-item-tag towers (paper §2.3.1), plain torch.
+
+    h_v = DNN_item([EMB(item id); EMB(cat level 1..L); EMB(brand); EMB(Discretize(price)); EMB(Discretize(sales))])
+    h_u = DNN_user([EMB(user id); s_u^b1; s_u^b2; ...])      s_u^b = pooled h_v over the user's behaviour-b items
+    h_t = DNN_tag(MEAN(EMB(w_1) .. EMB(w_n)))
+
+Scores are inner products: y_col = h_u . h_v, y_sem = h_t . h_v (§2.3.1). Index 0 of every embedding table means
+"missing / padding" so unknown features embed to a learned null vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TowerShapes:
+    """Sizes the towers are built from (saved with the weights so `load_model` can rebuild them)."""
+
+    n_users: int
+    item_field_sizes: list[int]  # one embedding table per item field; field 0 is the item id
+    behaviors: list[str] = field(default_factory=list)  # behaviour types with a user sequence, in a fixed order
+    vocab_size: int = 2  # tag words; 0 = pad, 1 = unknown
+
+
+def mlp(d_in: int, dim: int) -> nn.Sequential:
+    """The DNN of each tower: one hidden ReLU layer, then a linear projection to the shared space."""
+    return nn.Sequential(nn.Linear(d_in, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+
+class ItemTower(nn.Module):
+    def __init__(self, field_sizes: list[int], dim: int) -> None:
+        super().__init__()
+        # field 0 (item id) has no padding row; every other field uses id 0 for "missing"
+        self.emb = nn.ModuleList(
+            nn.Embedding(n, dim, padding_idx=0 if i > 0 else None) for i, n in enumerate(field_sizes)
+        )
+        self.dnn = mlp(dim * len(field_sizes), dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats: (N, n_fields) int64 feature ids -> h_v: (N, dim)."""
+        e = torch.cat([emb(feats[:, j]) for j, emb in enumerate(self.emb)], dim=-1)
+        return self.dnn(e)
+
+
+class UserTower(nn.Module):
+    """EMB(user id) + one pooled item-representation vector per behaviour type -> DNN.
+
+    pooling="mean" is the paper's; "attention" (an option) weights each item by a learned query per behaviour,
+    which lets a user's strongest signals dominate a long, mixed history.
+    """
+
+    def __init__(self, n_users: int, n_behaviors: int, dim: int, pooling: str = "mean") -> None:
+        super().__init__()
+        self.n_behaviors = n_behaviors
+        self.pooling = pooling
+        self.id_emb = nn.Embedding(n_users, dim)
+        if pooling == "attention":
+            self.att_query = nn.Parameter(torch.zeros(n_behaviors, dim))
+        self.dnn = mlp(dim * (1 + n_behaviors), dim)
+
+    def pool(self, h_uniq: torch.Tensor, inv: torch.Tensor, row: torch.Tensor, beh: torch.Tensor, n_rows: int
+             ) -> torch.Tensor:
+        """Pool item vectors into (n_rows, n_behaviors, dim).
+
+        h_uniq: (U, dim) vectors of the distinct items in the batch's sequences; inv: (E,) which of them each
+        sequence entry is; row: (E,) which batch row the entry belongs to; beh: (E,) its behaviour index.
+        Empty sequences pool to zeros.
+        """
+        dim = h_uniq.shape[-1]
+        n_slots = n_rows * self.n_behaviors
+        slot = row * self.n_behaviors + beh
+        if self.pooling == "attention":
+            h_items = h_uniq[inv]
+            logit = (h_items * self.att_query[beh]).sum(-1) / dim**0.5
+            # softmax within each (row, behaviour) slot, stabilised by the slot max
+            slot_max = torch.full((n_slots,), -1e9, device=h_uniq.device)
+            slot_max = slot_max.scatter_reduce(0, slot, logit.detach(), reduce="amax")
+            w = torch.exp(logit - slot_max[slot])
+            total = torch.zeros(n_slots, dim, device=h_uniq.device).index_add(0, slot, h_items * w[:, None])
+            norm = torch.zeros(n_slots, device=h_uniq.device).index_add(0, slot, w)
+            pooled = total / norm.clamp_min(1e-9)[:, None]
+        else:
+            # mean = sparse (slot x item) averaging matrix @ item vectors: never materialises (E, dim)
+            count = torch.bincount(slot, minlength=n_slots).clamp_min(1).float()
+            avg = torch.sparse_coo_tensor(torch.stack([slot, inv]), 1.0 / count[slot], (n_slots, len(h_uniq)),
+                                          check_invariants=False)
+            pooled = torch.sparse.mm(avg, h_uniq)
+        return pooled.view(n_rows, self.n_behaviors, dim)
+
+    def forward(self, user_idx: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """user_idx: (B,), pooled: (B, n_behaviors, dim) -> h_u: (B, dim)."""
+        x = torch.cat([self.id_emb(user_idx), pooled.flatten(1)], dim=-1)
+        return self.dnn(x)
+
+
+class TagTower(nn.Module):
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.word_emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.dnn = mlp(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, T) word ids, 0-padded -> h_t: (B, dim). A tag with no known words embeds as the pad mean (0)."""
+        mask = (tokens > 0).float()
+        mean = (self.word_emb(tokens) * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+        return self.dnn(mean)
+
+
+class TAR(nn.Module):
+    """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
+
+    def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True) -> None:
+        super().__init__()
+        self.shapes = shapes
+        self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
+        self.item_tower = ItemTower(shapes.item_field_sizes, dim)
+        self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling)
+        self.tag_tower = TagTower(shapes.vocab_size, dim)
+
+    def _out(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(h, dim=-1) if self.normalize else h
+
+    def items(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._out(self.item_tower(feats))
+
+    def tags(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._out(self.tag_tower(tokens))
+
+    def users(
+        self,
+        user_idx: torch.Tensor,
+        seq_items: torch.Tensor,
+        seq_row: torch.Tensor,
+        seq_beh: torch.Tensor,
+        item_feats: torch.Tensor,
+    ) -> torch.Tensor:
+        """h_u for a batch of users from their flattened behaviour sequences.
+
+        seq_items/seq_row/seq_beh: (E,) item index, batch row and behaviour of each sequence entry (the training
+        target already removed by the caller). Item vectors come from the item tower, computed once per distinct item.
+        """
+        uniq, inv = torch.unique(seq_items, return_inverse=True)
+        if len(uniq) == 0:
+            dim = self.user_tower.id_emb.embedding_dim
+            pooled = torch.zeros(len(user_idx), self.user_tower.n_behaviors, dim, device=user_idx.device)
+        else:
+            h_uniq = self.item_tower(item_feats[uniq])
+            pooled = self.user_tower.pool(h_uniq, inv, seq_row, seq_beh, len(user_idx))
+        return self._out(self.user_tower(user_idx, pooled))

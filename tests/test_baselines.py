@@ -1,0 +1,88 @@
+"""Baselines: Pop order, ItemKNN similarities by hand (cosine, shrink, top-k neighbours), BPR learns and is seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recgpt_cli.baselines import fit_baseline, fit_bpr, fit_itemknn, recommend, write_recs
+from recgpt_cli.errors import BadInput
+from recgpt_cli.evaluate import read_recs
+from recgpt_cli.splits import Interactions, SplitData
+
+
+def _split(train, valid=(), test=(), n_users=3, n_items=4) -> SplitData:
+    def inter(pairs):
+        pairs = list(pairs)
+        return Interactions(np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs],
+                            dtype=np.int64), np.zeros(len(pairs), dtype="datetime64[us]"))
+
+    users, items = [f"u{j}" for j in range(n_users)], [f"i{j}" for j in range(n_items)]
+    return SplitData("recbole", users, items, {u: j for j, u in enumerate(users)},
+                     {v: j for j, v in enumerate(items)}, inter(train), inter(valid), inter(test))
+
+
+# item vectors over users: i0 = i1 = [1,1,0], i2 = [0,1,1], i3 = [0,0,1]
+TRAIN = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 2), (2, 3)]
+
+
+def test_pop_ranks_by_train_count_and_masks_history():
+    data = _split(TRAIN + [(2, 0)])  # counts: i0 3, i1 2, i2 2, i3 1
+    top = recommend(fit_baseline("pop", data), data, k=4)
+    assert top[0].tolist() == [2, 3, -1, -1]  # u0 had i0, i1
+    assert top[2][0] == 1  # u2 had i0, i2, i3
+
+
+def test_itemknn_cosine_by_hand():
+    data = _split(TRAIN)
+    s = fit_itemknn(data, k=100).score(np.array([0, 2])).numpy()
+    # u0 = {i0, i1}: score(i2) = sim(0,2) + sim(1,2) = 1/2 + 1/2; score(i0) = sim(1,0) = 2/2
+    assert s[0, 2] == pytest.approx(1.0, abs=1e-5) and s[0, 0] == pytest.approx(1.0, abs=1e-5)
+    # u2 = {i2, i3}: score(i0) = sim(2,0) + sim(3,0) = 0.5 + 0; score(i2) = sim(3,2) = 1/sqrt(2)
+    assert s[1, 0] == pytest.approx(0.5, abs=1e-5) and s[1, 2] == pytest.approx(2 ** -0.5, abs=1e-5)
+    shrunk = fit_itemknn(data, k=100, shrink=2.0).score(np.array([0])).numpy()
+    assert shrunk[0, 2] == pytest.approx(2 * 1 / (2 + 2), abs=1e-5)
+    # one neighbour per item: i2 keeps only i3 (0.707 > 0.5), so u0's score for i2 vanishes
+    top1 = fit_itemknn(data, k=1).score(np.array([0])).numpy()
+    assert top1[0, 2] == 0.0 and top1[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def _toy(n_users=40, n_items=20, seed=0):
+    # two clusters of users and items: users like items of their own half
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for u in range(n_users):
+        half = u % 2
+        items = rng.permutation(np.arange(half * 10, half * 10 + 10))[:8]
+        train += [(u, int(i)) for i in items[:6]]
+        valid.append((u, int(items[6])))
+        test.append((u, int(items[7])))
+    return _split(train, valid, test, n_users=n_users, n_items=n_items)
+
+
+def test_bpr_learns_and_is_deterministic():
+    data = _toy()
+    a = fit_bpr(data, seed=3, dim=8, lr=0.05, batch_size=64, max_epochs=10, patience=10)
+    b = fit_bpr(data, seed=3, dim=8, lr=0.05, batch_size=64, max_epochs=2, patience=10)
+    assert [h["loss"] for h in a.history[:2]] == [h["loss"] for h in b.history]  # same seed, same run
+    assert a.history[-1]["loss"] < a.history[0]["loss"]
+    top = recommend(a, data, k=2)
+    same_half = (top // 10) == (np.arange(data.n_users) % 2)[:, None]
+    assert same_half.mean() > 0.9
+
+
+def test_bpr_early_stops():
+    data = _toy()
+    s = fit_bpr(data, seed=1, dim=4, lr=0.0, batch_size=64, max_epochs=50, patience=2)  # lr 0: never improves
+    assert len(s.history) == 3
+
+
+def test_unknown_baseline_and_recs_roundtrip(tmp_path):
+    data = _split(TRAIN)
+    with pytest.raises(BadInput, match="unknown baseline"):
+        fit_baseline("svd", data)
+    top = recommend(fit_baseline("pop", data), data, k=3)
+    path = tmp_path / "pop.jsonl"
+    assert write_recs(path, top, data) == int((top >= 0).sum())
+    back, counts = read_recs(path, data, 3)
+    assert np.array_equal(back, top) and counts["users"] == 3

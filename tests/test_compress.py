@@ -1,0 +1,268 @@
+"""recgpt_cli.compress and `recgpt compress` (§2.1.1) on a hand-written store with exact expected output."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from recgpt_cli.compress import (
+    CompressedUser,
+    ItemInfo,
+    compress_stats,
+    compress_users,
+    default_reference_date,
+    period_label,
+    rule_based_phrase,
+)
+from recgpt_cli.errors import BadInput
+from recgpt_cli.store import open_db
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+REF = date(2025, 6, 30)
+
+ITEMS = [
+    ("i1", "Lumina Stainless Steel Cookware Set, 5-Piece", ["Home", "Kitchen", "Cookware"], "Lumina"),
+    ("i2", "Trailpeak Waterproof Hiking Boots - Men's", ["Sports", "Outdoor", "Hiking Boots"], "Trailpeak"),
+    ("i3", "Little Sprout Anti-Colic Baby Bottle (240ml)", ["Baby", "Feeding", "Baby Bottles"], "Little Sprout"),
+    ("i4", "Pawsome Dry Dog Food 12kg", ["Pets", "Dog", "Dog Food"], None),
+    ("i5", "Noise Cancelling Headphones", ["Electronics", "Audio", "Headphones"], "Sonix"),
+]
+# (user, type, ts, item, query, value)
+BEHAVIORS = [
+    ("u1", "search", "2025-06-28 09:55:00", None, "cookware set", None),
+    ("u1", "detail_view", "2025-06-28 10:00:00", "i1", None, None),
+    ("u1", "cart", "2025-06-28 10:05:00", "i1", None, None),
+    ("u1", "purchase", "2025-06-28 10:10:00", "i1", None, None),
+    ("u1", "click", "2025-06-28 10:20:00", "i5", None, None),  # dropped: ordinary click
+    ("u1", "detail_view", "2025-06-20 14:00:00", "i2", None, None),
+    ("u1", "detail_view", "2025-06-20 15:00:00", "i5", None, None),
+    ("u1", "detail_view", "2025-03-15 12:00:00", "i2", None, None),
+    ("u1", "favorite", "2025-03-15 12:01:00", "i2", None, None),
+    ("u1", "detail_view", "2025-03-02 08:00:00", "i5", None, None),
+    ("u1", "favorite", "2025-03-02 08:01:00", "i5", None, None),
+    ("u1", "rating", "2025-03-10 20:00:00", "i4", None, 5.0),
+    ("u1", "rating", "2025-03-10 20:01:00", "i3", None, 2.0),  # dropped: low rating
+    ("u1", "purchase", "2024-05-01 09:00:00", "i4", None, None),
+    ("u1", "purchase", "2024-04-01 09:00:00", "i4", None, None),
+    ("u1", "search", "2023-11-11 11:11:00", None, "dog food", None),
+    ("u1", "purchase", "2025-07-02 09:00:00", "i3", None, None),  # after the reference date
+    ("u2", "click", "2025-06-01 10:00:00", "i1", None, None),
+    ("u3", "detail_view", "2024-06-29 10:00:00", "i3", None, None),  # no users row
+]
+
+EXPECTED_U1 = "\n".join([
+    "2025-06-28(purchase,cart,detail_view) | Lumina Stainless Steel Cookware Set (Cookware)",
+    '2025-06-28(search) | search:"cookware set"',
+    "2025-06-20(detail_view), 2025-03(favorite,detail_view) | Sonix Noise Cancelling Headphones (Headphones), "
+    "Trailpeak Waterproof Hiking Boots (Hiking Boots)",
+    "2025-03(rating), 2024(purchase) | Pawsome Dry Dog Food 12kg (Dog Food)",
+    '2023(search) | search:"dog food"',
+])
+
+
+def words(texts: list[str]) -> list[int]:
+    """A stand-in tokenizer (one token per word) so budgets in these tests are exact and model-free."""
+    return [len(t.split()) for t in texts]
+
+
+def make_db(path: Path) -> Path:
+    con = open_db(path)
+    con.executemany("INSERT INTO users VALUES (?, ?)", [("u1", '{"age": 30, "gender": "female"}'), ("u2", "{}")])
+    con.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL, NULL, '{}')", [(i, t, c, c[-1], b) for i, t, c, b in ITEMS]
+    )
+    con.executemany("INSERT INTO behaviors VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)",
+                    [(u, i, q, t, ts, v) for u, t, ts, i, q, v in BEHAVIORS])
+    con.close()
+    return path
+
+
+@pytest.fixture()
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    c = open_db(make_db(tmp_path / "t.duckdb"), read_only=True)
+    yield c
+    c.close()
+
+
+def by_user(con: duckdb.DuckDBPyConnection, **kw: object) -> dict[str, CompressedUser]:
+    kw = {"date": REF, "token_counter": words, **kw}
+    return {u.user_id: u for u in compress_users(con, **kw)}  # type: ignore[arg-type]
+
+
+def test_exact_compressed_form_both_steps(con: duckdb.DuckDBPyConnection) -> None:
+    users = by_user(con)
+    assert list(users) == ["u1", "u2", "u3"]
+    u1 = users["u1"]
+    assert u1.compressed == EXPECTED_U1
+    assert u1.n_behaviors == 14  # the click, the 2-star rating and the purchase after --date are gone
+    assert (u1.truncated, u1.periods_dropped, u1.n_items, u1.n_items_shown) == (False, 0, 6, 6)
+    assert u1.n_tokens_compressed == len(EXPECTED_U1.split())
+    assert [r["item_id"] for r in u1.recent_items] == ["i1", "i5", "i2"]
+    assert u1.recent_items[0] == {"item_id": "i1", "title": ITEMS[0][1], "category_leaf": "Cookware"}
+    assert u1.categories == ["Cookware", "Dog Food", "Headphones", "Hiking Boots"]
+    assert u1.attributes == {"age": 30, "gender": "female"} and u1.date == "2025-06-30"
+
+
+def test_naive_serialisation_is_one_line_per_kept_behaviour(con: duckdb.DuckDBPyConnection) -> None:
+    seen: list[str] = []
+
+    def spy(texts: list[str]) -> list[int]:
+        seen.extend(texts)
+        return words(texts)
+
+    users = {u.user_id: u for u in compress_users(con, date=REF, token_counter=spy, user_ids=["u1"])}
+    raw = seen[0].split("\n")
+    assert len(raw) == users["u1"].n_behaviors == 14
+    assert raw[0] == "2023-11-11 search dog food"
+    assert raw[-1] == (
+        "2025-06-28 purchase Lumina Stainless Steel Cookware Set, 5-Piece (Home > Kitchen > Cookware) Lumina")
+    assert users["u1"].n_tokens_raw > 2 * users["u1"].n_tokens_compressed
+
+
+def test_clicks_dropped_unless_kept(con: duckdb.DuckDBPyConnection) -> None:
+    users = by_user(con)
+    assert users["u2"].compressed == "" and users["u2"].n_behaviors == 0 and not users["u2"].truncated
+    assert users["u3"].attributes == {} and users["u3"].compressed == "2024(detail_view) | " + (
+        "Little Sprout Anti-Colic Baby Bottle (Baby Bottles)")
+    with_clicks = by_user(con, keep_types=["click", "purchase"], user_ids=["u2", "u1"])
+    assert list(with_clicks) == ["u1", "u2"]
+    assert with_clicks["u2"].compressed == "2025-06-01(click) | Lumina Stainless Steel Cookware Set (Cookware)"
+    assert with_clicks["u1"].compressed.splitlines()[0] == (
+        "2025-06-28(purchase) | Lumina Stainless Steel Cookware Set (Cookware)")
+
+
+def test_budget_drops_oldest_periods_first(con: duckdb.DuckDBPyConnection) -> None:
+    expected = "\n".join(EXPECTED_U1.splitlines()[:3] + ["2025-03(rating) | Pawsome Dry Dog Food 12kg (Dog Food)"])
+    u1 = by_user(con, max_tokens=len(expected.split()), user_ids=["u1"])["u1"]
+    assert u1.compressed == expected
+    assert (u1.truncated, u1.periods_dropped, u1.n_items, u1.n_items_shown) == (True, 2, 6, 5)
+    assert u1.n_tokens_compressed <= len(expected.split())
+    # One word less and the 2025-03 period goes too.
+    u1 = by_user(con, max_tokens=len(expected.split()) - 1, user_ids=["u1"])["u1"]
+    assert u1.compressed == "\n".join(EXPECTED_U1.splitlines()[:2] + [
+        "2025-06-20(detail_view) | Sonix Noise Cancelling Headphones (Headphones), "
+        "Trailpeak Waterproof Hiking Boots (Hiking Boots)"])
+    assert u1.periods_dropped == 3
+
+
+def test_budget_smaller_than_newest_period_keeps_what_fits(con: duckdb.DuckDBPyConnection) -> None:
+    u1 = by_user(con, max_tokens=8, user_ids=["u1"])["u1"]
+    assert u1.compressed == "2025-06-28(purchase,cart,detail_view) | Lumina Stainless Steel Cookware Set (Cookware)"
+    assert u1.truncated and u1.periods_dropped == 4 and u1.n_items_shown == 1
+
+
+def test_stats_count_kept_dropped_and_lost(con: duckdb.DuckDBPyConnection) -> None:
+    stats = compress_stats(con, date=REF, max_tokens=2048)
+    assert stats.by_type["click"] == {"kept": 0, "dropped": 2, "after_date": 0}
+    assert stats.by_type["rating"] == {"kept": 1, "dropped": 1, "after_date": 0}
+    assert stats.by_type["purchase"] == {"kept": 3, "dropped": 0, "after_date": 1}
+    for u in compress_users(con, date=REF, token_counter=words):
+        stats.add(u)
+    assert (stats.users, stats.users_empty, stats.items_lost, stats.within_budget) == (3, 1, 0, 1.0)
+    assert 0.5 < stats.reduction < 1.0
+
+
+def test_item_phrase_hook_and_rules() -> None:
+    assert rule_based_phrase(ItemInfo("x", "Toy Story (1995)", ("Movies", "Animation"))) == "Toy Story (Animation)"
+    assert rule_based_phrase(ItemInfo("x", "A B C D E F G H", (), "Acme")) == "Acme A B C D E F"
+    kettle = ItemInfo("x", "Acme Acme Kettle | 1L", ("Kettles",), "Acme")
+    assert rule_based_phrase(kettle) == "Acme Acme Kettle (Kettles)"
+
+
+def test_item_phrase_hook_is_called_once_per_item(con: duckdb.DuckDBPyConnection) -> None:
+    calls: list[str] = []
+
+    def upper(item: ItemInfo) -> str:
+        calls.append(item.item_id)
+        return item.title.upper()
+
+    users = by_user(con, item_phrase=upper)
+    assert "LUMINA STAINLESS STEEL COOKWARE SET, 5-PIECE" in users["u1"].compressed
+    assert sorted(calls) == ["i1", "i2", "i3", "i4", "i5"]
+
+
+def test_periods_relative_to_reference_date() -> None:
+    assert period_label(date(2025, 6, 1), REF) == "2025-06-01"  # 29 days back
+    assert period_label(date(2025, 5, 31), REF) == "2025-05"  # 30 days back
+    assert period_label(date(2024, 7, 1), REF) == "2024-07"  # 364 days back
+    assert period_label(date(2024, 6, 30), REF) == "2024"  # 365 days back
+
+
+def test_bad_options(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(BadInput, match="unknown behaviour type"):
+        by_user(con, keep_types=["purchase", "like"])
+    with pytest.raises(BadInput, match="unknown user id"):
+        by_user(con, user_ids=["nobody"])
+    with pytest.raises(BadInput, match="at least 1"):
+        by_user(con, max_tokens=0)
+    assert default_reference_date(con) == date(2025, 7, 2)
+
+
+def test_results_survive_closing_the_database(tmp_path: Path) -> None:
+    c = open_db(make_db(tmp_path / "t.duckdb"), read_only=True)
+    stream = compress_users(c, date=REF, token_counter=words)
+    c.close()
+    assert len(stream) == 3  # type: ignore[arg-type]
+    assert [u.user_id for u in stream] == ["u1", "u2", "u3"]
+
+
+runner = CliRunner()
+
+
+def invoke(args: list[str]):  # noqa: ANN201 - click's Result
+    from recgpt_cli.cli import app
+
+    return runner.invoke(app, args)
+
+
+@pytest.mark.model
+def test_cli_fixture_with_real_tokenizer(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "t.duckdb")
+    out = tmp_path / "c.jsonl"
+    result = invoke(["compress", "--db", str(db), "--date", "2025-06-30", "--out", str(out), "--stats"])
+    assert result.exit_code == 0, result.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["user_id"] for r in recs] == ["u1", "u2", "u3"]
+    assert recs[0]["compressed"] == EXPECTED_U1
+    assert set(recs[0]) >= {"user_id", "attributes", "compressed", "n_behaviors", "n_tokens_raw",
+                            "n_tokens_compressed", "truncated", "recent_items", "categories"}
+    assert 0 < recs[0]["n_tokens_compressed"] < recs[0]["n_tokens_raw"]
+    assert "reduction" in result.output and "items lost (untruncated users)" in result.output
+    assert "reduction" in result.stderr and result.stdout == ""  # data to --out, table to stderr
+    quiet = invoke(["compress", "--db", str(db), "--users", "u3,u1", "--quiet", "--max-tokens", "0"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert [json.loads(line)["user_id"] for line in quiet.stdout.splitlines()] == ["u1", "u3"]
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text('{"user_id": "u2", "interests": []}\n')
+    picked = invoke(["compress", "--db", str(db), "--in", str(ids), "--keep", "click", "--date", "2025-06-30"])
+    assert picked.exit_code == 0, picked.output
+    assert [json.loads(line)["compressed"] for line in picked.stdout.splitlines()] == [
+        "2025-06-01(click) | Lumina Stainless Steel Cookware Set (Cookware)"]
+    bad = invoke(["compress", "--db", str(db), "--keep", "purchase,like"])
+    assert bad.exit_code == 2 and "unknown behaviour type" in bad.output and "Traceback" not in bad.output
+    bad = invoke(["compress", "--db", str(db), "--date", "30/06/2025"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_cli_end_to_end_on_sample_data(tmp_path: Path) -> None:
+    from recgpt_cli.importers import import_jsonl
+
+    db = tmp_path / "s.duckdb"
+    con = open_db(db)
+    import_jsonl(con, **{name: SAMPLE / f"{name}.jsonl" for name in ("users", "items", "behaviors")})
+    con.close()
+    result = invoke(["compress", "--db", str(db), "--max-tokens", "2048", "--out", "-", "--stats"])
+    assert result.exit_code == 0, result.output
+    recs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(recs) == 300 and all(r["date"] == "2025-06-30" for r in recs)
+    assert all(r["n_tokens_compressed"] <= 2048 for r in recs)
+    assert sum(r["n_tokens_compressed"] for r in recs) < 0.5 * sum(r["n_tokens_raw"] for r in recs)
+    assert all(r["n_items_shown"] == r["n_items"] for r in recs if not r["truncated"])
+    assert "reduction" in result.stderr

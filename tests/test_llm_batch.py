@@ -1,0 +1,62 @@
+"""run_batch / track: order, token sums, concurrency, stats from llm.usage."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from recgpt_cli.llm.base import FakeBackend
+from recgpt_cli.llm.batch import generations_in, run_batch, track
+from recgpt_cli.llm.prompts import parse_prompt
+from recgpt_cli.llm.structured import Generation, StructuredLLM
+
+PROMPT = parse_prompt("---\ntask: t\nversion: 1\noutput: Out\n---\nitem {{i}}\n", "t.md")
+
+
+class Out(BaseModel):
+    i: int
+
+
+def test_sums_tokens_from_generations_in_results() -> None:
+    def fn(i: int) -> tuple[str, list[Generation[Any]]]:
+        gen: Generation[Any] = Generation(None, prompt_tokens=10, completion_tokens=i, cached=i == 0)
+        return f"row{i}", [gen]
+
+    batch = run_batch(range(3), fn, desc="t", quiet=True)
+    assert [row for row, _ in batch] == ["row0", "row1", "row2"]
+    s = batch.stats
+    assert (s.items, s.calls, s.prompt_tokens, s.completion_tokens) == (3, 3, 30, 3)
+    assert (s.calls_cached, s.calls_failed) == (1, 3)
+    assert len(list(generations_in(("a", [Generation(None), (Generation(None),)])))) == 2
+
+
+def test_concurrency_keeps_input_order_and_overlaps_calls() -> None:
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def respond(messages: Any, schema: Any, params: Any) -> str:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02 * (3 - int(messages[-1]["content"].split()[1]) % 3))  # later items finish first
+        with lock:
+            active[0] -= 1
+        return '{"i": ' + messages[-1]["content"].split()[1] + "}"
+
+    llm = StructuredLLM(FakeBackend(respond))
+    batch = run_batch(range(12), lambda i: llm.generate(PROMPT, {"i": i}, Out), desc="t", quiet=True, concurrency=4)
+    assert [g.value.i for g in batch] == list(range(12))  # type: ignore[union-attr]
+    assert 1 < peak[0] <= 4
+
+
+def test_track_reads_tokens_from_llm_usage() -> None:
+    llm = StructuredLLM(FakeBackend(lambda m, s, p: '{"i": 1}'))
+    llm.generate(PROMPT, {"i": 0}, Out)  # before the batch: not counted
+    rows = (llm.generate(PROMPT, {"i": i}, Out).value for i in range(3))
+    t = track(rows, desc="t", quiet=True, llm=llm)
+    assert len(list(t)) == 3
+    assert (t.stats.items, t.stats.calls, t.stats.completion_tokens) == (3, 3, 6)
+    assert "3 items, 3 LLM calls (0 cached, 0 failed)" in t.stats.summary()

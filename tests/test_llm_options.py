@@ -1,0 +1,112 @@
+"""Shared LLM options: parsing on a real typer command, validation, and make_llm wiring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from recgpt_cli.commands.llm_options import (
+    BackendOpt,
+    BaseUrlOpt,
+    CacheDirOpt,
+    ConcurrencyOpt,
+    DateOpt,
+    LLMOptions,
+    MaxTokensOpt,
+    ModelOpt,
+    NoCacheOpt,
+    PromptOpt,
+    TemperatureOpt,
+)
+from recgpt_cli.errors import BadInput
+from recgpt_cli.llm.base import FakeBackend, SamplingParams
+from recgpt_cli.llm.cache import DuckDBCache
+from recgpt_cli.llm.factory import make_llm
+
+seen: list[LLMOptions] = []
+app = typer.Typer()
+
+
+@app.command()
+def stage(
+    backend: BackendOpt = "llama-cpp",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
+    prompt: PromptOpt = None,
+    date: DateOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    seen.append(LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency,
+                           no_cache=no_cache, cache_dir=cache_dir, prompt=prompt, date=date,
+                           temperature=temperature, max_tokens=max_tokens))
+
+
+def invoke(*args: str) -> object:
+    seen.clear()
+    return CliRunner().invoke(app, list(args))
+
+
+def test_defaults() -> None:
+    assert invoke().exit_code == 0  # type: ignore[attr-defined]
+    assert seen == [LLMOptions()]
+    assert seen[0].sampling(SamplingParams(temperature=0.1, max_tokens=300), seed=5) == SamplingParams(
+        temperature=0.1, max_tokens=300, seed=5)
+
+
+def test_all_options_parse() -> None:
+    r = invoke("--backend", "openai", "--model", "smol", "--base-url", "http://127.0.0.1:1/v1", "--concurrency",
+               "8", "--no-cache", "--cache-dir", "c", "--prompt", "p.md", "--date", "2025-07-01",
+               "--temperature", "0.3", "--max-tokens", "64")
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    o = seen[0]
+    assert (o.backend, o.model, o.base_url, o.concurrency, o.no_cache, o.cache_dir, o.prompt) == (
+        "openai", "smol", "http://127.0.0.1:1/v1", 8, True, Path("c"), "p.md")
+    assert o.day().isoformat() == "2025-07-01"  # type: ignore[union-attr]
+    assert o.sampling(SamplingParams(max_tokens=300)) == SamplingParams(temperature=0.3, max_tokens=64)
+
+
+def test_fake_backend_is_not_a_cli_choice() -> None:
+    r = invoke("--backend", "fake")
+    assert r.exit_code == 2  # type: ignore[attr-defined]
+    assert "is not one of llama-cpp, hf, openai" in r.output  # type: ignore[attr-defined]
+
+
+def test_bad_date_and_missing_base_url() -> None:
+    with pytest.raises(BadInput, match=r"--date '07/01/2025': expected YYYY-MM-DD"):
+        LLMOptions(date="07/01/2025")
+    with pytest.raises(BadInput, match="--backend openai needs --base-url"):
+        LLMOptions(backend="openai")
+
+
+def test_cache_dir_default_env_and_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECGPT_CACHE_DIR", raising=False)
+    assert LLMOptions().resolved_cache_dir() == Path(".recgpt-cache")
+    monkeypatch.setenv("RECGPT_CACHE_DIR", str(tmp_path))
+    fake = FakeBackend(lambda m, s, p: "{}")
+    llm = make_llm(task="interest_mining", backend=fake)
+    assert isinstance(llm.cache, DuckDBCache)
+    assert llm.cache.path_for(None) == tmp_path / "interest_mining.duckdb"
+    assert make_llm(LLMOptions(no_cache=True), backend=fake).cache is None
+    assert os.environ["RECGPT_CACHE_DIR"] == str(tmp_path)
+
+
+def test_make_llm_rejects_unknown_options_and_needs_hf_dir() -> None:
+    with pytest.raises(TypeError, match="unknown option"):
+        make_llm(modle="x")
+    with pytest.raises(BadInput, match="--backend hf needs --model DIR"):
+        make_llm(backend="hf", no_cache=True)
+
+
+def test_load_prompt_prefers_file(tmp_path: Path) -> None:
+    f = tmp_path / "mine.md"
+    f.write_text("---\ntask: custom\nversion: 9\noutput: O\n---\nhi\n", encoding="utf-8")
+    assert LLMOptions(prompt=str(f)).load_prompt("interest_mining").task == "custom"
+    assert LLMOptions().load_prompt("interest_mining").task == "interest_mining"

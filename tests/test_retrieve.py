@@ -1,0 +1,120 @@
+"""Tag-aware retrieval (§2.3.3): fusion, quotas, engaged-item filtering, hnsw vs exact, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+from towers_fixtures import make_shop_db
+from typer.testing import CliRunner
+
+from recgpt_cli.cli import app
+from recgpt_cli.errors import BadInput
+from recgpt_cli.retrieve import Hit, Tag, merge_with_quota, read_tags, retrieve
+from recgpt_cli.splits import load_split
+from recgpt_cli.towers import TowerConfig, load_model, score_all, train_towers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: avoid OpenMP spin-waiting on a shared box
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shop(one_thread, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("shop")
+    con = make_shop_db(d / "shop.duckdb")
+    train_towers(con, d / "m", TowerConfig(epochs=2, dim=8, batch_size=32, n_negatives=8, device="cpu"))
+    yield con, load_model(d / "m"), d
+    con.close()
+
+
+def test_merge_with_quota_exact():
+    a = [Hit(1, 0.9, "a", "I1"), Hit(2, 0.8, "a", "I1"), Hit(3, 0.7, "a", "I1")]
+    b = [Hit(2, 0.85, "b", "I2"), Hit(4, 0.5, "b", "I2")]
+    fill = [Hit(9, 0.1, None, None), Hit(1, 0.1, None, None)]
+    got = merge_with_quota([a, b], k=4, quota=2, fill=fill)
+    assert [(h.item, h.tag) for h in got] == [(1, "a"), (2, "b"), (2, "a")][:2] + [(3, "a"), (4, "b")]
+    # tag "a" may not take more than its quota even though its scores are higher; fill tops up
+    got = merge_with_quota([a], k=3, quota=1, fill=fill)
+    assert [(h.item, h.tag) for h in got] == [(1, "a"), (9, None)]
+
+
+def test_beta_one_is_user_only_ranking_and_filters_train(shop):
+    con, model, _ = shop
+    recs = list(retrieve(con, model, {"u00": [Tag("coffee", "I1")]}, beta=1.0, k=5, exact=True))
+    split = load_split(con, "recbole")
+    scores = score_all(model, split)
+    indptr, items = split.user_items("train")
+    for uid in ("u00", "u05"):
+        u = split.user_index[uid]
+        s = scores[u].clone()
+        s[torch.as_tensor(items[indptr[u] : indptr[u + 1]])] = -torch.inf
+        want = [split.item_ids[i] for i in s.topk(5).indices.tolist()]
+        got = [r["item_id"] for r in recs if r["user_id"] == uid]
+        assert got == want
+        assert not set(got) & {split.item_ids[i] for i in items[indptr[u] : indptr[u + 1]]}
+    assert all(r["tag"] is None for r in recs)
+    assert {r["rank"] for r in recs} == {1, 2, 3, 4, 5}
+
+
+def test_tags_fuse_with_quota_and_interest(shop):
+    con, model, _ = shop
+    tags = {"u00": [Tag("coffee", "I1"), Tag("tents", "I2")]}
+    recs = [r for r in retrieve(con, model, tags, beta=0.3, k=6, per_tag_quota=2, exact=True) if r["user_id"] == "u00"]
+    assert len(recs) == 6 and len({r["item_id"] for r in recs}) == 6
+    by_tag = {t: sum(r["tag"] == t for r in recs) for t in ("coffee", "tents")}
+    assert by_tag == {"coffee": 2, "tents": 2}  # quota reached by both, the rest from the user tower
+    assert {r["interest"] for r in recs if r["tag"] == "coffee"} == {"I1"}
+    assert sum(r["tag"] is None for r in recs) == 2
+
+
+def test_hnsw_agrees_with_exact(shop):
+    con, model, d = shop
+    exact = [(r["user_id"], r["item_id"]) for r in retrieve(con, model, None, beta=1.0, k=10, exact=True)]
+    approx = [(r["user_id"], r["item_id"]) for r in retrieve(con, model, None, beta=1.0, k=10, ef=100)]
+    assert len(set(exact) & set(approx)) / len(exact) >= 0.99
+    assert list(d.joinpath("m").glob("hnsw-*.bin"))  # index cached in the model dir
+    again = [(r["user_id"], r["item_id"]) for r in retrieve(con, model, None, beta=1.0, k=10, ef=100)]
+    assert again == approx
+
+
+def test_read_tags_errors(tmp_path: Path):
+    good = tmp_path / "tags.jsonl"
+    good.write_text('{"user_id": "u1", "tags": [{"tag": "tent", "interest": "I1"}]}\n{"user_id": "u2", "tags": []}\n')
+    tags, empty = read_tags(good)
+    assert tags == {"u1": [Tag("tent", "I1")], "u2": []} and empty == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user_id": "u1", "tags": "tent"}\n')
+    with pytest.raises(BadInput, match="bad.jsonl:1"):
+        read_tags(bad)
+
+
+def test_cli_train_then_retrieve(tmp_path: Path):
+    make_shop_db(tmp_path / "shop.duckdb").close()
+    runner = CliRunner()
+    db, model = str(tmp_path / "shop.duckdb"), str(tmp_path / "m")
+    res = runner.invoke(app, ["train-towers", "--db", db, "--out-dir", model, "--epochs", "1", "--dim", "8",
+                              "--batch-size", "32", "--negatives", "8", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    tags = tmp_path / "tags.jsonl"
+    tags.write_text(orjson.dumps({"user_id": "u01", "tags": [{"tag": "tents", "interest": "I1"}]}).decode() + "\n")
+    out = tmp_path / "recs.jsonl"
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--k", "3",
+                              "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    recs = [orjson.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 24 * 3
+    assert set(recs[0]) == {"user_id", "item_id", "rank", "score", "tag", "interest"}
+    assert {r["tag"] for r in recs if r["user_id"] == "u01"} == {"tents"}
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--beta", "2"])
+    assert res.exit_code == 2 and "beta" in res.output
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not a trained tower model" in res.output
+    assert np.isfinite([r["score"] for r in recs]).all()

@@ -1,0 +1,57 @@
+"""Safety filter for explanations (recgpt_cli.safety, §2.4.1 Table 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from recgpt_cli.safety import SafetyConfig, check_explanation, pii_terms_from_attributes, tidy_truncated
+
+
+@pytest.mark.parametrize(
+    ("text", "failures"),
+    [
+        ("Roam mountains and rivers with this backpack", []),
+        ("Temperature control for mom's peace of mind", []),
+        ("", ["empty"]),
+        ("   ", ["empty"]),
+        ("Cute!", ["too_short"]),
+        ("x" * 81, ["too_long"]),
+        ("Mail me at jane.doe@example.com", ["pii_email"]),
+        ("Call 138-1234-5678 for sizes", ["pii_phone"]),
+        ("See www.shop.example for more", ["pii_url"]),
+        ("Time-limited offer, quick buy!", ["hard_sell"]),
+        ("Hurry, summer sandals are here", ["hard_sell"]),
+        ("Don’t miss these cosy socks", ["hard_sell"]),
+        ("Bag cutproof fireproof, lasts forever", ["exaggeration"]),
+        ("100% effective sun protection", ["exaggeration"]),
+        ("Bag bag good bag buy bag good", ["repetitive"]),
+        ("This item is a fantastic [item name] for you", ["placeholder"]),
+    ],
+)
+def test_rules(text: str, failures: list[str]) -> None:
+    assert check_explanation(text).failures == failures
+
+
+def test_pii_from_user_attributes_whole_words_only() -> None:
+    terms = pii_terms_from_attributes({"name": "Ms Zhang", "age": 30, "location": "Hangzhou", "phone": ""})
+    assert terms == ["Ms Zhang", "Zhang"]  # "Ms" is too short to match on its own; empty phone ignored
+    assert check_explanation("MsZhang style, a dress for you", pii_terms=terms).failures == ["pii_term"]
+    assert check_explanation("Zhangjiajie hiking boots for you", pii_terms=terms).failures == []
+    assert check_explanation("Zhang, this dress suits you", pii_terms=terms).failures == ["pii_term"]
+    # Location is context, not an identifier: the paper's own "Hangzhou summer atmosphere" is fine.
+    assert check_explanation("Hangzhou summer atmosphere new releases", pii_terms=terms).ok
+
+
+def test_title_echo_and_custom_bounds() -> None:
+    title = "Linen-blend wide-leg coordinates set"
+    assert check_explanation("Linen blend wide leg coordinates", title=title).failures == ["title_echo"]
+    assert check_explanation("Breezy linen for Hangzhou summers", title=title).ok
+    cfg = SafetyConfig(min_chars=2, max_chars=10)
+    assert check_explanation("Short one!", config=cfg).ok
+    assert check_explanation("Eleven chars", config=cfg).failures == ["too_long"]
+
+
+def test_tidy_truncated_cuts_back_to_a_whole_word() -> None:
+    assert tidy_truncated("Roam the hills, camping and hik", 31) == "Roam the hills, camping and"
+    assert tidy_truncated("Short and whole", 80) == "Short and whole"
+    assert tidy_truncated("Roam the hills, and", 19) == "Roam the hills"

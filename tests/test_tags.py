@@ -1,0 +1,255 @@
+"""predict-tags (§2.2.1): the paper's constraints enforced in code, call planning, failure rows, CLI, real model."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from recgpt_cli.errors import BadInput
+from recgpt_cli.llm.base import FakeBackend
+from recgpt_cli.llm.structured import StructuredLLM
+from recgpt_cli.tags import (
+    PredictedTag,
+    clean_tags,
+    is_stale,
+    is_vague,
+    link_interest,
+    predict_tags,
+    recent_phrases,
+    tag_list_model,
+    tag_words,
+)
+
+DAY = date(2025, 6, 30)
+INTERESTS = [
+    {"id": "I1", "interest": "tennis", "stage": "long-term", "reason": "racket and balls"},
+    {"id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
+]
+# A `mine-interests` record, written by hand.
+RECORD: dict[str, Any] = {
+    "user_id": "u1",
+    "attributes": {"age": 31, "gender": "F"},
+    "compressed": "2025-06-20 (purchase) | Volley Pro Tennis Racket; 2025-04 (search) | waterproof hiking boots",
+    "recent_items": [
+        {"title": "Volley Pro Tennis Racket", "category": ["Sports", "Racket Sports", "Tennis Rackets"],
+         "timestamp": "2025-06-20T10:00:00"},
+        {"title": "Trailmark Running Shoes", "category": "Sports > Running > Running Shoes", "timestamp": 1750000000},
+        {"title": "Summit Camping Tent", "category": ["Sports", "Outdoor", "Camping Tents"],
+         "timestamp": "2025-05-01T09:00:00"},  # 60 days before DAY: not recent
+    ],
+    "recent_queries": ["tennis balls"],
+    "interests": INTERESTS,
+    "interest_rules_removed": {"vague": 0, "unsupported": 0, "duplicate": 0, "over_cap": 0},
+}
+
+
+def tag(t: str, interest: str = "I1", reason: str = "fits the history") -> PredictedTag:
+    return PredictedTag(tag=t, interest=interest, reason=reason)
+
+
+def reply(*tags: tuple[str, str]) -> str:
+    return json.dumps({"tags": [{"item_tag": t, "reason": "fits the history", "serves_interest": i} for t, i in tags]})
+
+
+# ---- rules ----
+
+def test_vague_tags() -> None:
+    assert is_vague("tennis")  # no modifier + core word
+    assert is_vague("nice things")  # only vague words
+    assert is_vague("smart set")  # the paper's own examples of vague words
+    assert is_vague("good stuff") and is_vague("best products") and is_vague("a b")
+    assert not is_vague("smart watch")  # one specific word is enough
+    assert not is_vague("foldable pet carrier")
+    assert tag_words("Best Waterproof Hiking Boots") == {"waterproof", "hiking", "boot"}
+
+
+def test_link_interest_by_id_then_by_text() -> None:
+    assert link_interest("I2", INTERESTS) == "I2"
+    assert link_interest(" i2 ", INTERESTS) == "I2"
+    assert link_interest("2", INTERESTS) == "I2"
+    assert link_interest("I2: outdoor hiking", INTERESTS) == "I2"
+    assert link_interest("hiking outdoors", INTERESTS) == "I2"  # same words
+    assert link_interest("Tennis lessons", INTERESTS) == "I1"  # all the interest's words present
+    assert link_interest("hiking", INTERESTS) == "I2"  # Jaccard 1/2
+    assert link_interest("I7", INTERESTS) is None
+    assert link_interest("cooking", INTERESTS) is None
+    assert link_interest("I1", INTERESTS[1:]) is None  # only interests the call saw
+
+
+def test_freshness_uses_titles_leaves_and_queries_of_the_last_30_days() -> None:
+    recent = recent_phrases(RECORD, DAY)
+    assert recent == [{"volley", "pro", "tennis", "racket"}, {"tennis", "racket"},
+                      {"trailmark", "running", "shoe"}, {"running", "shoe"}, {"tennis", "ball"}]
+    assert is_stale(tag_words("lightweight tennis racket"), recent)  # 2/3 words in a recent title
+    assert is_stale(tag_words("trail running shoes"), recent)  # 2/3 in the leaf "Running Shoes"
+    assert is_stale(tag_words("pressurised tennis balls"), recent)  # a recent search
+    assert not is_stale(tag_words("tennis elbow brace"), recent)  # 1/3
+    assert not is_stale(tag_words("running socks"), recent)  # 1/2
+    assert not is_stale(tag_words("two person camping tent"), recent)  # the tent is 60 days old
+
+
+def test_clean_tags_exact_output_and_counts() -> None:
+    shown = INTERESTS
+    predicted = [
+        (tag("tennis elbow brace", "I1"), shown),
+        (tag("things", "I1"), shown),                          # vague
+        (tag("trekking poles", "cooking"), shown),             # unlinked
+        (tag("carbon tennis racket", "I1"), shown),            # stale
+        (tag("Tennis Elbow Braces", "I1"), shown),             # duplicate
+        (tag("trekking poles", "outdoor hiking"), shown),      # linked by text
+        (tag("hiking water bottle", "I2"), shown),             # over the cap of 2
+    ]
+    kept, removed = clean_tags(predicted, RECORD, day=DAY, n_tags=2)
+    assert kept == [
+        {"tag": "tennis elbow brace", "interest": "I1", "reason": "fits the history"},
+        {"tag": "trekking poles", "interest": "I2", "reason": "fits the history"},
+    ]
+    assert removed == {"vague": 1, "unlinked": 1, "stale": 1, "duplicate": 1, "over_cap": 1}
+
+
+def test_schema_asks_for_k_tags_and_bounds_strings() -> None:
+    schema = tag_list_model(4).model_json_schema()
+    assert (schema["properties"]["tags"]["minItems"], schema["properties"]["tags"]["maxItems"]) == (4, 4)
+    props = schema["$defs"]["PredictedTag"]["properties"]
+    assert props["item_tag"]["maxLength"] == 40 and props["reason"]["maxLength"] == 100
+    assert sorted(props) == list(props) == ["item_tag", "reason", "serves_interest"]  # generation order
+    assert tag_list_model(4).model_validate({"tags": [{"item_tag": "ab", "serves_interest": "I1", "reason": "ab"}]})
+
+
+# ---- the stage with a fake backend ----
+
+def test_one_call_per_interest_each_linked_to_its_interest() -> None:
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        user = messages[-1]["content"]
+        if "for interest I1 as JSON" in user:
+            return reply(("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"), ("court shoes", "I2"))
+        return reply(("trekking poles", "I2"), ("hiking rain poncho", "I2"), ("merino hiking socks", "I2"))
+
+    backend = FakeBackend(responder)
+    rows = list(predict_tags([RECORD], StructuredLLM(backend), date=DAY, n_tags=5))
+    assert len(backend.calls) == 2
+    assert "Date: 2025-06-30 (summer)" in backend.calls[0][-1]["content"]
+    assert "User Interests: I1: tennis (long-term)" in backend.calls[0][-1]["content"]
+    assert "Engaged in the last 30 days (do not repeat): Volley Pro Tennis Racket; Trailmark Running Shoes\n" in \
+        backend.calls[0][-1]["content"]
+    row = rows[0]
+    assert [(t["tag"], t["interest"]) for t in row["tags"]] == [
+        ("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"),
+        ("trekking poles", "I2"), ("hiking rain poncho", "I2"), ("merino hiking socks", "I2")]
+    # "court shoes" named I2 in the call that only saw I1.
+    assert row["tag_rules_removed"] == {"vague": 0, "unlinked": 1, "stale": 0, "duplicate": 0, "over_cap": 0}
+    assert {k: row[k] for k in RECORD} == RECORD and "error" not in row
+
+
+def test_tags_per_call_is_n_over_interests_bounded() -> None:
+    seen: list[int] = []
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        seen.append(schema["properties"]["tags"]["maxItems"])
+        return reply(("tennis elbow brace", "I1"))
+
+    llm = StructuredLLM(FakeBackend(responder))
+    list(predict_tags([RECORD], llm, date=DAY, n_tags=50))
+    list(predict_tags([RECORD], llm, date=DAY, n_tags=5))
+    list(predict_tags([RECORD], llm, date=DAY, n_tags=50, per_interest=False))
+    assert seen == [10, 10, 3, 3, 50]
+
+
+def test_failures_are_recorded_per_call_and_per_user() -> None:
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        return reply(("tennis elbow brace", "I1")) if "for interest I1 as JSON" in messages[-1]["content"] else "{bad"
+
+    row = next(predict_tags([RECORD], StructuredLLM(FakeBackend(responder), retries=0), date=DAY))
+    assert [t["tag"] for t in row["tags"]] == ["tennis elbow brace"]
+    assert row["tag_errors"][0]["interest"] == "I2" and "error" not in row
+    row = next(predict_tags([RECORD], StructuredLLM(FakeBackend(lambda m, s, p: "no"), retries=0), date=DAY))
+    assert row["tags"] == [] and row["error"].startswith("JSONDecodeError") and len(row["tag_errors"]) == 2
+
+
+def test_users_without_interests_get_no_call() -> None:
+    backend = FakeBackend(lambda m, s, p: reply(("tennis elbow brace", "I1")))
+    rows = list(predict_tags([{**RECORD, "interests": []}, {**RECORD, "error": "upstream failed"}],
+                             StructuredLLM(backend), date=DAY))
+    assert backend.calls == []
+    assert [r["tags"] for r in rows] == [[], []] and rows[1]["error"] == "upstream failed"
+
+
+def test_bad_n_tags() -> None:
+    with pytest.raises(BadInput, match="n-tags"):
+        list(predict_tags([RECORD], StructuredLLM(FakeBackend(lambda m, s, p: "")), date=DAY, n_tags=0))
+
+
+# ---- CLI: mine-interests | predict-tags ----
+
+def test_cli_pipeline_and_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recgpt_cli.llm.factory as factory
+    from recgpt_cli.cli import app
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        if "interests" in schema["properties"]:
+            return json.dumps({"interests": [{"interest": "tennis", "stage": "long-term", "reason": "racket"}]})
+        return reply(("tennis elbow brace", "I1"), ("tennis racket", "I1"))
+
+    monkeypatch.setattr(factory, "make_backend", lambda opts: FakeBackend(responder))
+    compressed = {k: v for k, v in RECORD.items() if k not in ("interests", "interest_rules_removed")}
+    runner = CliRunner()
+    mined = runner.invoke(app, ["mine-interests", "-", "--date", "2025-06-30", "--no-cache", "-q"],
+                          input=orjson.dumps(compressed).decode() + "\n")
+    assert mined.exit_code == 0, mined.output
+    res = runner.invoke(app, ["predict-tags", "-", "--date", "2025-06-30", "--no-cache", "--n-tags", "5"],
+                        input=mined.stdout)
+    assert res.exit_code == 0, res.output
+    row = orjson.loads(res.stdout.splitlines()[0])
+    assert row["tags"] == [{"tag": "tennis elbow brace", "interest": "I1", "reason": "fits the history"}]
+    assert row["tag_rules_removed"]["stale"] == 1
+    assert "predict-tags" in res.stderr and "1 users, 1 ok" in res.stderr
+
+    src = tmp_path / "bad.jsonl"
+    src.write_text(json.dumps(RECORD) + "\n" + json.dumps({"user_id": "u2", "compressed": "x"}) + "\n")
+    res = runner.invoke(app, ["predict-tags", str(src), "--date", "2025-06-30", "--no-cache"])
+    assert res.exit_code == 2 and f"{src}:2: missing `interests`" in res.stderr
+
+
+# ---- the real embedded model ----
+
+@pytest.mark.model
+def test_real_model_tags_link_to_interests_and_obey_rules() -> None:
+    from recgpt_cli.llm.llama_cpp_backend import LlamaCppBackend
+
+    llm = StructuredLLM(LlamaCppBackend(), retries=0)
+    users = [RECORD, {**RECORD, "user_id": "u2", "interests": INTERESTS[1:]}]
+    rows = list(predict_tags(users, llm, date=DAY, n_tags=2))  # 3 calls of one tag each
+    assert len(rows) == 2
+    for row in rows:
+        assert row["tags"] or row.get("error") or sum(row["tag_rules_removed"].values())
+        assert len(row["tags"]) <= 2
+        ids = {i["id"] for i in row["interests"]}
+        recent = recent_phrases(row, DAY)
+        for t in row["tags"]:
+            assert t["interest"] in ids
+            assert not is_vague(t["tag"]) and not is_stale(tag_words(t["tag"]), recent)
+
+
+def test_recent_searches_come_from_day_lines_of_the_compressed_text() -> None:
+    from recgpt_cli.tags import recent_searches
+
+    compressed = ('2025-06-28(search), 2025-03(purchase) | Acme Kettle (Kettles), search:"gooseneck kettle"\n'
+                  '2025-05(search) | search:"pour over dripper"\n'
+                  '2025-05-20(search) | search:"coffee scale"')
+    assert recent_searches(compressed, date(2025, 5, 31)) == ["gooseneck kettle"]
+    assert recent_searches(compressed, date(2025, 5, 1)) == ["gooseneck kettle", "coffee scale"]
+
+
+def test_date_comes_from_the_record_when_not_given() -> None:
+    backend = FakeBackend(lambda m, s, p: reply(("tennis elbow brace", "I1")))
+    row = next(predict_tags([{**RECORD, "date": "2025-01-15"}], StructuredLLM(backend), date=None, n_tags=2))
+    assert "Date: 2025-01-15 (winter)" in backend.calls[0][-1]["content"]
+    assert row["tags"]
+    with pytest.raises(BadInput, match="no date"):
+        next(predict_tags([RECORD], StructuredLLM(backend), date=None))

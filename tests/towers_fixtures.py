@@ -1,0 +1,33 @@
+"""Tiny synthetic shop for tower/retrieval tests: 4 categories x 10 items; each user shops in one category."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from recgpt_cli.store import open_db
+
+CATEGORIES = ["shoes", "tents", "coffee", "books"]
+
+
+def make_shop_db(path: Path, n_users: int = 24, per_user: int = 8) -> duckdb.DuckDBPyConnection:
+    con = open_db(path)
+    items = []
+    for c, cat in enumerate(CATEGORIES):
+        for j in range(10):
+            items.append([f"{cat}-{j}", f"{cat} model {j}", ["outdoor" if c < 2 else "home", cat], cat,
+                          f"brand{j % 3}", 10.0 + j, 100 * j])
+    con.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", items)
+    t0 = datetime(2025, 1, 1)
+    rows = []
+    for u in range(n_users):
+        cat = CATEGORIES[u % len(CATEGORIES)]
+        con.execute("INSERT INTO users VALUES (?, '{}')", [f"u{u:02d}"])
+        for k in range(per_user):
+            j = (u + 3 * k) % 10
+            kind = "purchase" if k % 3 == 0 else "click"
+            rows.append([f"u{u:02d}", f"{cat}-{j}", None, kind, t0 + timedelta(days=k, hours=u), None])
+    con.executemany("INSERT INTO behaviors VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return con
