@@ -1,19 +1,62 @@
-"""`recgpt run`."""
+"""`recgpt run`: the whole pipeline on a dataset folder, then a summary."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from recgpt_cli.commands.common import DbOpt, InOpt, OutOpt, QuietOpt, SeedOpt, friendly_errors, not_implemented
+import typer
+
+from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
+from recgpt_cli.commands.llm_options import BackendOpt, BaseUrlOpt, DateOpt, ModelOpt, NoCacheOpt
 
 
 @friendly_errors
 def run(
-    db: DbOpt = Path("recgpt.duckdb"),
-    in_path: InOpt = "-",
-    out: OutOpt = "-",
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder: users/items/behaviors.jsonl "
+                                                      "(like sample_data/) or RecBole atomic files.")
+                    ] = Path("sample_data"),
+    db: DbOpt = Path("out/recgpt.duckdb"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output, model and plots.")
+                   ] = Path("out"),
+    llm_users: Annotated[int, typer.Option("--llm-users", min=1, help="Users sent through the LLM stages "
+                                           "(the first N compressed); towers train and retrieve for all.")] = 12,
+    explain_per_user: Annotated[int, typer.Option("--explain-per-user", min=1,
+                                                  help="Top retrieved items explained per LLM user.")] = 5,
+    max_interests: Annotated[int, typer.Option("--max-interests", min=1, help="Interests kept per user.")] = 4,
+    n_tags: Annotated[int, typer.Option("--n-tags", min=1, help="Tags kept per user (the paper uses 50; each "
+                                        "one costs a judge call here).")] = 12,
+    k: Annotated[int, typer.Option("--k", min=1, help="Items retrieved per user.")] = 50,
+    beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t.")
+                    ] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="train-towers epochs (early stopping applies).")
+                      ] = 20,
+    protocol: Annotated[str, typer.Option("--protocol", help="Split: recbole (random 8/1/1) or loo.")] = "recbole",
+    date: DateOpt = None,
+    backend: BackendOpt = "llama-cpp",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    no_cache: NoCacheOpt = False,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole pipeline on a dataset and print a summary."""
-    not_implemented("run", "issue 2-4")
+    """Run every stage on --data: import, compress, mine-interests, predict-tags, train-towers, retrieve,
+    evaluate, explain (table + lookup), judge; print stage times, LLM tokens, judge pass rates and metrics.
+
+    Rerunning resumes: cached LLM calls, the towers' last checkpoint and the imported rows are reused."""
+    from rich.console import Console
+
+    from recgpt_cli.pipeline import PipelineConfig, run_pipeline, summary_tables
+
+    llm_args = ["--backend", backend] + (["--model", model] if model else []) + (
+        ["--base-url", base_url] if base_url else []) + (["--no-cache"] if no_cache else [])
+    cfg = PipelineConfig(data=data, db=db, out=out, llm_users=llm_users, explain_per_user=explain_per_user,
+                         max_interests=max_interests, n_tags=n_tags, k=k,
+                         beta=beta, epochs=epochs, protocol=protocol, date=date, seed=seed, llm_args=llm_args,
+                         quiet=quiet)
+    report = run_pipeline(cfg)
+    summary = Console(stderr=False)
+    for table in summary_tables(report):
+        summary.print(table)
+    if not quiet:
+        console.print(f"outputs in {out}/ (stage JSONL, models/tar, plots/, evaluate.json); DB {db}")

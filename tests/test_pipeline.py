@@ -1,0 +1,87 @@
+"""`recgpt run`: every stage for real (embedded GGUF, DuckDB, torch, hnswlib) on a slice of sample_data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from recgpt_cli.cli import app
+from recgpt_cli.pipeline import head_users, import_args, judge_summary, top_recs_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_import_args_picks_the_format(tmp_path: Path) -> None:
+    assert import_args(ROOT / "sample_data")[:3] == ["jsonl", "--behaviors", str(ROOT / "sample_data/behaviors.jsonl")]
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\n1\t2\n")
+    assert import_args(tmp_path) == ["recbole", str(tmp_path)]
+    r = CliRunner().invoke(app, ["run", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "not a folder" in r.output
+
+
+def test_head_and_top_recs(tmp_path: Path) -> None:
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"user_id": f"u{i}"}) + "\n" for i in range(5)))
+    assert head_users(src, tmp_path / "h.jsonl", 3) == 3
+    assert [r["user_id"] for r in _rows(tmp_path / "h.jsonl")] == ["u0", "u1", "u2"]
+    recs = tmp_path / "r.jsonl"
+    recs.write_text("".join(json.dumps({"user_id": u, "item_id": str(i)}) + "\n" for u in ("a", "b") for i in range(4)))
+    assert top_recs_for(recs, {"b"}, 2, tmp_path / "t.jsonl") == 2
+    assert [(r["user_id"], r["item_id"]) for r in _rows(tmp_path / "t.jsonl")] == [("b", "0"), ("b", "1")]
+
+
+def test_judge_summary_counts_errors_apart(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    rows = [
+        {"task": "interests", "verdicts": {"willingness": "yes", "reasonableness": "strong"}, "pass": True},
+        {"task": "interests", "verdicts": {"willingness": "no", "reasonableness": "strong"}, "pass": False},
+        {"task": "interests", "verdicts": {}, "pass": False, "error": "bad json"},
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = judge_summary(p)
+    assert s["n"] == 3 and s["errors"] == 1
+    assert s["pass_rates"]["pass"] == 0.5
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_run_whole_pipeline_for_real(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["run", "--data", str(ROOT / "sample_data"), "--db", str(out / "s.duckdb"), "--out", str(out),
+            "--llm-users", "2", "--max-interests", "2", "--n-tags", "3", "--explain-per-user", "2", "--epochs", "2",
+            "--k", "20", "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    compressed = _rows(out / "compressed.jsonl")
+    assert len(compressed) == 300
+    interests = _rows(out / "interests.jsonl")
+    assert [x["user_id"] for x in interests] == [x["user_id"] for x in compressed[:2]]
+    assert all(1 <= len(x["interests"]) <= 2 for x in interests if "error" not in x)
+    tags = _rows(out / "tags.jsonl")
+    assert len(tags) == 2 and all(len(t["tags"]) <= 3 for t in tags)
+    recs = _rows(out / "recs.jsonl")
+    assert {r["user_id"] for r in recs} >= {x["user_id"] for x in compressed[:2]}
+    assert max(sum(r["user_id"] == u for r in recs) for u in {r["user_id"] for r in recs}) <= 20
+    metrics = json.loads((out / "evaluate.json").read_text())
+    assert 0.0 <= metrics["ndcg@10"] <= 1.0 and metrics["recall@10"] > 0.0
+    explanations = _rows(out / "explanations.jsonl")
+    assert 1 <= len(explanations) <= 4 and all(e["explanation"].strip() for e in explanations)
+    for task in ("interests", "tags", "explanations"):
+        judged = _rows(out / f"judge_{task}.jsonl")
+        assert judged and all(j["task"] == task for j in judged)
+    assert "LLM judge pass rates" in r.stdout and "ndcg@10" in r.stdout
+
+    # A rerun resumes: every LLM call is answered from the cache, and the outputs are the same.
+    before = (out / "interests.jsonl").read_bytes()
+    r2 = CliRunner().invoke(app, args)
+    assert r2.exit_code == 0, r2.output
+    assert (out / "interests.jsonl").read_bytes() == before
+    assert "LLM calls this run" not in r2.stdout  # no cache misses the second time
