@@ -23,7 +23,7 @@ class BadInput(RecgptError):
     exit_code = EXIT_BAD_INPUT
 
     @classmethod
-    def at(cls, source: str, line: int | None, message: str, hint: str | None = None) -> "BadInput":
+    def at(cls, source: str, line: int | None, message: str, hint: str | None = None) -> BadInput:
         where = f"{source}:{line}" if line is not None else source
         return cls(f"{where}: {message}", hint)
 

@@ -268,10 +268,10 @@ def summary_tables(report: PipelineReport) -> list[Any]:
     judge = Table(title="LLM judge pass rates (§3)")
     for col in ("task", "samples", "errors", "criterion", "pass rate"):
         judge.add_column(col, justify="left" if col in ("task", "criterion") else "right")
-    for task, s in report.judge.items():
-        for i, (c, rate) in enumerate(s["pass_rates"].items()):
-            judge.add_row(task if i == 0 else "", str(s["n"]) if i == 0 else "", str(s["errors"]) if i == 0 else "",
-                          c, f"{rate:.0%}")
+    for task, js in report.judge.items():
+        for i, (c, rate) in enumerate(js["pass_rates"].items()):
+            judge.add_row(task if i == 0 else "", str(js["n"]) if i == 0 else "",
+                          str(js["errors"]) if i == 0 else "", c, f"{rate:.0%}")
         judge.add_section()
     tables.append(judge)
     if report.metrics:

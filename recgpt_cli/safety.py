@@ -154,3 +154,15 @@ def check_explanation(
 
 SAFETY_RULES = ("pii_email", "pii_phone", "pii_url", "pii_term", "hard_sell")
 """Rules that are about Safety (privacy + hard sell); the others are about Clarity/length."""
+
+
+# What a small model copies from its prompt instead of naming a product: compress time keys ("2025-04(",
+# "2025-06-23"), behaviour type names, `search:"..."`, schema placeholders ("product_name", "I2").
+_LOG_DATE = re.compile(r"\b\d{4}-\d{2}\b")
+_LOG_TOKENS = re.compile(
+    r"detail_view|review_read|search:|\((?:purchase|cart|favorite|click|rating|search)|_|^\s*I\d+\s*$", re.IGNORECASE)
+
+
+def is_copied_markup(text: str) -> bool:
+    """True when `text` is a fragment of the prompt's behaviour log or schema rather than free text."""
+    return bool(_LOG_DATE.search(text) or _LOG_TOKENS.search(text) or _PLACEHOLDER.search(text))

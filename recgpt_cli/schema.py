@@ -90,7 +90,7 @@ class Behavior(Record):
         return v.astimezone(timezone.utc).replace(tzinfo=None) if v.tzinfo else v
 
     @model_validator(mode="after")
-    def _item_or_query(self) -> "Behavior":
+    def _item_or_query(self) -> Behavior:
         if self.type is BehaviorType.search:
             if not self.query:
                 raise ValueError("a search behaviour needs a non-empty 'query'")

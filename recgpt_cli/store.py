@@ -104,4 +104,4 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row counts of the core tables."""
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in ("users", "items", "behaviors")}
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in ("users", "items", "behaviors")}

@@ -11,7 +11,9 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
 `interests.content_words` (lower-case, plural-folded, generic words dropped) minus the vague words below.
 
 - ``vague`` (semantic precision): shorter than 4 characters, fewer than 2 words (the paper's "modifier +
-  core word"), or no word left once vague words ("products", "things", "best", "smart", "set", ...) are removed.
+  core word"), no word left once vague words ("products", "things", "best", "smart", "set", ...) are removed,
+  or text copied from the prompt instead of a product (a compress time key, a behaviour type, a schema
+  placeholder: `safety.is_copied_markup`).
 - ``unlinked`` (interest consistency): the tag's `interest` is not the id of an interest shown in its call
   (`I2`, `i2`, `2`, `I2: ...`) and its text does not match one such interest's text (Jaccard >= 0.5, or all
   the interest's words present). Unlinked tags are dropped, linked ones get the id.
@@ -53,6 +55,7 @@ from recgpt_cli.interests import (
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.prompts import Prompt
 from recgpt_cli.llm.structured import Generation, StructuredLLM
+from recgpt_cli.safety import is_copied_markup
 
 TAG_RULES = ("vague", "unlinked", "stale", "duplicate", "over_cap")
 FRESH_DAYS = 30
@@ -104,7 +107,8 @@ def tag_words(tag: str) -> set[str]:
 
 def is_vague(tag: str) -> bool:
     text = " ".join(tag.split())
-    return len(text) < MIN_TAG_CHARS or len(text.split()) < 2 or not tag_words(text)
+    return (len(text) < MIN_TAG_CHARS or len(text.split()) < 2 or not tag_words(text)
+            or is_copied_markup(text))
 
 
 _ID = re.compile(r"^\s*(?:[Ii]\s*(\d+)\b|(\d+)\s*$)")

@@ -29,7 +29,9 @@ OutOpt = Annotated[str, typer.Option("--out", help="Output JSONL file, or - for 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; runs with the same seed give the same output.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries on stderr.")]
 SkipBadOpt = Annotated[
-    bool, typer.Option("--skip-bad", help="Skip bad input lines (counted, written to <out>.rejects.jsonl) instead of stopping.")
+    bool,
+    typer.Option("--skip-bad",
+                 help="Skip bad input lines (counted, written to <out>.rejects.jsonl) instead of stopping."),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from recgpt_cli.safety import SAFETY_RULES, check_explanation, pii_terms_from_attributes
+from recgpt_cli.safety import SAFETY_RULES, check_explanation, is_copied_markup, pii_terms_from_attributes
 
 # Core words that make a tag a category, not a product (Table 3 "Mountaineering outdoor sports equipment").
 BROAD_CORE_WORDS = frozenset({
@@ -34,7 +34,7 @@ def interest_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[str
 
 def tag_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[str]:
     """Table 3: relevance needs a link to one of the user's interests; specificity rejects one-word or
-    broad-core-word tags."""
+    broad-core-word tags; validity rejects text copied from the behaviour log or schema (no such product)."""
     fired = []
     interests = [str(i).strip().lower() for i in sample.get("interests") or []]
     link = str(sample.get("interest") or "").strip().lower()
@@ -45,6 +45,9 @@ def tag_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[str]:
     if len(words) <= 1 or words[-1] in BROAD_CORE_WORDS:
         verdicts["specificity"] = "No"
         fired.append("broad_tag")
+    if is_copied_markup(str(sample.get("tag") or "")):
+        verdicts["validity"] = "No"
+        fired.append("copied_markup")
     return fired
 
 
