@@ -155,3 +155,16 @@ def test_training_learns_and_score_all_reorders(tmp_path: Path):
     # same scores when split_data lists ids in another order
     split.user_ids = split.user_ids[::-1]
     assert torch.allclose(score_all(model, split), scores.flip(0))
+
+
+def test_history_only_user_tower_learns_and_reloads(tmp_path: Path):
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    report = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 6, "use_user_id": False}))
+    assert report.history[-1]["loss"] < report.history[0]["loss"]
+    model = load_model(tmp_path / "m")
+    assert model.net.user_tower.id_emb is None and model.config["use_user_id"] is False
+    split = load_split(con, "recbole")
+    top = score_all(model, split).argmax(1).numpy()
+    cat_of = [split.item_ids[i].split("-")[0] for i in top]
+    users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
+    assert np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]) > 0.7

@@ -26,6 +26,8 @@ def train_towers(
     temperature: Annotated[float, typer.Option("--temperature", min=1e-4)] = 0.1,
     logq: Annotated[bool, typer.Option("--logq/--no-logq", help="logQ correction for sampling bias.")] = False,
     pooling: Annotated[str, typer.Option("--pooling", help="User-tower pooling: mean (paper) or attention.")] = "mean",
+    user_id: Annotated[bool, typer.Option("--user-id/--no-user-id", help="EMB(user id) in the user tower (paper); "
+                                          "--no-user-id = the user is only their pooled history.")] = True,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Epochs without validation gain.")] = 3,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = one per core).")] = 0,
@@ -42,7 +44,8 @@ def train_towers(
     if pooling not in ("mean", "attention"):
         raise BadInput(f"--pooling {pooling}: expected mean or attention")
     cfg = TowerConfig(protocol=protocol, epochs=epochs, dim=dim, alpha=alpha, lr=lr, batch_size=batch_size,
-                      n_negatives=negatives, temperature=temperature, logq=logq, pooling=pooling, patience=patience,
+                      n_negatives=negatives, temperature=temperature, logq=logq, pooling=pooling, use_user_id=user_id,
+                      patience=patience,
                       device=device, threads=threads, resume=resume, seed=seed)
     with connect(db) as con:
         report = train(con, out_dir, cfg, console=None if quiet else console)

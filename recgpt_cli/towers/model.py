@@ -54,14 +54,16 @@ class UserTower(nn.Module):
     which lets a user's strongest signals dominate a long, mixed history.
     """
 
-    def __init__(self, n_users: int, n_behaviors: int, dim: int, pooling: str = "mean") -> None:
+    def __init__(self, n_users: int, n_behaviors: int, dim: int, pooling: str = "mean", use_id: bool = True) -> None:
         super().__init__()
         self.n_behaviors = n_behaviors
         self.pooling = pooling
-        self.id_emb = nn.Embedding(n_users, dim)
+        self.dim = dim
+        # use_id=False: a user is only what they did (no per-user free vector to overfit a short history)
+        self.id_emb = nn.Embedding(n_users, dim) if use_id else None
         if pooling == "attention":
             self.att_query = nn.Parameter(torch.zeros(n_behaviors, dim))
-        self.dnn = mlp(dim * (1 + n_behaviors), dim)
+        self.dnn = mlp(dim * (int(use_id) + n_behaviors), dim)
 
     def pool(self, h_uniq: torch.Tensor, inv: torch.Tensor, row: torch.Tensor, beh: torch.Tensor, n_rows: int
              ) -> torch.Tensor:
@@ -94,8 +96,8 @@ class UserTower(nn.Module):
 
     def forward(self, user_idx: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """user_idx: (B,), pooled: (B, n_behaviors, dim) -> h_u: (B, dim)."""
-        x = torch.cat([self.id_emb(user_idx), pooled.flatten(1)], dim=-1)
-        return self.dnn(x)
+        parts = [pooled.flatten(1)] if self.id_emb is None else [self.id_emb(user_idx), pooled.flatten(1)]
+        return self.dnn(torch.cat(parts, dim=-1))
 
 
 class TagTower(nn.Module):
@@ -114,12 +116,13 @@ class TagTower(nn.Module):
 class TAR(nn.Module):
     """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
 
-    def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True) -> None:
+    def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True,
+                 use_user_id: bool = True) -> None:
         super().__init__()
         self.shapes = shapes
         self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
         self.item_tower = ItemTower(shapes.item_field_sizes, dim)
-        self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling)
+        self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling, use_user_id)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
 
     def _out(self, h: torch.Tensor) -> torch.Tensor:
@@ -146,7 +149,7 @@ class TAR(nn.Module):
         """
         uniq, inv = torch.unique(seq_items, return_inverse=True)
         if len(uniq) == 0:
-            dim = self.user_tower.id_emb.embedding_dim
+            dim = self.user_tower.dim
             pooled = torch.zeros(len(user_idx), self.user_tower.n_behaviors, dim, device=user_idx.device)
         else:
             h_uniq = self.item_tower(item_feats[uniq])

@@ -57,7 +57,7 @@ class TowerModel:
             part = users[i : i + batch]
             row, item, beh = (torch.as_tensor(a, device=self.device) for a in gather_sequences(self.feats, part))
             out.append(self.net.users(torch.as_tensor(part, device=self.device), item, row, beh, item_feats))
-        dim = self.net.user_tower.id_emb.embedding_dim
+        dim = self.net.user_tower.dim
         return torch.cat(out) if out else torch.zeros(0, dim)
 
     @torch.no_grad()
@@ -91,7 +91,8 @@ def load_model(directory: str | Path, device: str = "cpu") -> TowerModel:
         raise BadInput(f"{d}: not a trained tower model (no config.json/model.pt)", "run `recgpt train-towers` first")
     config = json.loads((d / "config.json").read_text())
     shapes = TowerShapes(**config.pop("shapes"))
-    net = TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"])
+    net = TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
+              use_user_id=config.get("use_user_id", True))
     net.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
     net.to(pick_device(device)).eval()
     ids = json.loads((d / "ids.json").read_text())

@@ -30,7 +30,7 @@ from recgpt_cli.towers.saved import TowerModel, pick_device, write_static
 # Config keys that change what is learned: a checkpoint made with other values is not resumed.
 _RESUME_KEYS = ("protocol", "dim", "alpha", "lr", "batch_size", "seed", "n_negatives", "temperature",
                 "logq", "in_batch", "pooling", "normalize", "max_seq_len", "n_levels", "n_buckets", "weight_decay",
-                "tag_weight")
+                "tag_weight", "use_user_id")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TowerConfig:
     temperature: float = 0.1
     logq: bool = False  # logQ correction of sampled-softmax popularity bias
     pooling: str = "mean"  # user-tower behaviour pooling: "mean" (paper) or "attention"
+    use_user_id: bool = True  # EMB(user id) in the user tower (paper); False = history-only user tower
     normalize: bool = True  # unit-length tower outputs
     max_seq_len: int = 200
     n_levels: int = 3
@@ -218,7 +219,7 @@ def train_towers(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device)
-    net = TAR(shapes, dim=cfg.dim, pooling=cfg.pooling, normalize=cfg.normalize).to(dev)
+    net = TAR(shapes, dim=cfg.dim, pooling=cfg.pooling, normalize=cfg.normalize, use_user_id=cfg.use_user_id).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config_dict = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
     model = TowerModel(net, feats, split.user_ids, split.item_ids, vocab, config_dict, out)
