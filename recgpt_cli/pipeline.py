@@ -34,7 +34,7 @@ class PipelineConfig:
     data: Path
     db: Path
     out: Path
-    llm_users: int = 12
+    llm_users: int = 8
     explain_per_user: int = 5
     max_interests: int = 4
     n_tags: int = 12

@@ -20,7 +20,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Folder for every stage's output, model and plots.")
                    ] = Path("out"),
     llm_users: Annotated[int, typer.Option("--llm-users", min=1, help="Users sent through the LLM stages "
-                                           "(the first N compressed); towers train and retrieve for all.")] = 12,
+                                           "(the first N compressed); towers train and retrieve for all.")] = 8,
     explain_per_user: Annotated[int, typer.Option("--explain-per-user", min=1,
                                                   help="Top retrieved items explained per LLM user.")] = 5,
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, help="Interests kept per user.")] = 4,
