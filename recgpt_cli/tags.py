@@ -64,6 +64,7 @@ DUPLICATE_JACCARD = 0.75
 LINK_JACCARD = 0.5
 MIN_TAG_CHARS = 4
 MAX_TAGS_PER_CALL = 10
+RELEVANT_LINES = 8  # history lines shown per interest in per-interest calls
 
 # Words too broad to describe a product on their own (paper: "smart", "modular", "set"; Table 3 specificity).
 VAGUE_WORDS = frozenset(stem(w) for w in """
@@ -234,10 +235,24 @@ def _recent_text(record: dict[str, Any], day: Date, limit: int = 10) -> str:
     return "; ".join(titles[:limit]) or "(none)"
 
 
+def relevant_history(compressed: str, interests: list[dict[str, Any]], limit: int = RELEVANT_LINES) -> str:
+    """The `compress` lines that share a content word with the interests (text or reason), newest first, at most
+    `limit`; the whole history when none does. A small model shown a long history copies lines of it instead of
+    naming products; shown the few lines behind one interest, it names products of that interest."""
+    lines = [ln for ln in compressed.splitlines() if ln.strip()]
+    words = set().union(*(content_words(f"{i['interest']} {i.get('reason', '')}") for i in interests))
+    picked = [ln for ln in lines if content_words(ln.partition(" | ")[2]) & words]
+    return "\n".join(picked[:limit] if picked else lines)
+
+
 def tag_variables(
-    record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date, n_tags: int
+    record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date, n_tags: int, focus: bool = False
 ) -> dict[str, Any]:
-    """Prompt variables for one call (public so benchmarks can render the same prompts)."""
+    """Prompt variables for one call (public so benchmarks can render the same prompts). `focus` shows only the
+    history lines behind `interests` (per-interest calls)."""
+    compressed = str(record.get("compressed", "")).strip()
+    if focus and compressed:
+        compressed = relevant_history(compressed, interests)
     return {
         "date": day.isoformat(),
         "season": season_of(day),
@@ -245,7 +260,7 @@ def tag_variables(
         "interests": "; ".join(f"{i['id']}: {i['interest']} ({i.get('stage', '')})" for i in interests),
         "interest_ids": ", ".join(i["id"] for i in interests),
         "first_id": interests[0]["id"],
-        "compressed": str(record.get("compressed", "")).strip() or "(no behaviour)",
+        "compressed": compressed or "(no behaviour)",
         "recent_items": _recent_text(record, day),
         "n_tags": n_tags,
     }
@@ -299,7 +314,8 @@ class TagPredictor:
         errors: list[dict[str, Any]] = []
         gens: list[Generation[Any]] = []
         for group in groups:
-            gen = self.llm.generate(self.template, tag_variables(record, group, day=day, n_tags=k), model, params)
+            variables = tag_variables(record, group, day=day, n_tags=k, focus=self.per_interest)
+            gen = self.llm.generate(self.template, variables, model, params)
             gens.append(gen)
             if gen.value is None:
                 errors.append({"interest": ",".join(i["id"] for i in group), "error": gen.error})

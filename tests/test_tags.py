@@ -253,3 +253,17 @@ def test_date_comes_from_the_record_when_not_given() -> None:
     assert row["tags"]
     with pytest.raises(BadInput, match="no date"):
         next(predict_tags([RECORD], StructuredLLM(backend), date=None))
+
+
+def test_relevant_history_keeps_the_lines_behind_the_interest() -> None:
+    from recgpt_cli.tags import relevant_history
+
+    history = ("2025-06-20(purchase) | Volley Pro Tennis Racket (Tennis Rackets)\n"
+               "2025-05(detail_view) | Lumina Cookware Set (Cookware)\n"
+               "2025-04(search) | search:\"tennis balls\"")
+    tennis = [{"id": "I1", "interest": "Tennis", "reason": "bought a racket"}]
+    assert relevant_history(history, tennis) == (
+        "2025-06-20(purchase) | Volley Pro Tennis Racket (Tennis Rackets)\n2025-04(search) | search:\"tennis balls\"")
+    assert relevant_history(history, tennis, limit=1).count("\n") == 0
+    # nothing matches: the whole history rather than none
+    assert relevant_history(history, [{"id": "I2", "interest": "Origami"}]) == history

@@ -30,7 +30,7 @@ from recgpt_cli.towers.saved import TowerModel, pick_device, write_static
 # Config keys that change what is learned: a checkpoint made with other values is not resumed.
 _RESUME_KEYS = ("protocol", "dim", "alpha", "lr", "batch_size", "seed", "n_negatives", "temperature",
                 "logq", "in_batch", "pooling", "normalize", "max_seq_len", "n_levels", "n_buckets", "weight_decay",
-                "tag_weight", "use_user_id")
+                "tag_weight", "use_user_id", "history_dropout")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class TowerConfig:
     logq: bool = False  # logQ correction of sampled-softmax popularity bias
     pooling: str = "mean"  # user-tower behaviour pooling: "mean" (paper) or "attention"
     use_user_id: bool = True  # EMB(user id) in the user tower (paper); False = history-only user tower
+    history_dropout: float = 0.0  # share of sequence entries hidden per training step (0 = paper)
     normalize: bool = True  # unit-length tower outputs
     max_seq_len: int = 200
     n_levels: int = 3
@@ -131,6 +132,8 @@ def _epoch(
         negs = np.arange(n_items) if cfg.n_negatives >= n_items else rng.integers(0, n_items, cfg.n_negatives)
         row, seq_item, seq_beh = gather_sequences(feats, u)
         keep = seq_item != v[row]  # leave the target out of its own user's sequences
+        if cfg.history_dropout > 0:  # hide part of the history each step, so no single item carries a user
+            keep &= rng.random(len(seq_item)) >= cfg.history_dropout
         t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
         h_u = net.users(t(u), t(seq_item[keep]), t(row[keep]), t(seq_beh[keep]), item_feats)
         h_v = net.items(item_feats[t(v)])
