@@ -157,12 +157,14 @@ def test_training_learns_and_score_all_reorders(tmp_path: Path):
     assert torch.allclose(score_all(model, split), scores.flip(0))
 
 
-def test_history_only_user_tower_learns_and_reloads(tmp_path: Path):
+@pytest.mark.parametrize("options", [{"use_user_id": False}, {"use_user_id": False, "item_id_residual": True}])
+def test_tower_options_learn_and_reload(tmp_path: Path, options: dict):
     con = make_shop_db(tmp_path / "shop.duckdb")
-    report = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 6, "use_user_id": False}))
+    report = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 12, **options}))
     assert report.history[-1]["loss"] < report.history[0]["loss"]
     model = load_model(tmp_path / "m")
     assert model.net.user_tower.id_emb is None and model.config["use_user_id"] is False
+    assert model.net.item_tower.id_residual is options.get("item_id_residual", False)
     split = load_split(con, "recbole")
     top = score_all(model, split).argmax(1).numpy()
     cat_of = [split.item_ids[i].split("-")[0] for i in top]

@@ -28,6 +28,11 @@ def train_towers(
     pooling: Annotated[str, typer.Option("--pooling", help="User-tower pooling: mean (paper) or attention.")] = "mean",
     user_id: Annotated[bool, typer.Option("--user-id/--no-user-id", help="EMB(user id) in the user tower (paper); "
                                           "--no-user-id = the user is only their pooled history.")] = True,
+    item_id_residual: Annotated[bool, typer.Option("--item-id-residual/--no-item-id-residual",
+                                                   help="h_v = EMB(item id) + DNN(features) instead of DNN alone.")
+                                ] = False,
+    history_dropout: Annotated[float, typer.Option("--history-dropout", min=0.0, max=0.9,
+                                                   help="Share of history items hidden per training step.")] = 0.0,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Epochs without validation gain.")] = 3,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = one per core).")] = 0,
@@ -45,6 +50,7 @@ def train_towers(
         raise BadInput(f"--pooling {pooling}: expected mean or attention")
     cfg = TowerConfig(protocol=protocol, epochs=epochs, dim=dim, alpha=alpha, lr=lr, batch_size=batch_size,
                       n_negatives=negatives, temperature=temperature, logq=logq, pooling=pooling, use_user_id=user_id,
+                      item_id_residual=item_id_residual, history_dropout=history_dropout,
                       patience=patience,
                       device=device, threads=threads, resume=resume, seed=seed)
     with connect(db) as con:

@@ -33,8 +33,10 @@ def mlp(d_in: int, dim: int) -> nn.Sequential:
 
 
 class ItemTower(nn.Module):
-    def __init__(self, field_sizes: list[int], dim: int) -> None:
+    def __init__(self, field_sizes: list[int], dim: int, id_residual: bool = False) -> None:
         super().__init__()
+        # id_residual: h_v = EMB(id) + DNN(...), a direct path for the id next to the feature MLP
+        self.id_residual = id_residual
         # field 0 (item id) has no padding row; every other field uses id 0 for "missing"
         self.emb = nn.ModuleList(
             nn.Embedding(n, dim, padding_idx=0 if i > 0 else None) for i, n in enumerate(field_sizes)
@@ -43,8 +45,9 @@ class ItemTower(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """feats: (N, n_fields) int64 feature ids -> h_v: (N, dim)."""
-        e = torch.cat([emb(feats[:, j]) for j, emb in enumerate(self.emb)], dim=-1)
-        return self.dnn(e)
+        parts = [emb(feats[:, j]) for j, emb in enumerate(self.emb)]
+        h = self.dnn(torch.cat(parts, dim=-1))
+        return h + parts[0] if self.id_residual else h
 
 
 class UserTower(nn.Module):
@@ -117,11 +120,11 @@ class TAR(nn.Module):
     """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
 
     def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True,
-                 use_user_id: bool = True) -> None:
+                 use_user_id: bool = True, item_id_residual: bool = False) -> None:
         super().__init__()
         self.shapes = shapes
         self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
-        self.item_tower = ItemTower(shapes.item_field_sizes, dim)
+        self.item_tower = ItemTower(shapes.item_field_sizes, dim, item_id_residual)
         self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling, use_user_id)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
 

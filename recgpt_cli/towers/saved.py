@@ -92,7 +92,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> TowerModel:
     config = json.loads((d / "config.json").read_text())
     shapes = TowerShapes(**config.pop("shapes"))
     net = TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
-              use_user_id=config.get("use_user_id", True))
+              use_user_id=config.get("use_user_id", True), item_id_residual=config.get("item_id_residual", False))
     net.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
     net.to(pick_device(device)).eval()
     ids = json.loads((d / "ids.json").read_text())

@@ -30,7 +30,8 @@ from recgpt_cli.towers.saved import TowerModel, pick_device, write_static
 # Config keys that change what is learned: a checkpoint made with other values is not resumed.
 _RESUME_KEYS = ("protocol", "dim", "alpha", "lr", "batch_size", "seed", "n_negatives", "temperature",
                 "logq", "in_batch", "pooling", "normalize", "max_seq_len", "n_levels", "n_buckets", "weight_decay",
-                "tag_weight", "use_user_id", "history_dropout")
+                "tag_weight", "use_user_id", "history_dropout",
+                "item_id_residual")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TowerConfig:
     logq: bool = False  # logQ correction of sampled-softmax popularity bias
     pooling: str = "mean"  # user-tower behaviour pooling: "mean" (paper) or "attention"
     use_user_id: bool = True  # EMB(user id) in the user tower (paper); False = history-only user tower
+    item_id_residual: bool = False  # h_v = EMB(item id) + DNN(features) instead of DNN alone
     history_dropout: float = 0.0  # share of sequence entries hidden per training step (0 = paper)
     normalize: bool = True  # unit-length tower outputs
     max_seq_len: int = 200
@@ -222,7 +224,8 @@ def train_towers(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device)
-    net = TAR(shapes, dim=cfg.dim, pooling=cfg.pooling, normalize=cfg.normalize, use_user_id=cfg.use_user_id).to(dev)
+    net = TAR(shapes, dim=cfg.dim, pooling=cfg.pooling, normalize=cfg.normalize, use_user_id=cfg.use_user_id,
+              item_id_residual=cfg.item_id_residual).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config_dict = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
     model = TowerModel(net, feats, split.user_ids, split.item_ids, vocab, config_dict, out)
