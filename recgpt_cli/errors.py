@@ -27,6 +27,3 @@ class BadInput(RecgptError):
         where = f"{source}:{line}" if line is not None else source
         return cls(f"{where}: {message}", hint)
 
-
-class NotImplementedYet(RecgptError):
-    """A registered command whose stage has not been built yet."""

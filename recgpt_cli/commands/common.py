@@ -68,6 +68,3 @@ def friendly_errors(func: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-def not_implemented(stage: str, issue: str) -> None:
-    raise RecgptError(f"`recgpt {stage}` is not implemented yet ({issue})")
