@@ -1,6 +1,6 @@
 """TAR vs classic baselines on ml-100k, RecBole's default split (random 8/1/1 per user), full ranking, test phase.
 
-    python bench/bench_retrieval.py [--epochs 30] [--variants paper,tuned] [--betas 1,0.9,0.8,0.7]
+    python bench/bench_retrieval.py [--variants paper,full,users] [--betas 1,0.9,0.8,0.7] [--epochs N]
 
 Tags for an ml-100k user (the LLM stage's stand-in): the genres of their TRAIN movies, the 3 most frequent ones,
 each genre name being one tag. TAR beta=1 is the plain two-tower (user tower only); "best beta" is picked on the
@@ -32,6 +32,9 @@ from recgpt_cli.store import open_db  # noqa: E402
 from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
 
 COLUMNS = ("ndcg@10", "recall@10", "hit@10", "itemcoverage@10", "giniindex@10", "averagepopularity@10")
+_USERS = dict(batching="users", batch_size=64, n_negatives=1_000_000, in_batch=False, history_dropout=0.3,
+              history_embedding="separate", use_user_id=False, item_id_residual=True, temperature=0.2,
+              lr_schedule="cosine", epochs=300, eval_every=10, patience=60, tag_weight=0.0)
 VARIANTS = {
     # the paper's towers and losses (§2.3), mean pooling, alpha = 0.5
     "paper": TowerConfig(),
@@ -48,6 +51,15 @@ VARIANTS = {
     # + an item-id residual path in the item tower and 30% history dropout (0.221 valid NDCG@10)
     "full-res": TowerConfig(n_negatives=1_000_000, in_batch=False, use_user_id=False, temperature=0.2, lr=2e-2,
                             item_id_residual=True, history_dropout=0.3),
+    # "users" batching: a row per user, 30% of its history hidden, softmax over every item must find all its train
+    # items; cosine lr over 300 short epochs (15 steps each); history items through their own id embeddings
+    # (--history-embedding separate); L_col only. "-e3": three such members (seeds 0-2) served as one model.
+    "users": TowerConfig(**_USERS),
+    "users-e3": TowerConfig(**_USERS, ensemble=3),
+    # every engaged pair weighs the same (heavy users count more), 20% hidden
+    "users-pair-e3": TowerConfig(**{**_USERS, "history_dropout": 0.2, "loss_weighting": "pair"}, ensemble=3),
+    # the same with the paper's semantic losses at weight 0.1 (trains the tag tower, so beta < 1 means something)
+    "users-tag-e3": TowerConfig(**{**_USERS, "tag_weight": 0.1}, ensemble=3),
 }
 
 
@@ -101,9 +113,9 @@ def score_row(name: str, topk: np.ndarray, split: SplitData, seconds: float) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=0, help="0 = the variant's own (30, or 300 for users*)")
     ap.add_argument("--patience", type=int, default=0, help="0 = the variant's own (default 3)")
-    ap.add_argument("--variants", default="paper,full,full-noid,full-res")
+    ap.add_argument("--variants", default="paper,full,users-e3,users-tag-e3")
     ap.add_argument("--betas", default="1,0.9,0.8,0.7,0.5")
     ap.add_argument("--work", default="")
     ap.add_argument("--baselines", default="pop,itemknn,bpr")
@@ -129,11 +141,15 @@ def main() -> None:
     tags = genre_tags(con, split)
     for variant in args.variants.split(","):
         cfg = VARIANTS[variant]
-        cfg.epochs = args.epochs
+        cfg.epochs = args.epochs or cfg.epochs
         cfg.patience = args.patience if args.patience else cfg.patience
         report = train_towers(con, work / f"tar-{variant}", cfg, console=console)
         seconds = report.seconds  # epochs' time, summed over resumed runs (a finished model is reused)
         model = load_model(work / f"tar-{variant}")
+        if cfg.ensemble > 1:  # the first member alone: what the ensemble adds over one model (seed 0)
+            single = load_model(work / f"tar-{variant}" / "member-0")
+            rows.append(score_row(f"TAR-{variant} member 0 alone β=1", tar_topk(single, split, tags, 1.0, "test"),
+                                  split, report.members[0].seconds))
         best_beta, best_valid = 1.0, -1.0
         for beta in [float(b) for b in args.betas.split(",")]:
             valid = compute_metrics(tar_topk(model, split, tags, beta, "valid"), split, "valid", ks=(10,))

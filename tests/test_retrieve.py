@@ -118,3 +118,22 @@ def test_cli_train_then_retrieve(tmp_path: Path):
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a trained tower model" in res.output
     assert np.isfinite([r["score"] for r in recs]).all()
+
+
+def test_cli_users_batching_ensemble_then_retrieve(tmp_path: Path):
+    make_shop_db(tmp_path / "shop.duckdb").close()
+    runner = CliRunner()
+    db, model = str(tmp_path / "shop.duckdb"), str(tmp_path / "m")
+    res = runner.invoke(app, ["train-towers", "--db", db, "--out-dir", model, "--epochs", "2", "--dim", "8",
+                              "--batching", "users", "--batch-size", "8", "--negatives", "1000", "--history-dropout",
+                              "0.2", "--history-embedding", "separate", "--lr-schedule", "cosine", "--ensemble", "2",
+                              "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "recs.jsonl"
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--k", "3", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert len(out.read_text().splitlines()) == 24 * 3
+    for bad in (["--batching", "rows"], ["--history-embedding", "x"], ["--batching", "users", "--logq"],
+                ["--lr-schedule", "step"], ["--loss-weighting", "all"], ["--pooling", "max"]):
+        res = runner.invoke(app, ["train-towers", "--db", db, "--out-dir", model, *bad])
+        assert res.exit_code == 2 and ("expected" in res.output or "logq" in res.output), res.output

@@ -170,3 +170,90 @@ def test_tower_options_learn_and_reload(tmp_path: Path, options: dict):
     cat_of = [split.item_ids[i].split("-")[0] for i in top]
     users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
     assert np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]) > 0.7
+
+
+USERS = dict(batching="users", batch_size=8, n_negatives=1_000_000, history_dropout=0.3, lr_schedule="cosine")
+
+
+@pytest.mark.parametrize(("negatives", "weighting"), [(1_000_000, "user"), (6, "user"), (1_000_000, "pair")])
+def test_users_batching_learns_categories(tmp_path: Path, negatives: int, weighting: str):
+    # one row per user, masked history -> all its train items; full softmax and sampled candidates
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    cfg = TowerConfig(**{**TINY, **USERS, "n_negatives": negatives, "epochs": 30, "lr": 2e-2, "eval_every": 10,
+                         "patience": 30, "loss_weighting": weighting,
+                         "tag_weight": 0.0 if weighting == "pair" else 1.0})
+    report = train_towers(con, tmp_path / "m", cfg)
+    assert report.history[-1]["loss"] < report.history[0]["loss"]
+    assert [h["epoch"] for h in report.history if "valid_ndcg@10" in h] == [10, 20, 30]
+    model = load_model(tmp_path / "m")
+    split = load_split(con, "recbole")
+    top = score_all(model, split).argmax(1).numpy()
+    cat_of = [split.item_ids[i].split("-")[0] for i in top]
+    users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
+    assert np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]) > 0.7
+
+
+def test_users_batching_resumes_like_uninterrupted(tmp_path: Path):
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    cfg = {**TINY, **USERS}
+    full = train_towers(con, tmp_path / "full", TowerConfig(**cfg))
+
+    def kill(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_towers(con, tmp_path / "killed", TowerConfig(**cfg), after_epoch=kill)
+    resumed = train_towers(con, tmp_path / "killed", TowerConfig(**cfg))
+    assert resumed.resumed_from_epoch == 2
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)
+
+
+def test_cosine_schedule_and_config_errors():
+    from recgpt_cli.towers.train import _lr_at
+
+    cfg = TowerConfig(lr=1.0, epochs=4, lr_schedule="cosine")
+    assert [round(_lr_at(cfg, e), 4) for e in (1, 2, 3, 4)] == [1.0, 0.8536, 0.5, 0.1464]
+    assert _lr_at(TowerConfig(lr=0.3), 7) == 0.3
+    for bad in ({"batching": "rows"}, {"lr_schedule": "step"}, {"batching": "users", "logq": True},
+                {"eval_every": 0}, {"loss_weighting": "all"}, {"history_embedding": "x"}, {"ensemble": 0}):
+        with pytest.raises(ValueError):
+            train_towers(None, "unused", TowerConfig(**bad))  # type: ignore[arg-type]
+
+
+def test_separate_history_embedding_learns_and_reloads(tmp_path: Path):
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    cfg = TowerConfig(**{**TINY, **USERS, "history_embedding": "separate", "epochs": 30, "lr": 2e-2,
+                         "patience": 30})
+    train_towers(con, tmp_path / "m", cfg)
+    model = load_model(tmp_path / "m")
+    assert model.net.history_emb is not None and model.net.history_emb.num_embeddings == 40
+    split = load_split(con, "recbole")
+    top = score_all(model, split).argmax(1).numpy()
+    cat_of = [split.item_ids[i].split("-")[0] for i in top]
+    users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
+    assert np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]) > 0.7
+
+
+def test_ensemble_scores_are_member_mean_and_resume(tmp_path: Path):
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    cfg = {**TINY, **USERS, "ensemble": 2, "seed": 5}
+
+    def kill(epoch: int) -> None:
+        if epoch == 2 and (tmp_path / "m" / "member-1").exists():
+            raise KeyboardInterrupt  # dies inside the second member
+
+    with pytest.raises(KeyboardInterrupt):
+        train_towers(con, tmp_path / "m", TowerConfig(**cfg), after_epoch=kill)
+    assert not (tmp_path / "m" / "model.pt").exists()  # no half-made ensemble is ever loadable
+    report = train_towers(con, tmp_path / "m", TowerConfig(**cfg))
+    assert [r.resumed_from_epoch for r in report.members] == [3, 2]
+    model = load_model(tmp_path / "m")
+    members = [load_model(tmp_path / "m" / f"member-{k}") for k in (0, 1)]
+    assert [m.config["seed"] for m in members] == [5, 6]
+    split = load_split(con, "recbole")
+    mean_cos = sum(torch.nn.functional.normalize(m.user_vectors(), dim=1)
+                   @ torch.nn.functional.normalize(m.item_vectors(), dim=1).T for m in members) / 2
+    assert torch.allclose(score_all(model, split), mean_cos, atol=1e-5)
+    assert model.item_vectors().shape[1] == 2 * TINY["dim"]
+    assert 0.0 <= report.best_valid_ndcg10 <= 1.0

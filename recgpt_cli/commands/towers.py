@@ -33,7 +33,24 @@ def train_towers(
                                 ] = False,
     history_dropout: Annotated[float, typer.Option("--history-dropout", min=0.0, max=0.9,
                                                    help="Share of history items hidden per training step.")] = 0.0,
+    batching: Annotated[str, typer.Option("--batching", help="pairs (paper: a row per engaged user-item pair) or "
+                                          "users (a row per user; its masked history must rank all its items).")
+                        ] = "pairs",
+    loss_weighting: Annotated[str, typer.Option("--loss-weighting", help="With --batching users: user (each user "
+                                                "counts the same) or pair (each engaged pair does).")] = "user",
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant or cosine (decay to 0 at --epochs).")
+                           ] = "constant",
+    history_embedding: Annotated[str, typer.Option("--history-embedding",
+                                                   help="History items in the user tower: tower (paper: item-tower "
+                                                        "vectors) or separate (their own id embeddings).")
+                                 ] = "tower",
+    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Train K members (seeds seed..seed+K-1) and "
+                                          "serve their averaged scores as one model.")] = 1,
+    tag_weight: Annotated[float, typer.Option("--tag-weight", min=0.0,
+                                              help="Weight of alpha*L_tag + (1-alpha)*L_cate next to L_col (paper 1).")
+                          ] = 1.0,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Epochs without validation gain.")] = 3,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="Validate every N epochs.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0 = one per core).")] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint.")] = True,
@@ -45,14 +62,18 @@ def train_towers(
     from recgpt_cli.store import connect
     from recgpt_cli.towers import TowerConfig
     from recgpt_cli.towers import train_towers as train
+    from recgpt_cli.towers.train import check_config
 
-    if pooling not in ("mean", "attention"):
-        raise BadInput(f"--pooling {pooling}: expected mean or attention")
     cfg = TowerConfig(protocol=protocol, epochs=epochs, dim=dim, alpha=alpha, lr=lr, batch_size=batch_size,
                       n_negatives=negatives, temperature=temperature, logq=logq, pooling=pooling, use_user_id=user_id,
-                      item_id_residual=item_id_residual, history_dropout=history_dropout,
-                      patience=patience,
+                      item_id_residual=item_id_residual, history_dropout=history_dropout, batching=batching,
+                      lr_schedule=lr_schedule, tag_weight=tag_weight, history_embedding=history_embedding,
+                      ensemble=ensemble, loss_weighting=loss_weighting, patience=patience, eval_every=eval_every,
                       device=device, threads=threads, resume=resume, seed=seed)
+    try:
+        check_config(cfg)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     with connect(db) as con:
         report = train(con, out_dir, cfg, console=None if quiet else console)
     if not quiet:

@@ -120,9 +120,13 @@ class TAR(nn.Module):
     """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
 
     def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True,
-                 use_user_id: bool = True, item_id_residual: bool = False) -> None:
+                 use_user_id: bool = True, item_id_residual: bool = False, history_embedding: str = "tower") -> None:
         super().__init__()
         self.shapes = shapes
+        self.dim = dim
+        # history_embedding="separate": history items are looked up in their own id table instead of going through
+        # the item tower, so "watched A" (input side) and "will like A" (target side) can differ, as in FISM/Mult-DAE
+        self.history_emb = nn.Embedding(shapes.item_field_sizes[0], dim) if history_embedding == "separate" else None
         self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
         self.item_tower = ItemTower(shapes.item_field_sizes, dim, item_id_residual)
         self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling, use_user_id)
@@ -155,6 +159,31 @@ class TAR(nn.Module):
             dim = self.user_tower.dim
             pooled = torch.zeros(len(user_idx), self.user_tower.n_behaviors, dim, device=user_idx.device)
         else:
-            h_uniq = self.item_tower(item_feats[uniq])
+            h_uniq = self.item_tower(item_feats[uniq]) if self.history_emb is None else self.history_emb(uniq)
             pooled = self.user_tower.pool(h_uniq, inv, seq_row, seq_beh, len(user_idx))
         return self._out(self.user_tower(user_idx, pooled))
+
+
+class TAREnsemble(nn.Module):
+    """K independently trained TARs as one retrieval model: every vector is the members' unit vectors concatenated
+    and scaled by 1/sqrt(K), so a dot product is the members' mean cosine score and one hnswlib index serves all."""
+
+    def __init__(self, members: list[TAR]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self._tars = members  # the same modules, typed for the calls below
+        self.shapes = members[0].shapes
+        self.dim = sum(m.dim for m in members)
+
+    def _cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([F.normalize(p, dim=-1) for p in parts], dim=-1) / len(parts) ** 0.5
+
+    def items(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._cat([m.items(feats) for m in self._tars])
+
+    def tags(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._cat([m.tags(tokens) for m in self._tars])
+
+    def users(self, user_idx: torch.Tensor, seq_items: torch.Tensor, seq_row: torch.Tensor, seq_beh: torch.Tensor,
+              item_feats: torch.Tensor) -> torch.Tensor:
+        return self._cat([m.users(user_idx, seq_items, seq_row, seq_beh, item_feats) for m in self._tars])

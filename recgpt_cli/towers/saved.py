@@ -5,6 +5,7 @@ DIR/model.pt         best weights (state_dict, early-stopping choice)
 DIR/features.npz     item feature ids, train sequences/positives (TowerFeatures)
 DIR/ids.json         user_ids / item_ids in index order;  DIR/vocab.json  tag words
 DIR/checkpoint.pt    last finished epoch (weights, optimiser, history) for resuming
+DIR/member-K/        with --ensemble K: each member's own model dir (its checkpoints); DIR/model.pt holds them all
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import torch
 from recgpt_cli.errors import BadInput
 from recgpt_cli.splits import SplitData
 from recgpt_cli.towers.data import TowerFeatures, encode, gather_sequences
-from recgpt_cli.towers.model import TAR, TowerShapes
+from recgpt_cli.towers.model import TAR, TAREnsemble, TowerShapes
 
 
 @dataclass
 class TowerModel:
     """A loaded model: the towers plus the inputs they were trained on."""
 
-    net: TAR
+    net: TAR | TAREnsemble
     feats: TowerFeatures
     user_ids: list[str]
     item_ids: list[str]
@@ -57,7 +58,7 @@ class TowerModel:
             part = users[i : i + batch]
             row, item, beh = (torch.as_tensor(a, device=self.device) for a in gather_sequences(self.feats, part))
             out.append(self.net.users(torch.as_tensor(part, device=self.device), item, row, beh, item_feats))
-        dim = self.net.user_tower.dim
+        dim = self.net.dim
         return torch.cat(out) if out else torch.zeros(0, dim)
 
     @torch.no_grad()
@@ -84,6 +85,17 @@ def write_static(directory: Path, model: TowerModel) -> None:
     (directory / "config.json").write_text(json.dumps({**model.config, "shapes": shapes}, indent=2))
 
 
+def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
+    """The (untrained) module a saved config describes; `ensemble` > 1 = that many member TARs."""
+    def one() -> TAR:
+        return TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
+                   use_user_id=config.get("use_user_id", True), item_id_residual=config.get("item_id_residual", False),
+                   history_embedding=config.get("history_embedding", "tower"))
+
+    k = int(config.get("ensemble", 1))
+    return one() if k <= 1 else TAREnsemble([one() for _ in range(k)])
+
+
 def load_model(directory: str | Path, device: str = "cpu") -> TowerModel:
     """Load a model dir written by `train_towers` (best weights)."""
     d = Path(directory)
@@ -91,8 +103,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> TowerModel:
         raise BadInput(f"{d}: not a trained tower model (no config.json/model.pt)", "run `recgpt train-towers` first")
     config = json.loads((d / "config.json").read_text())
     shapes = TowerShapes(**config.pop("shapes"))
-    net = TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
-              use_user_id=config.get("use_user_id", True), item_id_residual=config.get("item_id_residual", False))
+    net = build_net(shapes, config)
     net.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
     net.to(pick_device(device)).eval()
     ids = json.loads((d / "ids.json").read_text())

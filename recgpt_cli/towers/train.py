@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from recgpt_cli.splits import SplitData, load_split, make_split, split_info
 from recgpt_cli.towers.data import TowerFeatures, build_features, gather_sequences
 from recgpt_cli.towers.losses import info_nce, l_cate, l_tar
-from recgpt_cli.towers.model import TAR, TowerShapes
-from recgpt_cli.towers.saved import TowerModel, pick_device, write_static
+from recgpt_cli.towers.model import TAR, TAREnsemble, TowerShapes
+from recgpt_cli.towers.saved import TowerModel, load_model, pick_device, write_static
 
 # Config keys that change what is learned: a checkpoint made with other values is not resumed.
 _RESUME_KEYS = ("protocol", "dim", "alpha", "lr", "batch_size", "seed", "n_negatives", "temperature",
                 "logq", "in_batch", "pooling", "normalize", "max_seq_len", "n_levels", "n_buckets", "weight_decay",
                 "tag_weight", "use_user_id", "history_dropout",
-                "item_id_residual")
+                "item_id_residual", "batching", "lr_schedule", "history_embedding",
+                "loss_weighting")
 
 
 @dataclass
@@ -55,6 +56,17 @@ class TowerConfig:
     use_user_id: bool = True  # EMB(user id) in the user tower (paper); False = history-only user tower
     item_id_residual: bool = False  # h_v = EMB(item id) + DNN(features) instead of DNN alone
     history_dropout: float = 0.0  # share of sequence entries hidden per training step (0 = paper)
+    # "pairs" (paper): one row per engaged (user, item), the target left out of the history. "users": one row per
+    # user, history_dropout hides part of the history and the softmax must find ALL the user's train items
+    # (multi-positive, Mult-DAE style); batch_size then counts users, and an epoch costs one user-tower pass per user.
+    batching: str = "pairs"
+    # "users" batching only: "user" = each user's loss is the mean over its items (every user counts the same);
+    # "pair" = every engaged pair counts the same (heavy users weigh more, as with "pairs" batching)
+    loss_weighting: str = "user"
+    lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over `epochs` (set per epoch, so resume-safe)
+    eval_every: int = 1  # validate (and maybe early-stop) every N epochs; patience counts epochs
+    history_embedding: str = "tower"  # history items as item-tower outputs (paper) or "separate" id embeddings
+    ensemble: int = 1  # K > 1: train K members (seeds seed..seed+K-1) and serve their averaged cosine scores
     normalize: bool = True  # unit-length tower outputs
     max_seq_len: int = 200
     n_levels: int = 3
@@ -69,7 +81,7 @@ class TowerConfig:
 @dataclass
 class TrainReport:
     out_dir: str
-    epochs_run: int
+    epochs_run: int  # summed over ensemble members
     best_epoch: int
     best_valid_ndcg10: float
     resumed_from_epoch: int
@@ -77,6 +89,7 @@ class TrainReport:
     seconds: float  # time spent in epochs, summed over every (resumed) run
     wall_seconds: float  # this call, including split and features
     history: list[dict[str, float]] = field(default_factory=list)
+    members: list[TrainReport] = field(default_factory=list)  # one report per ensemble member
 
 
 def _category_sampler(item_cat: np.ndarray) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
@@ -118,13 +131,13 @@ def _epoch(
     model: TowerModel, opt: torch.optim.Optimizer, cfg: TowerConfig, epoch: int, progress: Progress | None
 ) -> float:
     net, feats, dev = model.net, model.feats, model.device
+    assert isinstance(net, TAR)  # members are trained one at a time
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     item_feats = torch.as_tensor(feats.item_feats, device=dev)
     n_items, n_pairs = len(feats.item_feats), len(feats.train_user)
     same_cat = _category_sampler(feats.item_cat)
     pop = np.bincount(feats.train_item, minlength=n_items) / max(n_pairs, 1)
-    has_cat_text = np.asarray((feats.cat_tokens > 0).any(axis=1))
     perm = rng.permutation(n_pairs)
     task = progress.add_task(f"epoch {epoch}", total=n_pairs) if progress else None
     t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
@@ -147,20 +160,9 @@ def _epoch(
             kw["log_q_pos"] = t(np.log(len(idx) * pop[v])).float()
             kw["log_q_neg"] = torch.full((len(negs),), math.log(len(negs) / n_items), device=dev)
         loss_col = info_nce(h_u, h_v, h_neg, **kw)
-        # The tag of an engaged item: its title or its category path (§2.3.2 "tags of clicked items").
-        use_cat = np.logical_and(rng.random(len(v)) < 0.5, has_cat_text[v])
-        tokens = np.where(use_cat[:, None], feats.cat_tokens[v], feats.title_tokens[v])
-        h_t = net.tags(t(tokens))
-        loss_tag = info_nce(h_t, h_v, h_neg, pos_ids=t(v), neg_ids=t(negs), temperature=cfg.temperature,
-                            in_batch=cfg.in_batch)
-        with_cat = feats.item_cat[v] > 0
-        if with_cat.any():
-            v_plus = same_cat(v[with_cat], rng)
-            loss_cate = l_cate(h_t[t(with_cat)], net.items(item_feats[t(v_plus)]), h_neg,
-                               t(feats.item_cat[v[with_cat]]), t(feats.item_cat[negs]), temperature=cfg.temperature)
-        else:
-            loss_cate = torch.zeros((), device=dev)
-        loss = loss_col + cfg.tag_weight * (l_tar(loss_col, loss_tag, loss_cate, cfg.alpha) - loss_col)
+        loss_sem = _semantic_loss(net, feats, v, h_v, h_neg, negs, cfg, rng, same_cat, item_feats,
+                                  in_batch=cfg.in_batch)
+        loss = loss_col + cfg.tag_weight * (l_tar(loss_col, *loss_sem, cfg.alpha) - loss_col)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -174,6 +176,120 @@ def _epoch(
     if progress is not None and task is not None:
         progress.remove_task(task)
     return loss_sum / max(n_batches, 1)
+
+
+def _semantic_loss(
+    net: TAR, feats: TowerFeatures, v: np.ndarray, h_v: torch.Tensor, h_neg: torch.Tensor, negs: np.ndarray,
+    cfg: TowerConfig, rng: np.random.Generator, same_cat: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    item_feats: torch.Tensor, *, in_batch: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_tag, L_cate) for engaged items `v` (vectors h_v) against candidate items `negs` (vectors h_neg)."""
+    dev = h_v.device
+    t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    # The tag of an engaged item: its title or its category path (§2.3.2 "tags of clicked items").
+    has_cat_text = (feats.cat_tokens[v] > 0).any(axis=1)
+    use_cat = np.logical_and(rng.random(len(v)) < 0.5, has_cat_text)
+    tokens = np.where(use_cat[:, None], feats.cat_tokens[v], feats.title_tokens[v])
+    h_t = net.tags(t(tokens))
+    loss_tag = info_nce(h_t, h_v, h_neg, pos_ids=t(v), neg_ids=t(negs), temperature=cfg.temperature,
+                        in_batch=in_batch)
+    with_cat = feats.item_cat[v] > 0
+    if not with_cat.any():
+        return loss_tag, torch.zeros((), device=dev)
+    v_plus = same_cat(v[with_cat], rng)
+    loss_cate = l_cate(h_t[t(with_cat)], net.items(item_feats[t(v_plus)]), h_neg, t(feats.item_cat[v[with_cat]]),
+                       t(feats.item_cat[negs]), temperature=cfg.temperature)
+    return loss_tag, loss_cate
+
+
+_TAG_ROWS = 512  # engaged items per step that also train L_tag / L_cate in "users" batching
+
+
+def _epoch_users(
+    model: TowerModel, opt: torch.optim.Optimizer, cfg: TowerConfig, epoch: int, progress: Progress | None
+) -> float:
+    """One pass over users ("users" batching): each user's masked history must rank all of its train items.
+
+    L_col is the multinomial log-likelihood of the user's train items under a softmax over the candidates (every
+    item when n_negatives >= n_items, else the batch's positives plus n_negatives random items), averaged per user,
+    so heavy users do not dominate the gradient the way they do with one row per pair (loss_weighting "pair" lets
+    them: a mean over the batch's pairs).
+    """
+    net, feats, dev = model.net, model.feats, model.device
+    assert isinstance(net, TAR)  # members are trained one at a time
+    net.train()
+    rng = np.random.default_rng([cfg.seed, epoch])
+    t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    item_feats = t(feats.item_feats)
+    n_items, n_users = len(feats.item_feats), len(feats.seq_indptr) - 1
+    same_cat = _category_sampler(feats.item_cat)
+    order = np.argsort(feats.train_user, kind="stable")
+    pos_items = feats.train_item[order]
+    pos_ptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(feats.train_user, minlength=n_users), out=pos_ptr[1:])
+    users = rng.permutation(np.flatnonzero(np.diff(pos_ptr) > 0))
+    task = progress.add_task(f"epoch {epoch}", total=len(users)) if progress else None
+    t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+    for i in range(0, len(users), cfg.batch_size):
+        u = users[i : i + cfg.batch_size]
+        row, seq_item, seq_beh = gather_sequences(feats, u)
+        keep = rng.random(len(seq_item)) >= cfg.history_dropout
+        h_u = net.users(t(u), t(seq_item[keep]), t(row[keep]), t(seq_beh[keep]), item_feats)
+        n_pos = pos_ptr[u + 1] - pos_ptr[u]
+        p_row = np.repeat(np.arange(len(u)), n_pos)
+        offsets = np.arange(n_pos.sum()) - np.repeat(np.cumsum(n_pos) - n_pos, n_pos)
+        p_item = pos_items[np.repeat(pos_ptr[u], n_pos) + offsets]
+        if cfg.n_negatives >= n_items:
+            cand = np.arange(n_items)
+        else:
+            cand = np.unique(np.concatenate([p_item, rng.integers(0, n_items, cfg.n_negatives)]))
+        h_c = net.items(item_feats[t(cand)])
+        p_col = np.searchsorted(cand, p_item)
+        logp = torch.log_softmax(h_u @ h_c.T / cfg.temperature, dim=1)
+        if cfg.loss_weighting == "pair":
+            loss_col = -logp[t(p_row), t(p_col)].mean()
+        else:
+            loss_col = -(logp[t(p_row), t(p_col)] / t(n_pos[p_row]).float()).sum() / len(u)
+        loss = loss_col
+        if cfg.tag_weight > 0:
+            pick = rng.choice(len(p_item), size=min(_TAG_ROWS, len(p_item)), replace=False)
+            loss_sem = _semantic_loss(net, feats, p_item[pick], h_c[t(p_col[pick])], h_c, cand, cfg, rng, same_cat,
+                                      item_feats, in_batch=False)  # the candidates already hold the batch's positives
+            loss = loss_col + cfg.tag_weight * (l_tar(loss_col, *loss_sem, cfg.alpha) - loss_col)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(u)
+        loss_sum += float(loss.detach())
+        n_batches += 1
+        if progress is not None and task is not None:
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=len(u), description=f"epoch {epoch} loss {loss_sum / n_batches:.3f} "
+                            f"{rate:,.0f} users/s")
+    if progress is not None and task is not None:
+        progress.remove_task(task)
+    return loss_sum / max(n_batches, 1)
+
+
+def _lr_at(cfg: TowerConfig, epoch: int) -> float:
+    """Learning rate for `epoch` (1-based); cosine decays from lr towards 0 at epoch == cfg.epochs."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(cfg.epochs, 1)))
+    return cfg.lr
+
+
+def check_config(cfg: TowerConfig) -> None:
+    """Reject settings that cannot work before any data is read; messages name the `train-towers` option."""
+    choices = {"batching": ("pairs", "users"), "lr_schedule": ("constant", "cosine"), "pooling": ("mean", "attention"),
+               "loss_weighting": ("user", "pair"), "history_embedding": ("tower", "separate")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected {' or '.join(allowed)}")
+    if cfg.batching == "users" and cfg.logq:
+        raise ValueError("--logq corrects per-pair sampled negatives: use it with --batching pairs")
+    for name in ("eval_every", "patience", "ensemble"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -196,6 +312,9 @@ def train_towers(
     (None = silent); `after_epoch(epoch)` is called after each checkpoint (tests use it to simulate a kill).
     """
     cfg = config or TowerConfig()
+    check_config(cfg)
+    if cfg.ensemble > 1:
+        return _train_ensemble(con, Path(out_dir), cfg, console, after_epoch)
     out = Path(out_dir)
     started = time.perf_counter()
     stored = split_info(con, cfg.protocol)
@@ -225,7 +344,7 @@ def train_towers(
     torch.manual_seed(cfg.seed)
     dev = pick_device(cfg.device)
     net = TAR(shapes, dim=cfg.dim, pooling=cfg.pooling, normalize=cfg.normalize, use_user_id=cfg.use_user_id,
-              item_id_residual=cfg.item_id_residual).to(dev)
+              item_id_residual=cfg.item_id_residual, history_embedding=cfg.history_embedding).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config_dict = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
     model = TowerModel(net, feats, split.user_ids, split.item_ids, vocab, config_dict, out)
@@ -250,21 +369,55 @@ def train_towers(
             if done:
                 break
             t0 = time.perf_counter()
-            loss = _epoch(model, opt, cfg, epoch, progress if console else None)
-            ndcg = validate_ndcg10(model, split)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(cfg, epoch)
+            run_epoch = _epoch_users if cfg.batching == "users" else _epoch
+            loss = run_epoch(model, opt, cfg, epoch, progress if console else None)
+            entry = {"epoch": epoch, "loss": loss}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                ndcg = entry["valid_ndcg@10"] = validate_ndcg10(model, split)
+                if ndcg > best_ndcg:
+                    best_epoch, best_ndcg = epoch, ndcg
+                    _save_atomic(net.state_dict(), out / "model.pt")
             train_seconds += time.perf_counter() - t0
-            history.append({"epoch": epoch, "loss": loss, "valid_ndcg@10": ndcg})
-            if ndcg > best_ndcg:
-                best_epoch, best_ndcg = epoch, ndcg
-                _save_atomic(net.state_dict(), out / "model.pt")
+            history.append(entry)
             done = epoch - best_epoch >= cfg.patience  # early stop; a rerun with more --epochs continues otherwise
             _save_atomic({"epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(), "history": history,
                           "best_epoch": best_epoch, "best_ndcg": best_ndcg, "done": done, "seconds": train_seconds},
                          ckpt_path)
-            if console:
-                console.print(f"epoch {epoch}: loss {loss:.4f}  valid NDCG@10 {ndcg:.4f}"
+            if console and "valid_ndcg@10" in entry:
+                console.print(f"epoch {epoch}: loss {loss:.4f}  valid NDCG@10 {entry['valid_ndcg@10']:.4f}"
                               + ("  (best)" if best_epoch == epoch else ""))
             if after_epoch is not None:
                 after_epoch(epoch)
     return TrainReport(str(out), len(history), best_epoch, best_ndcg, resumed_from, len(feats.train_user),
                        train_seconds, time.perf_counter() - started, history)
+
+
+def _train_ensemble(
+    con: duckdb.DuckDBPyConnection, out: Path, cfg: TowerConfig, console: Console | None,
+    after_epoch: Callable[[int], None] | None,
+) -> TrainReport:
+    """Train cfg.ensemble members into out/member-K (each resumable on its own), then save them as one model."""
+    started = time.perf_counter()
+    reports: list[TrainReport] = []
+    for k in range(cfg.ensemble):
+        member = replace(cfg, ensemble=1, seed=cfg.seed + k)
+        if console:
+            console.print(f"ensemble member {k + 1}/{cfg.ensemble} (seed {member.seed})")
+        reports.append(train_towers(con, out / f"member-{k}", member, console=console, after_epoch=after_epoch))
+    dev = pick_device(cfg.device)
+    members = [load_model(out / f"member-{k}", device=str(dev)) for k in range(cfg.ensemble)]
+    net = TAREnsemble([m.net for m in members if isinstance(m.net, TAR)]).eval()
+    config_dict = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
+    first = members[0]
+    model = TowerModel(net, first.feats, first.user_ids, first.item_ids, first.vocab, config_dict, out)
+    write_static(out, model)
+    _save_atomic(net.state_dict(), out / "model.pt")
+    ndcg = validate_ndcg10(model, load_split(con, cfg.protocol))
+    if console:
+        console.print(f"ensemble of {cfg.ensemble}: valid NDCG@10 {ndcg:.4f} (members "
+                      + ", ".join(f"{r.best_valid_ndcg10:.4f}" for r in reports) + ")")
+    return TrainReport(str(out), sum(r.epochs_run for r in reports), max(r.best_epoch for r in reports), ndcg,
+                       min(r.resumed_from_epoch for r in reports), reports[0].n_train,
+                       sum(r.seconds for r in reports), time.perf_counter() - started, [], reports)
