@@ -60,6 +60,8 @@ VARIANTS = {
     "users-pair-e3": TowerConfig(**{**_USERS, "history_dropout": 0.2, "loss_weighting": "pair"}, ensemble=3),
     # the same with the paper's semantic losses at weight 0.1 (trains the tag tower, so beta < 1 means something)
     "users-tag-e3": TowerConfig(**{**_USERS, "tag_weight": 0.1}, ensemble=3),
+    "users-pair-tag-e3": TowerConfig(**{**_USERS, "history_dropout": 0.2, "loss_weighting": "pair", "tag_weight": 0.1},
+                                     ensemble=3),
 }
 
 
@@ -106,9 +108,11 @@ def tar_topk(model, split: SplitData, tags: dict[int, list[Tag]], beta: float, p
     return topk
 
 
-def score_row(name: str, topk: np.ndarray, split: SplitData, seconds: float) -> dict[str, object]:
-    m = compute_metrics(topk, split, phase="test", ks=(10,))
-    return {"model": name, **{c: m[c] for c in COLUMNS}, "train_s": seconds}
+def score_row(name: str, split: SplitData, seconds: float, test: np.ndarray, valid: np.ndarray) -> dict[str, object]:
+    """Test metrics of top-10 lists, plus validation NDCG@10 (what model and beta choices may look at)."""
+    m = compute_metrics(test, split, phase="test", ks=(10,))
+    v = compute_metrics(valid, split, phase="valid", ks=(10,))["ndcg@10"]
+    return {"model": name, "valid ndcg@10": v, **{c: m[c] for c in COLUMNS}, "train_s": seconds}
 
 
 def main() -> None:
@@ -137,7 +141,8 @@ def main() -> None:
         t0 = time.perf_counter()
         scorer = fit_baseline(name, split, seed=2020)
         seconds = time.perf_counter() - t0
-        rows.append(score_row(name, recommend(scorer, split, k=10, phase="test"), split, seconds))
+        rows.append(score_row(name, split, seconds, recommend(scorer, split, k=10, phase="test"),
+                              recommend(scorer, split, k=10, phase="valid")))
     tags = genre_tags(con, split)
     for variant in args.variants.split(","):
         cfg = VARIANTS[variant]
@@ -148,22 +153,23 @@ def main() -> None:
         model = load_model(work / f"tar-{variant}")
         if cfg.ensemble > 1:  # the first member alone: what the ensemble adds over one model (seed 0)
             single = load_model(work / f"tar-{variant}" / "member-0")
-            rows.append(score_row(f"TAR-{variant} member 0 alone β=1", tar_topk(single, split, tags, 1.0, "test"),
-                                  split, report.members[0].seconds))
-        best_beta, best_valid = 1.0, -1.0
-        for beta in [float(b) for b in args.betas.split(",")]:
-            valid = compute_metrics(tar_topk(model, split, tags, beta, "valid"), split, "valid", ks=(10,))
-            if valid["ndcg@10"] > best_valid:
-                best_beta, best_valid = beta, valid["ndcg@10"]
-            if beta == 1.0:
-                rows.append(score_row(f"TAR-{variant} β=1", tar_topk(model, split, tags, 1.0, "test"), split, seconds))
-        rows.append(score_row(f"TAR-{variant} β={best_beta:g} (best on valid)",
-                              tar_topk(model, split, tags, best_beta, "test"), split, seconds))
+            rows.append(score_row(f"TAR-{variant} member 0 alone β=1", split, report.members[0].seconds,
+                                  tar_topk(single, split, tags, 1.0, "test"),
+                                  tar_topk(single, split, tags, 1.0, "valid")))
+        valid_topk = {float(b): tar_topk(model, split, tags, float(b), "valid") for b in args.betas.split(",")}
+        best_beta = max(valid_topk, key=lambda b: compute_metrics(valid_topk[b], split, "valid", ks=(10,))["ndcg@10"])
+        for beta in sorted({1.0, best_beta}, reverse=True):
+            label = f"TAR-{variant} β={beta:g}" + (" (best on valid)" if beta == best_beta else "")
+            test_topk = tar_topk(model, split, tags, beta, "test")
+            valid_b = valid_topk.get(beta)
+            rows.append(score_row(label, split, seconds, test_topk,
+                                  valid_b if valid_b is not None else tar_topk(model, split, tags, beta, "valid")))
     table = Table(title="ml-100k, RecBole default split (RO 8/1/1), full ranking, test")
-    for c in ("model", *COLUMNS, "train_s"):
+    for c in ("model", "valid ndcg@10", *COLUMNS, "train_s"):
         table.add_column(c, justify="left" if c == "model" else "right")
     for r in rows:
-        table.add_row(str(r["model"]), *(f"{float(r[c]):.4f}" for c in COLUMNS), f"{float(r['train_s']):.1f}")  # type: ignore[arg-type]
+        cells = [f"{float(r[c]):.4f}" for c in ("valid ndcg@10", *COLUMNS)]  # type: ignore[arg-type]
+        table.add_row(str(r["model"]), *cells, f"{float(r['train_s']):.1f}")  # type: ignore[arg-type]
     Console(width=200).print(table)
 
 
