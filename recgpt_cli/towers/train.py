@@ -127,6 +127,32 @@ def validate_ndcg10(model: TowerModel, split: SplitData) -> float:
     return total / len(users)
 
 
+class _EpochMeter:
+    """Optimiser step + running mean loss + rich progress (rows/s) for one epoch."""
+
+    def __init__(self, progress: Progress | None, epoch: int, total: int, unit: str) -> None:
+        self.progress, self.epoch, self.unit = progress, epoch, unit
+        self.task = progress.add_task(f"epoch {epoch}", total=total) if progress else None
+        self.t0, self.seen, self.loss_sum, self.n_batches = time.perf_counter(), 0, 0.0, 0
+
+    def step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, rows: int) -> None:
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        self.seen += rows
+        self.loss_sum += float(loss.detach())
+        self.n_batches += 1
+        if self.progress is not None and self.task is not None:
+            rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+            self.progress.update(self.task, advance=rows, description=f"epoch {self.epoch} loss "
+                                 f"{self.loss_sum / self.n_batches:.3f} {rate:,.0f} {self.unit}/s")
+
+    def finish(self) -> float:
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+        return self.loss_sum / max(self.n_batches, 1)
+
+
 def _epoch(
     model: TowerModel, opt: torch.optim.Optimizer, cfg: TowerConfig, epoch: int, progress: Progress | None
 ) -> float:
@@ -139,8 +165,7 @@ def _epoch(
     same_cat = _category_sampler(feats.item_cat)
     pop = np.bincount(feats.train_item, minlength=n_items) / max(n_pairs, 1)
     perm = rng.permutation(n_pairs)
-    task = progress.add_task(f"epoch {epoch}", total=n_pairs) if progress else None
-    t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+    meter = _EpochMeter(progress, epoch, n_pairs, "samples")
     for i in range(0, n_pairs, cfg.batch_size):
         idx = perm[i : i + cfg.batch_size]
         u, v = feats.train_user[idx], feats.train_item[idx]
@@ -163,19 +188,8 @@ def _epoch(
         loss_sem = _semantic_loss(net, feats, v, h_v, h_neg, negs, cfg, rng, same_cat, item_feats,
                                   in_batch=cfg.in_batch)
         loss = loss_col + cfg.tag_weight * (l_tar(loss_col, *loss_sem, cfg.alpha) - loss_col)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seen += len(idx)
-        loss_sum += float(loss.detach())
-        n_batches += 1
-        if progress is not None and task is not None:
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=len(idx), description=f"epoch {epoch} loss {loss_sum / n_batches:.3f} "
-                            f"{rate:,.0f} samples/s")
-    if progress is not None and task is not None:
-        progress.remove_task(task)
-    return loss_sum / max(n_batches, 1)
+        meter.step(opt, loss, len(idx))
+    return meter.finish()
 
 
 def _semantic_loss(
@@ -228,8 +242,7 @@ def _epoch_users(
     pos_ptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(feats.train_user, minlength=n_users), out=pos_ptr[1:])
     users = rng.permutation(np.flatnonzero(np.diff(pos_ptr) > 0))
-    task = progress.add_task(f"epoch {epoch}", total=len(users)) if progress else None
-    t0, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
+    meter = _EpochMeter(progress, epoch, len(users), "users")
     for i in range(0, len(users), cfg.batch_size):
         u = users[i : i + cfg.batch_size]
         row, seq_item, seq_beh = gather_sequences(feats, u)
@@ -256,19 +269,8 @@ def _epoch_users(
             loss_sem = _semantic_loss(net, feats, p_item[pick], h_c[t(p_col[pick])], h_c, cand, cfg, rng, same_cat,
                                       item_feats, in_batch=False)  # the candidates already hold the batch's positives
             loss = loss_col + cfg.tag_weight * (l_tar(loss_col, *loss_sem, cfg.alpha) - loss_col)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seen += len(u)
-        loss_sum += float(loss.detach())
-        n_batches += 1
-        if progress is not None and task is not None:
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=len(u), description=f"epoch {epoch} loss {loss_sum / n_batches:.3f} "
-                            f"{rate:,.0f} users/s")
-    if progress is not None and task is not None:
-        progress.remove_task(task)
-    return loss_sum / max(n_batches, 1)
+        meter.step(opt, loss, len(u))
+    return meter.finish()
 
 
 def _lr_at(cfg: TowerConfig, epoch: int) -> float:
