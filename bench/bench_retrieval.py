@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=0, help="0 = the variant's own (30, or 300 for users*)")
     ap.add_argument("--patience", type=int, default=0, help="0 = the variant's own (default 3)")
-    ap.add_argument("--variants", default="paper,full,users-e3,users-tag-e3")
+    ap.add_argument("--variants", default="paper,full,users-e3,users-pair-e3,users-tag-e3")
     ap.add_argument("--betas", default="1,0.9,0.8,0.7,0.5")
     ap.add_argument("--work", default="")
     ap.add_argument("--baselines", default="pop,itemknn,bpr")
