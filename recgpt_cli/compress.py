@@ -110,6 +110,11 @@ class CompressedUser:
     n_items_shown: int = 0  # of those, how many the compressed text still shows
     recent_items: list[dict[str, Any]] = field(default_factory=list)  # engaged in the last 30 days, newest first
     categories: list[str] = field(default_factory=list)  # leaf categories shown, most behaviours first
+    # Provenance (issue 8): the stored split and phase this history was cut for (None: every behaviour up to
+    # `date`, fine for serving, refused by evaluation), and the user's cut timestamp.
+    split: str | None = None
+    phase: str | None = None
+    cut: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +124,22 @@ _KEPT = """
 SELECT user_id, type, ts, item_id, query, date_diff('day', CAST(ts AS DATE), $ref) AS age
 FROM behaviors
 WHERE ts < $end AND list_contains($types, type) AND (type <> 'rating' OR value >= $min_rating) {user_filter}
+"""
+
+# Split-aware (issue 8): each user sees only the interactions the phase allows (train for valid; train + valid for
+# test). The user's cut is the first timestamp of their newest visible interaction; behaviours after it (searches
+# too) and every behaviour on a held-out item are invisible, and ages count back from the cut's day.
+_VISIBLE = """
+WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
+             WHERE protocol = $protocol AND list_contains($visible, split) GROUP BY user_id),
+hidden AS (SELECT user_id, item_id FROM splits WHERE protocol = $protocol AND NOT list_contains($visible, split))
+SELECT b.*, vis.cut FROM behaviors b JOIN vis USING (user_id)
+WHERE b.ts <= vis.cut AND NOT EXISTS (SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id)
+"""
+_KEPT_SPLIT = """
+SELECT user_id, type, ts, item_id, query, date_diff('day', CAST(ts AS DATE), CAST(cut AS DATE)) AS age
+FROM ({visible})
+WHERE list_contains($types, type) AND (type <> 'rating' OR value >= $min_rating) {user_filter}
 """
 
 # Step 1: (user, period, type) -> items, with each item's last timestamp.
@@ -162,21 +183,54 @@ def check_keep_types(keep_types: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keep_types))
 
 
-def _params(reference: date, keep_types: Sequence[str], min_rating: float, user_ids: Sequence[str] | None
-            ) -> tuple[str, dict[str, Any]]:
-    end = datetime.combine(reference + timedelta(days=1), datetime.min.time())  # the whole reference day counts
-    params: dict[str, Any] = {"ref": reference, "end": end, "types": list(keep_types), "min_rating": float(min_rating)}
+@dataclass(frozen=True)
+class SplitView:
+    """Build histories for one phase of a stored split (issue 8): `valid` sees train interactions, `test` sees
+    train + valid. Records made this way carry `split`/`phase`, so evaluation can refuse leaked inputs."""
+
+    protocol: str
+    phase: str
+
+    def __post_init__(self) -> None:
+        if self.phase not in SPLIT_PHASES:
+            raise BadInput(f"--phase {self.phase!r}: expected one of {', '.join(SPLIT_PHASES)}")
+
+    @property
+    def visible(self) -> list[str]:
+        return ["train"] if self.phase == "valid" else ["train", "valid"]
+
+
+SPLIT_PHASES = ("valid", "test")
+
+
+def _params(reference: date, keep_types: Sequence[str], min_rating: float, user_ids: Sequence[str] | None,
+            view: SplitView | None = None) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"types": list(keep_types), "min_rating": float(min_rating)}
     user_filter = ""
     if user_ids is not None:
         user_filter = "AND list_contains($users, user_id)"
         params["users"] = list(user_ids)
+    if view is not None:
+        params.update(protocol=view.protocol, visible=view.visible)
+        return _KEPT_SPLIT.format(visible=_VISIBLE, user_filter=user_filter), params
+    end = datetime.combine(reference + timedelta(days=1), datetime.min.time())  # the whole reference day counts
+    params.update(ref=reference, end=end)
     return _KEPT.format(user_filter=user_filter), params
+
+
+def user_cuts(con: duckdb.DuckDBPyConnection, view: SplitView) -> dict[str, datetime]:
+    """Each user's cut under `view`: the first timestamp of their newest visible interaction."""
+    return dict(con.execute(
+        "SELECT user_id, max(ts) FROM splits WHERE protocol = ? AND list_contains(?, split) GROUP BY user_id",
+        [view.protocol, view.visible]).fetchall())
 
 
 @dataclass
 class _History:
     user_id: str
     attributes: dict[str, Any]
+    reference: date
+    cut: datetime | None = None
     step1: list[tuple[str, str, str | None, str | None, datetime, int]] = field(default_factory=list)
     raw: str = ""
     n_behaviors: int = 0
@@ -209,21 +263,25 @@ def compress_users(
     user_ids: Sequence[str] | None = None,
     item_phrase: ItemPhrase = rule_based_phrase,
     token_counter: TokenCounter = count_tokens,
+    view: SplitView | None = None,
 ) -> Iterator[CompressedUser]:
     """Compress every user's reliable behaviours up to `date` into the §2.1.1 hierarchical form, users in id order.
 
     Reads everything it needs from `con` before returning, so the caller may close the database and then stream
     the results. `max_tokens=None` means no budget. `token_counter` maps texts to token counts (default: the
-    embedded model's tokenizer)."""
+    embedded model's tokenizer). With `view`, each user's history holds only what that phase of the stored split
+    lets a model see, and each user's reference date is their cut (users with nothing visible get `date`)."""
     if max_tokens is not None and max_tokens < 1:
         raise BadInput(f"--max-tokens must be at least 1, got {max_tokens}")
     keep_types = check_keep_types(keep_types)
-    kept, params = _params(date, keep_types, min_rating, user_ids)
+    kept, params = _params(date, keep_types, min_rating, user_ids, view)
+    cuts = user_cuts(con, view) if view is not None else {}
     users_sql = "SELECT user_id, attributes FROM users UNION ALL SELECT DISTINCT user_id, NULL FROM behaviors"
     histories: dict[str, _History] = {}
     for uid, attrs in con.execute(f"SELECT user_id, any_value(attributes) FROM ({users_sql}) GROUP BY 1 ORDER BY 1"
                                   ).fetchall():
-        histories[uid] = _History(uid, orjson.loads(attrs) if attrs else {})
+        cut = cuts.get(uid)
+        histories[uid] = _History(uid, orjson.loads(attrs) if attrs else {}, cut.date() if cut else date, cut)
     if user_ids is not None:
         missing = [u for u in user_ids if u not in histories]
         if missing:
@@ -249,7 +307,11 @@ def compress_users(
         return phrases[item_id]
 
     def run(h: _History) -> CompressedUser:
-        return _compress_one(h, date, max_tokens, phrase, items, token_counter)
+        user = _compress_one(h, h.reference, max_tokens, phrase, items, token_counter)
+        if view is not None:
+            user.split, user.phase = view.protocol, view.phase
+            user.cut = h.cut.isoformat() if h.cut else None
+        return user
 
     return _Stream(list(histories.values()), run)
 
@@ -389,7 +451,9 @@ class CompressStats:
 
     date: str
     max_tokens: int | None
-    by_type: dict[str, dict[str, int]]  # type -> {"kept", "dropped", "after_date"}
+    by_type: dict[str, dict[str, int]]  # type -> {"kept", "dropped", "after_date"} (after_date: invisible)
+    split: str | None = None
+    phase: str | None = None
     users: int = 0
     users_empty: int = 0
     users_truncated: int = 0
@@ -436,24 +500,38 @@ def compress_stats(
     keep_types: Sequence[str] = DEFAULT_KEEP,
     min_rating: float = 4.0,
     user_ids: Sequence[str] | None = None,
+    view: SplitView | None = None,
 ) -> CompressStats:
-    """Behaviour counts by type (kept by the reliability filter, dropped by it, or after `date`); feed it each
-    CompressedUser with `.add` for the token and item figures."""
+    """Behaviour counts by type (kept by the reliability filter, dropped by it, or invisible: after `date`, or with
+    `view` after the user's cut or on a held-out item); feed it each CompressedUser with `.add` for the token and
+    item figures."""
     keep_types = check_keep_types(keep_types)
-    _, params = _params(date, keep_types, min_rating, user_ids)
+    _, params = _params(date, keep_types, min_rating, user_ids, view)
+    params.pop("ref", None)
     where = "WHERE list_contains($users, user_id)" if user_ids is not None else ""
+    if view is None:
+        marked = f"SELECT *, ts < $end AS visible FROM behaviors {where}"
+    else:
+        marked = f"""WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
+                                  WHERE protocol = $protocol AND list_contains($visible, split) GROUP BY user_id),
+            hidden AS (SELECT user_id, item_id FROM splits
+                       WHERE protocol = $protocol AND NOT list_contains($visible, split))
+            SELECT b.*, coalesce(b.ts <= vis.cut, false) AND NOT EXISTS (
+                SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id) AS visible
+            FROM behaviors b LEFT JOIN vis USING (user_id) {where.replace('user_id', 'b.user_id')}"""
     rows = con.execute(
         f"""SELECT type,
-               count(*) FILTER (ts < $end AND list_contains($types, type)
+               count(*) FILTER (visible AND list_contains($types, type)
                                 AND (type <> 'rating' OR value >= $min_rating)) AS kept,
-               count(*) FILTER (ts < $end AND NOT (list_contains($types, type)
+               count(*) FILTER (visible AND NOT (list_contains($types, type)
                                 AND (type <> 'rating' OR value >= $min_rating))) AS dropped,
-               count(*) FILTER (ts >= $end) AS after_date
-            FROM behaviors {where} GROUP BY type""",
-        {k: v for k, v in params.items() if k != "ref"},
+               count(*) FILTER (NOT visible) AS after_date
+            FROM ({marked}) GROUP BY type""",
+        params,
     ).fetchall()
     by_type = {t: {"kept": k, "dropped": d, "after_date": a} for t, k, d, a in rows}
     ordered = {t: by_type[t] for t in TYPE_ORDER if t in by_type}
     if set(by_type) - set(ordered):
         raise RecgptError(f"behaviours of unknown type in the database: {sorted(set(by_type) - set(ordered))}")
-    return CompressStats(date=date.isoformat(), max_tokens=max_tokens, by_type=ordered)
+    return CompressStats(date=date.isoformat(), max_tokens=max_tokens, by_type=ordered,
+                         split=view.protocol if view else None, phase=view.phase if view else None)

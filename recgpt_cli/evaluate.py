@@ -30,8 +30,8 @@ import numpy as np
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
-from recgpt_cli.metrics import compute_metrics, full_rank_topk, hit_matrix
-from recgpt_cli.splits import SplitData, load_split, make_split, split_info
+from recgpt_cli.metrics import compute_metrics, exploration_share, full_rank_topk, hit_matrix
+from recgpt_cli.splits import SplitData, leak_reason, load_split, make_split, split_info
 
 DEFAULT_KS = (10, 20)
 
@@ -113,9 +113,11 @@ def evaluate_recs(
     return metrics_for_topk(con, split_data, topk, ks, phase)
 
 
-def read_recs(path: str | Path, split_data: SplitData, k: int) -> tuple[np.ndarray, dict[str, int]]:
+def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "test"
+              ) -> tuple[np.ndarray, dict[str, int]]:
     """Read recommendation JSONL into a (n_users, k) top-k matrix: per user, items by ascending "rank", else by
-    descending "score" (ties by file order). Returns (topk, counts of rows read/kept/duplicates/seen items)."""
+    descending "score" (ties by file order). Returns (topk, counts of rows read/kept/duplicates/seen items).
+    A row that an LLM tag produced (`tag` set) must come from a history cut for `phase` (BadInput otherwise)."""
     name = source_name(path)
     per_user: dict[int, list[tuple[float, int, int]]] = {}
     n_rows = 0
@@ -131,6 +133,10 @@ def read_recs(path: str | Path, split_data: SplitData, k: int) -> tuple[np.ndarr
         v = split_data.item_index.get(item_id)
         if v is None:
             raise BadInput.at(name, lineno, f"unknown item_id {item_id!r} (not in the items table)")
+        if rec.get("tag") is not None:
+            why = leak_reason(rec.get("split"), rec.get("phase"), split_data.protocol, phase)
+            if why:
+                raise BadInput.at(name, lineno, f"recommendation from tag {rec['tag']!r}: the tag was {why}")
         if rec.get("rank") is not None:
             key = rec["rank"]
         elif rec.get("score") is not None:
@@ -188,7 +194,7 @@ def _system_topk(
         return f"model:{Path(model_dir).name}", score_topk(split_data, score_all(load_model(model_dir), split_data),
                                                            k, phase), {}
     if recs_path is not None:
-        topk, counts = read_recs(recs_path, split_data, k)
+        topk, counts = read_recs(recs_path, split_data, k, phase)
         return f"recs:{Path(str(recs_path)).name}", topk, {"recs_" + key: v for key, v in counts.items()}
     if baseline is not None:
         from recgpt_cli.baselines import fit_baseline, recommend
@@ -211,12 +217,15 @@ def run_evaluation(
     plot_dir: str | Path | None = None,
     seed: int = 2020,
     tags_path: str | Path | None = None,
+    truth_path: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate one system (a tower model dir, a recommendation JSONL, or a baseline fitted here) and optionally a
     second recommendation JSONL (`compare_path`) on the same stored split; write plots to `plot_dir`.
 
     `protocol` None = the model's training protocol (model dirs) or ``recbole``. The split is made with `seed` if
-    the DB has none yet. `tags_path` (predict-tags JSONL) adds HR@30 of tag→category (§2.2.2)."""
+    the DB has none yet. `tags_path` (predict-tags or mine-interests JSONL, made for `phase` of this split) adds
+    HR@30 of tag→category (§2.2.2), tag quality rates, the exploration share of the scored lists, and with a model
+    Hit/Recall@50 of the items the tags alone retrieve (β = 0); `truth_path` adds interest P/R/F1 (issue 8)."""
     if sum(x is not None for x in (model_dir, recs_path, baseline)) != 1:
         raise BadInput("give exactly one of --model, --recs, --baseline")
     if phase not in ("valid", "test"):
@@ -243,9 +252,15 @@ def run_evaluation(
         metrics["history_items_in_recs"] = history_hits(topk, split_data, phase)
         metrics.update(extra)
         systems[name], topks[name] = metrics, topk
+    first = systems[next(iter(systems))]
+    users = np.flatnonzero(np.diff(split_data.user_items(phase)[0]) > 0)
+    for kk in ks:
+        first[f"exploration@{kk}"] = float(exploration_share(
+            topks[first["system"]][users], codes, split_data.exclude_for(phase), users, kk).mean()
+        ) if len(users) else 0.0
     if tags_path is not None:
-        systems[next(iter(systems))].update(
-            tag_category_hit_rate(con, tags_path, split_data.protocol, phase, seed=seed))
+        first.update(intent_metrics(con, tags_path, split_data, phase, model_dir=model_dir, truth_path=truth_path,
+                                    seed=seed))
     result = Evaluation(systems)
     if plot_dir is not None:
         from recgpt_cli.metrics import category_diversity
@@ -260,6 +275,47 @@ def run_evaluation(
                 {n: category_diversity(t[users], codes, kk) for n, t in topks.items()}, kk,
                 Path(plot_dir) / f"category_diversity@{kk}.png"))
     return result
+
+
+def intent_metrics(
+    con: duckdb.DuckDBPyConnection, tags_path: str | Path, split_data: SplitData, phase: str, *,
+    model_dir: str | Path | None = None, truth_path: str | Path | None = None, seed: int = 2020, k: int = 50,
+) -> dict[str, Any]:
+    """Issue 8's intent metrics of a predict-tags (or mine-interests) file: HR@30, tag quality, tag→item Hit@k and
+    Recall@k with a model (β = 0), interest P/R/F1 against `truth_path`. Leaked records are refused."""
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.intent import (
+        interest_prf,
+        interest_texts,
+        load_truth,
+        read_intent_records,
+        subset_metrics,
+        tag_item_topk,
+        tag_quality,
+    )
+    from recgpt_cli.retrieve import Tag
+    from recgpt_cli.tag_category import fit_tag_category
+
+    records = read_intent_records(tags_path, protocol=split_data.protocol, phase=phase)
+    phi, _ = fit_tag_category(con, seed=seed, holdout=0.0)
+    out: dict[str, Any] = {}
+    if any("tags" in r for r in records):
+        out.update(tag_category_hit_rate(con, tags_path, split_data.protocol, phase, phi=phi, seed=seed))
+        out.update({f"tag_{key}": v for key, v in tag_quality(records, Catalogue.from_db(con, with_phi=False)).items()})
+    if model_dir is not None:
+        from recgpt_cli.towers import load_model
+
+        by_user = {split_data.user_index[r["user_id"]]: [Tag(str(t["tag"]), t.get("interest")) for t in r["tags"]]
+                   for r in records if r.get("tags") and r["user_id"] in split_data.user_index}
+        users = np.array(sorted(by_user), dtype=np.int64)
+        topk = tag_item_topk(load_model(model_dir), split_data, by_user, users, phase, k)
+        m = subset_metrics(topk, users, split_data, phase, (k,))
+        out.update({f"tagitem_hit@{k}": m[f"hit@{k}"], f"tagitem_recall@{k}": m[f"recall@{k}"],
+                    "tagitem_users": m["n_users"]})
+    if truth_path is not None:
+        m = interest_prf({r["user_id"]: interest_texts(r) for r in records}, load_truth(truth_path), phi)
+        out.update({f"interest_{key}": v for key, v in m.items()})
+    return out
 
 
 def next_item_categories(con: duckdb.DuckDBPyConnection, protocol: str = "loo", phase: str = "test") -> dict[str, str]:
@@ -291,6 +347,9 @@ def tag_category_hit_rate(
         tags = rec.get("tags")
         if not isinstance(rec.get("user_id"), str) or not isinstance(tags, list):
             raise BadInput.at(name, lineno, "need \"user_id\" and a \"tags\" list (output of recgpt predict-tags)")
+        why = leak_reason(rec.get("split"), rec.get("phase"), protocol, phase)
+        if why:
+            raise BadInput.at(name, lineno, f"tags of user {rec['user_id']!r} were {why}")
         texts = [t.get("tag") if isinstance(t, dict) else t for t in tags]
         user_tags[rec["user_id"]] = [t for t in texts if isinstance(t, str) and t.strip()][:n_tags]
     if phi is None:

@@ -59,6 +59,12 @@ class ItemInfo:
     item_id: str
     title: str
     category_path: list[str]
+    brand: str | None = None
+
+    @property
+    def facts(self) -> str:
+        """What the item is, beyond its title: category path and brand (for the factuality rules)."""
+        return " ".join([*self.category_path, self.brand or ""])
 
     @property
     def leaf(self) -> str:
@@ -141,8 +147,12 @@ def parse_user_interests(record: dict[str, Any]) -> UserInterests:
 def load_items(db: str | Path) -> dict[str, ItemInfo]:
     """All items from the DB (opened read-only, closed before any LLM work)."""
     with connect(db, read_only=True) as con:
-        rows = con.execute("SELECT item_id, title, coalesce(category_path, []) FROM items").fetchall()
-    return {str(r[0]): ItemInfo(str(r[0]), str(r[1]), [str(c) for c in r[2]]) for r in rows}
+        rows = con.execute("SELECT item_id, title, coalesce(category_path, []), brand FROM items").fetchall()
+    return {str(r[0]): ItemInfo(str(r[0]), str(r[1]), [str(c) for c in r[2]], r[3]) for r in rows}
+
+
+def catalogue_brands(items: Mapping[str, ItemInfo]) -> frozenset[str]:
+    return frozenset(i.brand.strip().lower() for i in items.values() if i.brand and i.brand.strip())
 
 
 # --- tag -> category --------------------------------------------------------------------------------------
@@ -244,7 +254,7 @@ def fallback_explanation(item: ItemInfo, config: SafetyConfig = SafetyConfig()) 
 
 def _generate_safe(
     llm: StructuredLLM, prompt: Prompt, variables: dict[str, str], params: SamplingParams, *, title: str,
-    pii: list[str], config: SafetyConfig, stats: ExplainStats,
+    pii: list[str], config: SafetyConfig, stats: ExplainStats, facts: str = "", brands: frozenset[str] = frozenset(),
 ) -> tuple[str | None, int, list[Generation[Any]]]:
     """One explanation that passes the safety filter, regenerating with a new seed up to MAX_REGENERATIONS.
     Returns (text or None when dropped, attempts, the generations made)."""
@@ -259,8 +269,10 @@ def _generate_safe(
         if gen.value is None:
             stats.llm_errors += 1
             continue
+        cut_off = len(gen.value.explanation.strip()) >= EXPLANATION_MAX_CHARS - 1
         text = tidy_truncated(gen.value.explanation, EXPLANATION_MAX_CHARS)
-        res = check_explanation(text, title=title, pii_terms=pii, config=config)
+        res = check_explanation(text, title=title, pii_terms=pii, config=config, item_text=facts, brands=brands,
+                                cut_off=cut_off)
         if res.ok:
             return res.text, attempt + 1, gens
         stats.safety_failures.update(res.failures)
@@ -342,12 +354,14 @@ def build_explanation_table(
     todo = [(pair, score) for pair, score in sorted(pairs.items()) if pair not in done]
     stats.pairs_existing += len(pairs) - len(todo)
     item_text = _category_texts({leaf for (_, leaf), _ in todo}, items)
+    brands = catalogue_brands(items)
 
     def one(job: tuple[tuple[str, str], float]) -> tuple[dict[str, Any] | None, list[Generation[Any]]]:
         (interest, leaf), score = job
         variables = {"interest": interest, "date": date, "item": item_text[leaf]}
+        # a category-level entry names no brand; attributes must be in the category's example titles
         text, attempts, gens = _generate_safe(llm, tmpl, variables, params, title="", pii=[], config=safety,
-                                              stats=stats)
+                                              stats=stats, facts=item_text[leaf], brands=brands)
         if text is None:
             return None, gens
         return {"interest": interest, "category_leaf": leaf, "explanation": text, "prompt_version": tmpl.version,
@@ -424,6 +438,8 @@ def explain_recommendations(
     stats = stats if stats is not None else ExplainStats()
     tmpl = (prompt if isinstance(prompt, Prompt) else load_prompt(prompt or "explanation")) if mode == "llm" else None
     params = params or EXPLAIN_PARAMS
+    brands = catalogue_brands(items)
+
     def one(rec: dict[str, Any]) -> tuple[dict[str, Any], list[Generation[Any]]]:
         uid, iid = str(rec["user_id"]), str(rec["item_id"])
         item = items[iid]
@@ -437,7 +453,8 @@ def explain_recommendations(
         if mode == "table":
             for interest in candidates:
                 text = table.get(_key(interest, item.leaf)) if table is not None else None
-                if text and check_explanation(text, title=item.title, pii_terms=pii, config=safety).ok:
+                if text and check_explanation(text, title=item.title, pii_terms=pii, config=safety,
+                                              item_text=item.facts, brands=brands).ok:
                     out.update(explanation=text, interest=interest, source="table")
                     break
         else:
@@ -446,7 +463,7 @@ def explain_recommendations(
                          "item": f"{item.title} | category: {' > '.join(item.category_path)}"}
             assert llm is not None and tmpl is not None
             text, _, gens = _generate_safe(llm, tmpl, variables, params, title=item.title, pii=pii, config=safety,
-                                           stats=stats)
+                                           stats=stats, facts=item.facts, brands=brands)
             if text is not None:
                 out.update(explanation=text, interest=matched, source="llm")
         if out["explanation"] is None:

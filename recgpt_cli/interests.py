@@ -9,6 +9,8 @@ each removed interest is counted under the first rule it breaks (`interest_rules
   evidence = compressed history + categories + recent item titles/categories + searches (behaviour-type words
   and generic words excluded). Two words match when their stems are equal or, both being >= 4 letters, one is a
   prefix of the other ("golf" ~ "golfing"). The model's `reason` is not evidence: it can be invented.
+- ``bad_reason``: the reason is not a sentence about the interest: a placeholder ("...", "N/A"), an interest id, a
+  single word, or only the interest's own words (`text.reason_problem`).
 - ``duplicate``: after mapping onto the preset pool, same content words as an earlier kept interest, or token
   Jaccard >= 0.6 with one.
 - ``over_cap``: beyond `max_interests`.
@@ -20,7 +22,6 @@ preset interests with a word in the user's evidence (the paper's "Matched Intere
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date as Date
@@ -34,54 +35,13 @@ from recgpt_cli.errors import BadInput
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.prompts import Prompt, load_prompt
 from recgpt_cli.llm.structured import Generation, StructuredLLM
+from recgpt_cli.text import content_words, jaccard, reason_problem, words_match
 
-INTEREST_RULES = ("vague", "unsupported", "duplicate", "over_cap")
+INTEREST_RULES = ("vague", "unsupported", "bad_reason", "duplicate", "over_cap")
 DUPLICATE_JACCARD = 0.6
 POOL_JACCARD = 0.5
 POOL_IN_PROMPT = 12
 CATEGORIES_IN_PROMPT = 8  # compress lists leaf categories by behaviour count; the top ones anchor a small model
-
-# Words that say nothing about *what* a user likes; never evidence, never the content of an interest.
-_GENERIC = """
-a an and the of for with in on to or at by from as is are be its their her his my your our this that these those
-interest interested lover enthusiast fan hobby shopping shopper buying buy bought purchasing product item
-thing stuff related style lifestyle general various other daily user good best nice great new love like enjoy
-click detail view favorite favourite cart purchase review read search rating searched viewed clicked
-day week month year time long term short recent recently
-""".split()
-
-
-def stem(word: str) -> str:
-    """Crude plural folding so "shoes" == "shoe" and "hobbies" == "hobby"; enough for overlap rules."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-_STOP = frozenset(stem(w) for w in _GENERIC)
-_WORD = re.compile(r"[^\W_]+")
-
-
-def content_words(text: str, *, extra_stop: frozenset[str] = frozenset()) -> set[str]:
-    """Lower-cased, plural-folded words of >= 3 letters that are not generic, function or numeric words."""
-    out = set()
-    for tok in _WORD.findall(text.lower()):
-        s = stem(tok)
-        if len(s) >= 3 and not s.isdigit() and s not in _STOP and s not in extra_stop:
-            out.add(s)
-    return out
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
-
-
-def words_match(a: str, b: str) -> bool:
-    """Equal stems, or a >= 4-letter prefix relation ("golf" ~ "golfing", "photo" ~ "photography")."""
-    return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
-
 
 def season_of(day: Date) -> str:
     """Meteorological season, northern hemisphere (Dec-Feb winter ... Sep-Nov autumn); §2.2.1 seasonal relevance."""
@@ -226,6 +186,9 @@ def clean_interests(
             continue
         if not is_supported(text, evidence):
             removed["unsupported"] += 1
+            continue
+        if reason_problem(m.reason, text):
+            removed["bad_reason"] += 1
             continue
         out: dict[str, Any] = {"interest": text, "stage": m.stage, "reason": " ".join(m.reason.split())}
         if pool is not None:

@@ -247,3 +247,38 @@ def hr_tag_category(pred_tag_categories: Mapping[str, set[str]], next_item_categ
         return 0.0
     hit = sum(1 for u, cat in next_item_category.items() if cat in pred_tag_categories.get(u, set()))
     return hit / len(next_item_category)
+
+
+def set_prf(pred: Mapping[str, set[str]], truth: Mapping[str, set[str]]) -> dict[str, float]:
+    """Macro precision / recall / F1 of predicted sets against true sets, over the users in `truth` with a
+    non-empty true set (a user with no prediction scores 0 on all three). Interest mining vs ground truth."""
+    users = [u for u, t in truth.items() if t]
+    if not users:
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "users": 0}
+    p = np.zeros(len(users))
+    r = np.zeros(len(users))
+    for i, u in enumerate(users):
+        got, want = pred.get(u, set()), truth[u]
+        hit = len(got & want)
+        p[i] = hit / len(got) if got else 0.0
+        r[i] = hit / len(want)
+    f = np.divide(2 * p * r, p + r, out=np.zeros(len(users)), where=(p + r) > 0)
+    return {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean()), "users": len(users)}
+
+
+def exploration_share(topk: np.ndarray, item_category: np.ndarray, history_csr: tuple[np.ndarray, np.ndarray],
+                      users: np.ndarray, k: int) -> np.ndarray:
+    """Per row: share of the top-k recommended items whose leaf category is absent from the categories of that
+    user's visible history (`history_csr` rows = `users[i]`). An offline stand-in for the paper's CICD (§4.2):
+    how far recommendations go beyond what the user already browses. Rows with no item score 0."""
+    indptr, indices = history_csr
+    out = np.zeros(topk.shape[0])
+    for i, u in enumerate(np.asarray(users, dtype=np.int64)):
+        row = topk[i, :k]
+        row = row[row >= 0]
+        if not len(row):
+            continue
+        seen = set(item_category[indices[indptr[u]: indptr[u + 1]]].tolist())
+        cats = item_category[row]
+        out[i] = float(np.mean([c < 0 or c not in seen for c in cats.tolist()]))
+    return out

@@ -212,12 +212,17 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
         "explanation_table")}
 
     run("import", ["import", *import_args(cfg.data), *db, *q])
-    run("compress", ["compress", *db, "--out", str(f["compressed"]), *day, "--stats", *q], rows_in=f["compressed"])
+    # LLM inputs are split-aware (issue 8): each user's history holds only train + valid interactions, cut at the
+    # newest of them, so the test items scored below never reach a prompt. --date instead serves everything up to
+    # that day (for production runs); then nothing LLM-made can be scored, and evaluate gets no tags.
+    view = [] if cfg.date else ["--split", cfg.protocol, "--phase", "test"]
+    run("compress", ["compress", *db, "--out", str(f["compressed"]), *day, *view, "--stats", *q],
+        rows_in=f["compressed"], note="up to --date" if cfg.date else f"{cfg.protocol} split, test phase")
     n = head_users(f["compressed"], f["compressed.llm"], cfg.llm_users)
     run("mine-interests", ["mine-interests", str(f["compressed.llm"]), "--out", str(f["interests"]), *day,
                             "--max-interests", str(cfg.max_interests), *llm],
         rows_in=f["interests"], note=f"first {n} users")
-    run("predict-tags", ["predict-tags", str(f["interests"]), "--out", str(f["tags"]), *day,
+    run("predict-tags", ["predict-tags", str(f["interests"]), "--out", str(f["tags"]), *day, *db,
                           "--n-tags", str(cfg.n_tags), *llm],
         rows_in=f["tags"])
     model_dir = out / "models" / "tar"
@@ -225,8 +230,14 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
                          "--epochs", str(cfg.epochs), "--seed", str(cfg.seed), *q])
     run("retrieve", ["retrieve", *db, "--model", str(model_dir), "--tags", str(f["tags"]), "--beta", str(cfg.beta),
                      "--k", str(cfg.k), "--out", str(f["recs"]), *q], rows_in=f["recs"], note=f"beta {cfg.beta}")
-    metrics = run("evaluate", ["evaluate", *db, "--recs", str(f["recs"]), "--protocol", cfg.protocol,
-                               "--k", "10,20", "--tags", str(f["tags"]), "--plot", str(out / "plots"),
+    scored_tags = [] if cfg.date else ["--tags", str(f["tags"])]
+    # with --date the recs' tag rows saw the held-out items: score the user-only lists (beta = 1) instead
+    recs_scored = f["recs"] if not cfg.date else out / "recs.user-only.jsonl"
+    if cfg.date:
+        run("retrieve (beta 1)", ["retrieve", *db, "--model", str(model_dir), "--beta", "1", "--k", str(cfg.k),
+                                  "--out", str(recs_scored), *q], rows_in=recs_scored)
+    metrics = run("evaluate", ["evaluate", *db, "--recs", str(recs_scored), "--protocol", cfg.protocol,
+                               "--k", "10,20", *scored_tags, "--plot", str(out / "plots"),
                                "--json", "--seed", str(cfg.seed), *q])
     run.report.metrics = orjson.loads(metrics) if metrics.strip() else {}
     (out / "evaluate.json").write_text(metrics)

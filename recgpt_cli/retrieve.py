@@ -34,6 +34,8 @@ Csr = tuple[np.ndarray, np.ndarray]
 class Tag:
     tag: str
     interest: str | None = None
+    split: str | None = None  # provenance of the history the tag came from (compress --split/--phase)
+    phase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,9 @@ def read_tags(path: str | Path) -> tuple[dict[str, list[Tag]], int]:
         uid, tags = rec.get("user_id"), rec.get("tags", [])
         if uid is None or not isinstance(tags, list):
             raise BadInput.at(source_name(path), line, "expected {\"user_id\", \"tags\": [{\"tag\", \"interest\"}]}")
-        parsed = [Tag(str(t["tag"]), t.get("interest")) for t in tags if isinstance(t, dict) and t.get("tag")]
+        split, phase = rec.get("split"), rec.get("phase")
+        parsed = [Tag(str(t["tag"]), t.get("interest"), split, phase)
+                  for t in tags if isinstance(t, dict) and t.get("tag")]
         empty += not parsed
         out.setdefault(str(uid), []).extend(parsed)
     return out, empty
@@ -232,6 +236,11 @@ def retrieve(
     excl = engaged_items(con, model) if exclude == "all" and con is not None else None
     for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,
                               per_tag_quota=per_tag_quota, exclude=excl, exact=exact, ef=ef, m=m):
+        # rows that a tag produced carry the tag's provenance, so `evaluate` can refuse leaked tags
+        origin = tags.get(u, [Tag("")])[0]
         for rank, h in enumerate(hits, start=1):
-            yield {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
+            row = {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
                    "score": round(h.score, 6), "tag": h.tag, "interest": h.interest}
+            if h.tag is not None:
+                row.update(split=origin.split, phase=origin.phase)
+            yield row

@@ -54,7 +54,8 @@ class SafetyConfig:
 @dataclass
 class SafetyResult:
     """`failures` names each rule that fired: empty, too_short, too_long, pii_email, pii_phone, pii_url,
-    pii_term, hard_sell, exaggeration, placeholder, title_echo, repetitive."""
+    pii_term, hard_sell, exaggeration, placeholder, title_echo, repetitive, emoji, unfinished, superlative,
+    foreign_brand, foreign_attribute."""
 
     text: str
     failures: list[str] = field(default_factory=list)
@@ -105,14 +106,69 @@ def _is_repetitive(text: str) -> bool:
     return top >= 3 and top / len(words) > 1 / 3
 
 
+# Clarity (issue 8): emoji in place of words; a sentence cut off (a dangling function word or separator, or the
+# decoder stopped at the length bound); factuality: superlatives, brands and attributes the item does not have.
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
+EMOJI_SHARE = 0.15  # share of non-space characters
+_DANGLING = frozenset("""a an the and or but of to for with in on at by from as that which who your our my its their
+is are was be very so than this these those into about""".split())
+SUPERLATIVES = frozenset("""best greatest finest ultimate unbeatable unmatched unrivalled unrivaled perfectest
+top-rated world-class""".split())
+# -est words that are not superlatives
+_NOT_SUPERLATIVE = frozenset("""interest forest honest rest test chest guest request quest west nest pest vest digest
+suggest contest protest invest manifest arrest crest priest zest jest harvest modest latest everest""".split())
+_MOST = re.compile(r"\b(?:most|in the world|of all time|number one|no\. ?1|#1)\b", re.IGNORECASE)
+# Attributes a model likes to invent; one named in an explanation must be in the item's title or category.
+ATTRIBUTE_WORDS = frozenset("""waterproof wireless bluetooth leather organic cotton wool silk cashmere stainless steel
+wooden bamboo electric cordless rechargeable solar vegan gluten-free handmade vintage nonstick non-stick ceramic
+glass plastic metal aluminium aluminum titanium gold silver diamond red blue black white green pink yellow purple
+orange brown grey gray beige navy waterproofing insulated heated foldable portable smart""".split())
+
+
+def is_emoji_heavy(text: str) -> bool:
+    chars = [c for c in text if not c.isspace()]
+    n_emoji = len(_EMOJI.findall(text))
+    return bool(chars) and (n_emoji / len(chars) > EMOJI_SHARE or not any(c.isalpha() for c in text))
+
+
+def is_unfinished(text: str, cut_off: bool = False) -> bool:
+    """Ends on a separator or a function word ("... who love the"), or the decoder stopped at its length bound
+    (`cut_off`) and the text has no closing punctuation."""
+    t = text.strip()
+    if not t:
+        return False
+    if t[-1] in ",;:-–(&/":
+        return True
+    last = _words(t)[-1] if _words(t) else ""
+    if last in _DANGLING:
+        return True
+    return cut_off and t[-1] not in ".!?\"')"
+
+
+def _names(text: str, phrase: str) -> bool:
+    """`phrase` occurs in lower-case `text` as whole words."""
+    return bool(phrase) and re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text) is not None
+
+
+def has_superlative(text: str) -> bool:
+    words = _words(text)
+    return (any(w in SUPERLATIVES for w in words) or bool(_MOST.search(text))
+            or any(len(w) > 5 and w.endswith("est") and w not in _NOT_SUPERLATIVE for w in words))
+
+
 def check_explanation(
     text: str,
     *,
     title: str = "",
     pii_terms: Iterable[str] = (),
     config: SafetyConfig = SafetyConfig(),
+    item_text: str = "",
+    brands: Iterable[str] = (),
+    cut_off: bool = False,
 ) -> SafetyResult:
-    """Run every rule on one explanation; see SafetyResult for the rule names."""
+    """Run every rule on one explanation; see SafetyResult for the rule names. `item_text` (title, category path,
+    brand) and `brands` (every catalogue brand, lower-case) turn on foreign_brand / foreign_attribute;
+    `cut_off` says the decoder stopped at its length bound (then text without closing punctuation is unfinished)."""
     t = (text or "").strip()
     res = SafetyResult(text=t)
     if not t:
@@ -149,6 +205,17 @@ def check_explanation(
         res.failures.append("title_echo")
     if _is_repetitive(t):
         res.failures.append("repetitive")
+    if is_emoji_heavy(t):
+        res.failures.append("emoji")
+    if is_unfinished(_EMOJI.sub("", t), cut_off):
+        res.failures.append("unfinished")
+    if has_superlative(t):
+        res.failures.append("superlative")
+    own_text = f"{title} {item_text}".lower()
+    if any(_names(low, b) and not _names(own_text, b) for b in brands):
+        res.failures.append("foreign_brand")
+    if (title or item_text) and (set(_words(t)) & ATTRIBUTE_WORDS) - set(_words(own_text)):
+        res.failures.append("foreign_attribute")
     return res
 
 

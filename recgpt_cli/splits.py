@@ -289,6 +289,21 @@ def _loo_sql() -> str:
     """
 
 
+def leak_reason(split: str | None, phase: str | None, protocol: str, scored: str) -> str | None:
+    """Why LLM output made from a history cut for (`split`, `phase`) must not be scored on `scored` of `protocol`,
+    or None when it may (issue 8). A history for `valid` saw train only, one for `test` saw train + valid, and one
+    without provenance saw everything."""
+    if split is None or phase is None:
+        return (f"made from the full history, which holds the {scored} items being scored; "
+                f"make it from `recgpt compress --split {protocol} --phase {scored}`")
+    if split != protocol:
+        return (f"made for the {split} split but scored on the {protocol} split, whose held-out items it may have "
+                f"seen; make it with `recgpt compress --split {protocol} --phase {scored}`")
+    if scored == "valid" and phase != "valid":
+        return f"made for the {phase} phase, whose history holds the valid items; use --phase valid"
+    return None
+
+
 def split_info(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | None:
     """The stored split's metadata, or None when none has been made."""
     return _stored_meta(con, protocol)

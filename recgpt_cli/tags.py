@@ -14,14 +14,23 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
   core word"), no word left once vague words ("products", "things", "best", "smart", "set", ...) are removed,
   or text copied from the prompt instead of a product (a compress time key, a behaviour type, a schema
   placeholder: `safety.is_copied_markup`).
+- ``bad_reason``: the reason is a placeholder ("...", "N/A"), an interest id, one word, or only the tag's own
+  words (`text.reason_problem`).
+- ``brand``: the tag names a catalogue brand the user never searched for (brands copied from the behaviour log).
 - ``unlinked`` (interest consistency): the tag's `interest` is not the id of an interest shown in its call
   (`I2`, `i2`, `2`, `I2: ...`) and its text does not match one such interest's text (Jaccard >= 0.5, or all
   the interest's words present). Unlinked tags are dropped, linked ones get the id.
+- ``implausible`` (interest consistency, with φ): none of φ's top-3 categories of the tag is among the interest's
+  categories = φ's top-3 of the interest text plus the leaf categories of the history lines behind the interest.
+- ``invalid`` (§2.2.1 validity): no catalogue item carries >= 3/4 of the tag's words (`catalogue.Catalogue`).
 - ``stale`` (temporal freshness): >= 2/3 of the tag's words appear in one phrase the user engaged with in the
   30 days before `date`: a recent item's title or category leaf, or a recent search (`recent_items`,
   `recent_queries`; items with a timestamp older than 30 days are ignored).
 - ``duplicate``: token Jaccard >= 0.75 with an earlier kept tag of the same user.
 - ``over_cap``: beyond `n_tags`.
+
+``brand``, ``implausible`` and ``invalid`` need the catalogue (`predict-tags --db`); without it they are off, and
+the output says so (`catalogue_rules: false`).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from datetime import date as Date
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,22 +51,23 @@ from recgpt_cli.errors import BadInput
 from recgpt_cli.interests import (
     ask_min_items,
     check_date,
-    content_words,
     default_params,
     format_attributes,
-    jaccard,
     parse_date,
     record_date,
     resolve_prompt,
     season_of,
-    stem,
 )
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.prompts import Prompt
 from recgpt_cli.llm.structured import Generation, StructuredLLM
 from recgpt_cli.safety import is_copied_markup
+from recgpt_cli.text import content_words, jaccard, reason_problem, stem
 
-TAG_RULES = ("vague", "unlinked", "stale", "duplicate", "over_cap")
+if TYPE_CHECKING:
+    from recgpt_cli.catalogue import Catalogue
+
+TAG_RULES = ("vague", "bad_reason", "brand", "unlinked", "implausible", "invalid", "stale", "duplicate", "over_cap")
 FRESH_DAYS = 30
 STALE_SHARE = 2 / 3
 DUPLICATE_JACCARD = 0.75
@@ -70,7 +80,7 @@ RELEVANT_LINES = 8  # history lines shown per interest in per-interest calls
 VAGUE_WORDS = frozenset(stem(w) for w in """
 products product items item things thing stuff goods best nice good great cool popular quality various misc
 miscellaneous other new gift gifts accessories accessory equipment gear supplies essentials smart modular set
-collection kit bundle fashion trendy premium stylish
+collection kit bundle fashion trendy premium stylish movie movies film films
 """.split())
 
 
@@ -188,13 +198,34 @@ def is_stale(words: set[str], recent: list[set[str]]) -> bool:
     return bool(words) and any(len(words & p) / len(words) >= STALE_SHARE - 1e-9 for p in recent)
 
 
+_LEAF = re.compile(r"\(([^()]+)\)(?=,|$)")
+
+
+def searched_text(compressed: str) -> str:
+    """Every search query in a `compress` history, joined (what a user asked for by name)."""
+    return " ".join(_SEARCH.findall(compressed))
+
+
+def interest_leaves(interest: dict[str, Any], compressed: str, catalogue: Catalogue) -> set[str]:
+    """The interest's categories: φ's top-3 of its text plus the leaf of every history item behind it."""
+    leaves = catalogue.leaves_of([interest["interest"]])[0]
+    lines = relevant_history(compressed, [interest], limit=1_000, fallback=False)
+    for line in lines.splitlines():
+        leaves |= set(_LEAF.findall(line.partition(" | ")[2].strip()))
+    return leaves
+
+
 def clean_tags(
-    predicted: list[tuple[PredictedTag, list[dict[str, Any]]]], record: dict[str, Any], *, day: Date, n_tags: int
+    predicted: list[tuple[PredictedTag, list[dict[str, Any]]]], record: dict[str, Any], *, day: Date, n_tags: int,
+    catalogue: Catalogue | None = None,
 ) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Apply the module's rules to model output, given as (tag, interests shown in the call that made it) —
     a tag can only link to an interest its call saw. Returns (kept tags, removed count per rule)."""
     removed = dict.fromkeys(TAG_RULES, 0)
     recent = recent_phrases(record, day)
+    compressed = str(record.get("compressed", ""))
+    searched = catalogue.brands_in(searched_text(compressed)) if catalogue else set()
+    leaves_by_interest: dict[str, set[str]] = {}
     kept: list[dict[str, str]] = []
     kept_words: list[set[str]] = []
     for t, shown in predicted:
@@ -203,9 +234,25 @@ def clean_tags(
         if is_vague(text):
             removed["vague"] += 1
             continue
+        if reason_problem(t.reason, text):
+            removed["bad_reason"] += 1
+            continue
+        if catalogue is not None and catalogue.brands_in(text) - searched:
+            removed["brand"] += 1
+            continue
         linked = link_interest(t.interest, shown)
         if linked is None:
             removed["unlinked"] += 1
+            continue
+        if catalogue is not None and catalogue.phi is not None:
+            interest = next(i for i in shown if i["id"] == linked)
+            if linked not in leaves_by_interest:
+                leaves_by_interest[linked] = interest_leaves(interest, compressed, catalogue)
+            if not catalogue.leaves_of([text])[0] & leaves_by_interest[linked]:
+                removed["implausible"] += 1
+                continue
+        if catalogue is not None and not catalogue.is_valid(text, words):
+            removed["invalid"] += 1
             continue
         if is_stale(words, recent):
             removed["stale"] += 1
@@ -235,14 +282,15 @@ def _recent_text(record: dict[str, Any], day: Date, limit: int = 10) -> str:
     return "; ".join(titles[:limit]) or "(none)"
 
 
-def relevant_history(compressed: str, interests: list[dict[str, Any]], limit: int = RELEVANT_LINES) -> str:
+def relevant_history(compressed: str, interests: list[dict[str, Any]], limit: int = RELEVANT_LINES,
+                     fallback: bool = True) -> str:
     """The `compress` lines that share a content word with the interests (text or reason), newest first, at most
     `limit`; the whole history when none does. A small model shown a long history copies lines of it instead of
     naming products; shown the few lines behind one interest, it names products of that interest."""
     lines = [ln for ln in compressed.splitlines() if ln.strip()]
     words = set().union(*(content_words(f"{i['interest']} {i.get('reason', '')}") for i in interests))
     picked = [ln for ln in lines if content_words(ln.partition(" | ")[2]) & words]
-    return "\n".join(picked[:limit] if picked else lines)
+    return "\n".join(picked[:limit] if picked or not fallback else lines)
 
 
 def tag_variables(
@@ -289,6 +337,7 @@ class TagPredictor:
     max_tags_per_call: int = MAX_TAGS_PER_CALL
     prompt: str | Path | Prompt = "tag_prediction"
     params: SamplingParams | None = None  # None: max_tokens sized to each call's schema, seed 0
+    catalogue: Catalogue | None = None  # turns on the brand / implausible / invalid rules
 
     def __post_init__(self) -> None:
         if self.n_tags < 1:
@@ -299,6 +348,7 @@ class TagPredictor:
     def __call__(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[Generation[Any]]]:
         interests = record.get("interests") or []
         out = dict(record)
+        out["catalogue_rules"] = self.catalogue is not None
         if not interests or record.get("error"):
             out.update(tags=[], tag_rules_removed=dict.fromkeys(TAG_RULES, 0))
             return out, []
@@ -321,7 +371,7 @@ class TagPredictor:
                 errors.append({"interest": ",".join(i["id"] for i in group), "error": gen.error})
             else:
                 predicted += [(t, group) for t in gen.value.tags]
-        tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags)
+        tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags, catalogue=self.catalogue)
         out.update(tags=tags, tag_rules_removed=removed)
         if errors:
             out["tag_errors"] = errors
@@ -340,11 +390,12 @@ def predict_tags(
     max_tags_per_call: int = MAX_TAGS_PER_CALL,
     prompt: str | Path | Prompt = "tag_prediction",
     params: SamplingParams | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Iterator[dict[str, Any]]:
     """LLM_IT (§2.2.1, Eq. 2): tags for each `mine-interests` record, then the module's rules. Yields the input
     record plus `tags` [{tag, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed calls and
     `error` is set when every call failed. Users without interests (or with an upstream `error`) get
     `tags: []` and no call."""
-    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params)
+    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue)
     for record in records:
         yield predictor(record)[0]

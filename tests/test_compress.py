@@ -266,3 +266,87 @@ def test_cli_end_to_end_on_sample_data(tmp_path: Path) -> None:
     assert sum(r["n_tokens_compressed"] for r in recs) < 0.5 * sum(r["n_tokens_raw"] for r in recs)
     assert all(r["n_items_shown"] == r["n_items"] for r in recs if not r["truncated"])
     assert "reduction" in result.stderr
+
+
+# ---- split-aware histories (issue 8) ----
+# u1's interactions by first time: i1 2025-06-28 10:00 (LOO test), i2 2025-03-15 12:00 (valid), then i3, i5, i4
+# (train); u3 has one interaction (train only).
+
+
+def split_db(tmp_path: Path, protocol: str = "loo") -> Path:
+    from recgpt_cli.splits import make_split
+
+    db = make_db(tmp_path / "s.duckdb")
+    c = open_db(db)
+    make_split(c, protocol)
+    c.close()
+    return db
+
+
+def test_split_view_test_phase_hides_test_items_and_cuts_at_newest_visible(tmp_path: Path) -> None:
+    from recgpt_cli.compress import SplitView
+
+    c = open_db(split_db(tmp_path), read_only=True)
+    users = by_user(c, view=SplitView("loo", "test"))
+    c.close()
+    u1 = users["u1"]
+    # the cut is i2's first behaviour; the i2 favourite a minute later, everything on i1 (test) and the later
+    # searches are invisible; ages count back from the cut's day, so March days are day labels now
+    assert (u1.split, u1.phase, u1.cut, u1.date) == ("loo", "test", "2025-03-15T12:00:00", "2025-03-15")
+    assert u1.compressed == "\n".join([
+        "2025-03-15(detail_view) | Trailpeak Waterproof Hiking Boots (Hiking Boots)",
+        "2025-03-10(rating), 2024-05(purchase), 2024-04(purchase) | Pawsome Dry Dog Food 12kg (Dog Food)",
+        "2025-03-02(favorite,detail_view) | Sonix Noise Cancelling Headphones (Headphones)",
+        '2023(search) | search:"dog food"',
+    ])
+    assert "Cookware" not in u1.compressed and "cookware" not in u1.compressed
+    assert [r["item_id"] for r in u1.recent_items] == ["i2", "i4", "i5"]
+
+
+def test_split_view_valid_phase_hides_valid_and_test_items(tmp_path: Path) -> None:
+    from recgpt_cli.compress import SplitView
+
+    c = open_db(split_db(tmp_path), read_only=True)
+    users = by_user(c, view=SplitView("loo", "valid"))
+    stats = compress_stats(c, date=REF, view=SplitView("loo", "valid"))
+    c.close()
+    u1 = users["u1"]
+    assert u1.phase == "valid" and u1.cut == "2025-03-10T20:01:00"  # i3's first (low) rating
+    assert "Trailpeak" not in u1.compressed and "Lumina" not in u1.compressed
+    assert "Pawsome" in u1.compressed
+    # u2's one interaction is a click: train, so it has a cut, but nothing reliable to show
+    assert users["u2"].compressed == "" and users["u2"].cut == "2025-06-01T10:00:00"
+    # every i1/i2 behaviour and everything after the cut counts as invisible
+    assert stats.by_type["purchase"]["after_date"] == 2 and stats.by_type["purchase"]["kept"] == 2
+    assert stats.split == "loo" and stats.phase == "valid"
+
+
+def test_split_view_recbole_drops_held_out_items_anywhere_in_time(tmp_path: Path) -> None:
+    from recgpt_cli.compress import SplitView
+
+    db = split_db(tmp_path, "recbole")
+    c = open_db(db, read_only=True)
+    hidden = {r[0] for r in c.execute(
+        "SELECT item_id FROM splits WHERE protocol='recbole' AND user_id='u1' AND split <> 'train'").fetchall()}
+    u1 = by_user(c, view=SplitView("recbole", "valid"))["u1"]
+    c.close()
+    assert len(hidden) == 2  # 5 interactions -> 3/1/1
+    phrases = {i: rule_based_phrase(ItemInfo(i, t, tuple(p), b)) for i, t, p, b in ITEMS}
+    for item in hidden:
+        assert phrases[item] not in u1.compressed
+    assert any(phrases[i] in u1.compressed for i in set(phrases) - hidden - {"i3"})  # i3 was rated 2: dropped
+
+
+def test_compress_cli_split_makes_the_split_and_refuses_date(tmp_path: Path) -> None:
+    from recgpt_cli.cli import app
+
+    db = make_db(tmp_path / "c.duckdb")
+    runner = CliRunner()
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "loo", "--phase", "test", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert {r["user_id"]: (r["split"], r["phase"]) for r in rows}["u1"] == ("loo", "test")
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "loo", "--date", "2025-06-30"])
+    assert res.exit_code == 2 and "--date and --split" in res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "loo", "--phase", "train"])
+    assert res.exit_code == 2 and "--phase" in res.output

@@ -111,16 +111,19 @@ class _Phi:
         return ["a" if "pan" in t else "b" for t in texts]
 
 
+LOO = {"split": "loo", "phase": "test"}  # made from a split-aware history (issue 8)
+
+
 def test_tag_category_hit_rate(db, tmp_path):
     from recgpt_cli.evaluate import next_item_categories, tag_category_hit_rate
 
     con, _ = db
     assert next_item_categories(con, "loo") == {"u0": "b", "u1": "b", "u2": "b"}
     tags = _write(tmp_path / "tags.jsonl", [
-        {"user_id": "u0", "tags": [{"tag": "pan"}]},                       # {a}: miss
-        {"user_id": "u1", "tags": [{"tag": "pan"}, {"tag": "shoe"}]},      # {a, b}: hit
-        {"user_id": "u2", "tags": []},                                     # nothing: miss
-        {"user_id": "ghost", "tags": [{"tag": "shoe"}]}])                  # no next item: not counted
+        {"user_id": "u0", "tags": [{"tag": "pan"}], **LOO},                     # {a}: miss
+        {"user_id": "u1", "tags": [{"tag": "pan"}, {"tag": "shoe"}], **LOO},      # {a, b}: hit
+        {"user_id": "u2", "tags": [], **LOO},                                   # nothing: miss
+        {"user_id": "ghost", "tags": [{"tag": "shoe"}], **LOO}])                  # no next item: not counted
     out = tag_category_hit_rate(con, tags, "loo", phi=_Phi())
     assert out == {"hr_tagcategory@30": pytest.approx(1 / 3), "hr_tagcategory@30_users": 3,
                    "hr_tagcategory@30_users_without_next_item": 1}

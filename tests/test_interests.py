@@ -91,11 +91,11 @@ def test_clean_interests_applies_rules_in_order_with_exact_counts() -> None:
         ("online shopping", "buys a lot"),          # vague: no content word left... "online" is one -> unsupported
         ("products", "many products"),             # vague
         ("smart home", "made up"),                 # unsupported
-        ("tennis", "repeat"),                      # duplicate (same words)
+        ("tennis", "racket again"),                    # duplicate (same words)
         ("outdoor hiking", "boots and backpack"),
-        ("hiking outdoors", "again"),              # duplicate (same words after plural folding)
+        ("hiking outdoors", "boots again"),            # duplicate (same words after plural folding)
         ("cat care", "cat food"),
-        ("hiking backpack", "backpack"),           # over the cap of 3
+        ("hiking backpack", "new daypack"),         # over the cap of 3
     )
     kept, removed = clean_interests(raw, RECORD, max_interests=3)
     assert kept == [
@@ -103,11 +103,12 @@ def test_clean_interests_applies_rules_in_order_with_exact_counts() -> None:
         {"id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
         {"id": "I3", "interest": "cat care", "stage": "long-term", "reason": "cat food"},
     ]
-    assert removed == {"vague": 1, "unsupported": 2, "duplicate": 2, "over_cap": 1}
+    assert removed == {"vague": 1, "unsupported": 2, "bad_reason": 0, "duplicate": 2, "over_cap": 1}
 
 
 def test_near_duplicates_by_jaccard() -> None:
-    raw = mined(("hiking boots outdoor", "aa"), ("outdoor hiking boots trips", "bb"), ("hiking", "cc"))
+    raw = mined(("hiking boots outdoor", "walked trails"), ("outdoor hiking boots trips", "bought maps"),
+                ("hiking", "trail boots"))
     kept, removed = clean_interests(raw, RECORD, max_interests=8)
     # {hiking, boot, outdoor} vs {outdoor, hiking, boot, trip}: Jaccard 0.75 >= 0.6; {hiking}: 1/3, kept.
     assert [k["interest"] for k in kept] == ["hiking boots outdoor", "hiking"]
@@ -116,7 +117,7 @@ def test_near_duplicates_by_jaccard() -> None:
 
 def test_interest_pool_renames_close_matches_and_dedupes_after_renaming() -> None:
     pool = ["tennis", "cat ownership", "home cooking"]
-    raw = mined(("cats", "cat food"), ("Cat lover", "cat food again"), ("hiking", "boots"))
+    raw = mined(("cats", "cat food"), ("Cat lover", "cat food again"), ("hiking", "bought boots"))
     kept, removed = clean_interests(raw, RECORD, max_interests=8, pool=pool)
     assert [(k["interest"], k["preset"]) for k in kept] == [("cat ownership", True), ("hiking", False)]
     assert removed["duplicate"] == 1
@@ -157,7 +158,8 @@ def test_mine_interests_renders_prompt_and_keeps_input_fields() -> None:
         {"id": "I1", "interest": "tennis", "stage": "long-term", "reason": "seen in history"},
         {"id": "I2", "interest": "hiking", "stage": "long-term", "reason": "seen in history"},
     ]
-    assert row["interest_rules_removed"] == {"vague": 0, "unsupported": 1, "duplicate": 0, "over_cap": 0}
+    assert row["interest_rules_removed"] == {"vague": 0, "unsupported": 1, "bad_reason": 0, "duplicate": 0,
+                                             "over_cap": 0}
     assert "error" not in row
     system, user = backend.calls[0]
     assert system["role"] == "system" and "shopping guide" in system["content"]
@@ -272,3 +274,12 @@ def test_real_model_mines_schema_valid_interests() -> None:
         for i, it in enumerate(row["interests"], start=1):
             assert it["id"] == f"I{i}" and it["stage"] in ("long-term", "short-term")
             assert is_supported(it["interest"], evidence_words(row))  # the hallucination rule held
+
+
+def test_interest_reasons_must_be_sentences() -> None:
+    mined = [MinedInterest(interest="tennis", stage="long-term", reason="..."),
+             MinedInterest(interest="hiking", stage="long-term", reason="hiking"),
+             MinedInterest(interest="hiking", stage="long-term", reason="Bought boots and searched for trails")]
+    record = {"user_id": "u1", "compressed": "2025-06(purchase) | tennis racket, hiking boots"}
+    kept, removed = clean_interests(mined, record, max_interests=5)
+    assert [k["interest"] for k in kept] == ["hiking"] and removed["bad_reason"] == 2

@@ -55,3 +55,37 @@ def test_tidy_truncated_cuts_back_to_a_whole_word() -> None:
     assert tidy_truncated("Roam the hills, camping and hik", 31) == "Roam the hills, camping and"
     assert tidy_truncated("Short and whole", 80) == "Short and whole"
     assert tidy_truncated("Roam the hills, and", 19) == "Roam the hills"
+
+
+# ---- issue 8: emoji, unfinished sentences, superlatives, brands and attributes the item does not have ----
+BOOT = dict(title="Trailpeak Waterproof Hiking Boots", item_text="Sports Outdoor Hiking Boots Trailpeak",
+            brands={"trailpeak", "nike", "velvet bloom"})
+
+
+@pytest.mark.parametrize(
+    ("text", "failures"),
+    [
+        ("Dry feet on every mountain trail", []),                      # kept
+        ("Waterproof boots for your weekend trails", []),              # the item is waterproof: kept
+        ("Trailpeak boots for rocky trails", []),                      # its own brand: kept
+        ("🥾🥾🏔️⛰️🌲", ["too_short", "emoji"]),
+        ("Great trails 🥾🏔️🌲⛰️🌄✨", ["emoji"]),
+        ("Made for hikers who love the", ["unfinished"]),
+        ("Comfort on long walks and", ["unfinished"]),
+        ("Made by the best people in the world", ["superlative"]),
+        ("The comfiest boots for your hikes", ["superlative"]),
+        ("Nike Air Max for your next hike", ["foreign_brand"]),
+        ("Leather boots for rainy walks", ["foreign_attribute"]),
+        ("Red boots to brighten the trail", ["foreign_attribute"]),
+    ],
+)
+def test_factuality_and_clarity_rules(text: str, failures: list[str]) -> None:
+    assert check_explanation(text, **BOOT).failures == failures  # type: ignore[arg-type]
+
+
+def test_cut_off_text_without_closing_punctuation_is_unfinished() -> None:
+    assert check_explanation("Keeps your feet dry on every trail", cut_off=True).failures == ["unfinished"]
+    assert check_explanation("Keeps your feet dry on every trail.", cut_off=True).failures == []
+    assert check_explanation("Keeps your feet dry on every trail").failures == []
+    # the rules need the item's facts: without them no brand or attribute is checked
+    assert check_explanation("Leather boots for rainy walks").failures == []

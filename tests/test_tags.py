@@ -110,7 +110,8 @@ def test_clean_tags_exact_output_and_counts() -> None:
         {"tag": "tennis elbow brace", "interest": "I1", "reason": "fits the history"},
         {"tag": "trekking poles", "interest": "I2", "reason": "fits the history"},
     ]
-    assert removed == {"vague": 1, "unlinked": 1, "stale": 1, "duplicate": 1, "over_cap": 1}
+    assert removed == {"vague": 1, "bad_reason": 0, "brand": 0, "unlinked": 1, "implausible": 0, "invalid": 0,
+                       "stale": 1, "duplicate": 1, "over_cap": 1}
 
 
 def test_schema_asks_for_k_tags_and_bounds_strings() -> None:
@@ -143,7 +144,8 @@ def test_one_call_per_interest_each_linked_to_its_interest() -> None:
         ("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"),
         ("trekking poles", "I2"), ("hiking rain poncho", "I2"), ("merino hiking socks", "I2")]
     # "court shoes" named I2 in the call that only saw I1.
-    assert row["tag_rules_removed"] == {"vague": 0, "unlinked": 1, "stale": 0, "duplicate": 0, "over_cap": 0}
+    assert row["tag_rules_removed"] == {"vague": 0, "bad_reason": 0, "brand": 0, "unlinked": 1, "implausible": 0,
+                                        "invalid": 0, "stale": 0, "duplicate": 0, "over_cap": 0}
     assert {k: row[k] for k in RECORD} == RECORD and "error" not in row
 
 
@@ -193,7 +195,8 @@ def test_cli_pipeline_and_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     def responder(messages: Any, schema: Any, params: Any) -> str:
         if "interests" in schema["properties"]:
-            return json.dumps({"interests": [{"interest": "tennis", "stage": "long-term", "reason": "racket"}]})
+            return json.dumps({"interests": [{"interest": "tennis", "stage": "long-term",
+                                              "reason": "bought a racket"}]})
         return reply(("tennis elbow brace", "I1"), ("tennis racket", "I1"))
 
     monkeypatch.setattr(factory, "make_backend", lambda opts: FakeBackend(responder))
@@ -267,3 +270,50 @@ def test_relevant_history_keeps_the_lines_behind_the_interest() -> None:
     assert relevant_history(history, tennis, limit=1).count("\n") == 0
     # nothing matches: the whole history rather than none
     assert relevant_history(history, [{"id": "I2", "interest": "Origami"}]) == history
+
+
+# ---- tightened rules (issue 8): reasons, brands, plausibility, validity ----
+
+
+def _catalogue() -> Any:
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.tag_category import train_tag_category
+
+    items = [("Volley Pro Tennis Racket", ["Sports", "Racket Sports", "Tennis Rackets"], "Volley"),
+             ("Acecourt Tennis Balls 4-Pack", ["Sports", "Racket Sports", "Tennis Balls"], "Acecourt"),
+             ("Acecourt Tennis Elbow Brace", ["Sports", "Racket Sports", "Tennis Balls"], "Acecourt"),
+             ("Trailpeak Waterproof Hiking Boots", ["Sports", "Outdoor", "Hiking Boots"], "Trailpeak"),
+             ("Trailpeak Trekking Poles Carbon", ["Sports", "Outdoor", "Trekking Poles"], "Trailpeak"),
+             ("Velvet Bloom Eau de Parfum", ["Beauty", "Fragrance", "Perfume"], "Velvet Bloom"),
+             ("Puzzleworks Jigsaw Puzzle 1000", ["Toys", "Puzzles", "Jigsaw Puzzles"], "Puzzleworks")]
+    phi = train_tag_category([t for t, _, _ in items] * 3, [p[-1] for _, p, _ in items] * 3)
+    return Catalogue.from_items(items, phi)
+
+
+def test_bad_reasons_are_rejected_and_real_ones_kept() -> None:
+    shown = INTERESTS
+    predicted = [(tag("tennis elbow brace", "I1", reason), shown)
+                 for reason in ("...", "I2", "tennis elbow brace", "N/A", "[reason]", "brace")]
+    predicted.append((tag("tennis elbow brace", "I1", "Plays tennis weekly and bought a racket"), shown))
+    kept, removed = clean_tags(predicted, RECORD, day=DAY, n_tags=10)
+    assert removed["bad_reason"] == 6 and [t["reason"] for t in kept] == ["Plays tennis weekly and bought a racket"]
+
+
+def test_catalogue_rules_brand_implausible_invalid() -> None:
+    cat = _catalogue()
+    shown = INTERESTS
+    record = {**RECORD, "compressed": RECORD["compressed"] + ', search:"acecourt balls"'}
+    predicted = [
+        (tag("Trailpeak hiking boots", "I2"), shown),       # brand copied from the catalogue, never searched
+        (tag("Acecourt elbow brace", "I1"), shown),         # brand the user searched for: kept
+        (tag("jigsaw puzzle", "I1"), shown),                # a real product, but not a tennis one: implausible
+        (tag("tennis elbow brace", "I1"), shown),           # kept
+        (tag("electric tennis cooler", "I1"), shown),       # no item carries 3/4 of its words: invalid
+        (tag("waterproof hiking boots", "I2"), shown),      # kept
+    ]
+    kept, removed = clean_tags(predicted, record, day=DAY, n_tags=10, catalogue=cat)
+    assert [t["tag"] for t in kept] == ["Acecourt elbow brace", "tennis elbow brace", "waterproof hiking boots"]
+    assert (removed["brand"], removed["implausible"], removed["invalid"]) == (1, 1, 1)
+    # without a catalogue those three rules are off
+    kept, removed = clean_tags(predicted, record, day=DAY, n_tags=10)
+    assert len(kept) == 6 and removed["brand"] == removed["implausible"] == removed["invalid"] == 0

@@ -25,8 +25,10 @@ def stats_table(stats: CompressStats) -> Table:
     """The `--stats` table: behaviours by type, then tokens, budget and items lost."""
     from rich.table import Table
 
-    table = Table(title=f"compress up to {stats.date}, budget {stats.max_tokens or 'none'} tokens")
-    for col in ("behaviour", "kept", "dropped", "after --date"):
+    when = (f"{stats.split} split, {stats.phase} phase (each user up to their cut)" if stats.split
+            else f"up to {stats.date}")
+    table = Table(title=f"compress {when}, budget {stats.max_tokens or 'none'} tokens")
+    for col in ("behaviour", "kept", "dropped", "after cut / held out" if stats.split else "after --date"):
         table.add_column(col, justify="left" if col == "behaviour" else "right")
     for btype, c in stats.by_type.items():
         table.add_row(btype, f"{c['kept']:,}", f"{c['dropped']:,}", f"{c['after_date']:,}")
@@ -46,6 +48,28 @@ def stats_table(stats: CompressStats) -> Table:
     for name, value in rows:
         table.add_row(name, value, "", "")
     return table
+
+
+def _ensure_split(db: Path, protocol: str, seed: int) -> None:
+    """Make the stored split once (read-write), so the read-only pass below can use it."""
+    from recgpt_cli.splits import PROTOCOLS, make_split, split_info
+    from recgpt_cli.store import open_db
+
+    if protocol not in PROTOCOLS:
+        from recgpt_cli.errors import BadInput
+
+        raise BadInput(f"--split {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    con = open_db(db, read_only=True)
+    try:
+        missing = split_info(con, protocol) is None
+    finally:
+        con.close()
+    if missing:
+        con = open_db(db)
+        try:
+            make_split(con, protocol, seed=seed)
+        finally:
+            con.close()
 
 
 @friendly_errors
@@ -68,6 +92,14 @@ def compress(
         "--in", help="Optional JSONL (or -) whose records carry user_id: compress only those users.")] = None,
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="GGUF file whose tokenizer counts tokens. Default: the embedded model.")] = None,
+    split: Annotated[str | None, typer.Option(
+        "--split", help="Build each history only from what a model may see in --phase of this stored split "
+        "(recbole|loo; made with --split-seed if the DB has none): for scoring LLM output on valid/test without "
+        "leaking held-out items. Each user's date becomes their cut.")] = None,
+    phase: Annotated[str, typer.Option(
+        "--phase", help="With --split: valid (sees train) or test (sees train + valid).")] = "test",
+    split_seed: Annotated[int, typer.Option(
+        "--split-seed", help="Seed of the split when --split has to make it (same default as train-towers).")] = 2020,
     stats: Annotated[bool, typer.Option("--stats", help="Print a table of kept/dropped behaviours, tokens "
                                          "raw vs compressed, budget and items lost (stderr).")] = False,
     seed: SeedOpt = 0,
@@ -79,7 +111,7 @@ def compress(
     `2025-06-28(purchase,cart), 2025-05(detail_view) | Lumina Cookware Set (Cookware), search:"frying pan"`.
     Compression is deterministic; --seed is accepted for symmetry with the other stages and unused.
     """
-    from recgpt_cli.compress import compress_stats, compress_users, default_reference_date
+    from recgpt_cli.compress import SplitView, compress_stats, compress_users, default_reference_date
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
     from recgpt_cli.store import open_db
@@ -95,6 +127,12 @@ def compress(
         user_ids = (user_ids or []) + picked
     keep_types = _csv(keep) or []
     counter = token_counter(tokenizer)
+    view = None
+    if split is not None:
+        if ref_date is not None:
+            raise BadInput("--date and --split exclude each other", "with --split each user's date is their cut")
+        view = SplitView(split, phase)
+        _ensure_split(db, split, split_seed)
     con = open_db(db, read_only=True)
     try:
         if ref_date is None:
@@ -106,9 +144,9 @@ def compress(
                 raise BadInput(f"--date: {ref_date!r} is not a date", "use YYYY-MM-DD") from None
         budget = max_tokens or None
         report = compress_stats(con, date=reference, max_tokens=budget, keep_types=keep_types,
-                                min_rating=min_rating, user_ids=user_ids)
+                                min_rating=min_rating, user_ids=user_ids, view=view)
         records = compress_users(con, date=reference, max_tokens=budget, keep_types=keep_types,
-                                 min_rating=min_rating, user_ids=user_ids, token_counter=counter)
+                                 min_rating=min_rating, user_ids=user_ids, token_counter=counter, view=view)
     finally:
         con.close()  # other pipeline processes open the same file; everything needed is in memory now
     started = time.perf_counter()

@@ -26,7 +26,11 @@ test, the second-last valid, the rest train. Testing masks train+valid items (va
 train count), giniindex, tailpercentage (least popular 10% + unseen items), categorydiversity (distinct leaf
 categories / k), exposure_decile and hitrate_decile (10 values, decile 1 = most popular items); with --tags,
 hr_tagcategory@30: share of users whose next item's category is among the categories (via the tag->category
-model phi, fitted on item titles) of their 30 predicted tags (paper 2.2.2; use --protocol loo for "next").
+model phi, fitted on item titles) of their 30 predicted tags (paper 2.2.2; use --protocol loo for "next"), the
+tag quality rates (tag_kept_share, tag_valid_share, tag_bad_reason_share), tagitem_hit@50 / tagitem_recall@50
+with --model, interest_precision/recall/f1 with --truth. Tags made from a history that saw the scored phase are
+refused (exit 2): make them with `recgpt compress --split PROTOCOL --phase PHASE`. exploration@k: share of
+recommended items whose category is absent from the user's visible history.
 
 [bold]Output[/]: --json prints one JSON object on stdout (a --compare system under "compare"); otherwise a
 table on stdout. --plot DIR writes PNGs (exposure by popularity decile side by side, like the paper's
@@ -69,7 +73,13 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print every metric as one JSON object on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG plots into this folder.")] = None,
     tags: Annotated[
-        str | None, typer.Option("--tags", help="predict-tags JSONL: add HR@30 of tag->category (paper 2.2.2).")
+        str | None, typer.Option("--tags", help="predict-tags (or mine-interests) JSONL made with `compress --split "
+                                 "... --phase` for this phase: add HR@30 of tag->category (paper 2.2.2), tag quality "
+                                 "rates, and with --model tag->item Hit/Recall@50 (beta = 0).")
+    ] = None,
+    truth: Annotated[
+        str | None, typer.Option("--truth", help="Ground-truth interests JSONL {user_id, interests: [leaf, ...]} "
+                                 "(sample_data/truth_interests.jsonl): add interest precision/recall/F1 via phi.")
     ] = None,
     seed: SeedOpt = 2020,
     quiet: QuietOpt = False,
@@ -80,7 +90,7 @@ def evaluate(
     with connect(db) as con:
         result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,
                                 protocol=protocol, ks=_parse_ks(k), phase=phase, plot_dir=plot, seed=seed,
-                                tags_path=tags)
+                                tags_path=tags, truth_path=truth)
     if as_json:
         import orjson
 

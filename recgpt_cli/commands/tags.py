@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,6 +38,9 @@ def predict_tags(
         "--per-interest/--one-call", help="One LLM call per interest (default), or one call for all.")] = True,
     max_tags_per_call: Annotated[int, typer.Option(
         "--max-tags-per-call", help="Tags asked of one call (small models degrade on long lists).")] = 10,
+    db: Annotated[Path | None, typer.Option(
+        "--db", help="The store the users came from: turns on the catalogue rules (brand, implausible, invalid).")
+    ] = None,
     backend: BackendOpt = "llama-cpp",
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -53,7 +57,8 @@ def predict_tags(
     """Predict item tags per user interest with LLM_IT (§2.2.1).
 
     Reads `recgpt mine-interests` JSONL; adds `tags` [{tag, interest, reason}] and `tag_rules_removed`
-    (vague, unlinked, stale = bought/searched in the last 30 days, duplicate, over_cap)."""
+    (vague, bad_reason, brand, unlinked, implausible, invalid, stale = bought/searched in the last 30 days,
+    duplicate, over_cap; brand/implausible/invalid need --db)."""
     from recgpt_cli.interests import default_params
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.llm.batch import run_batch
@@ -67,8 +72,19 @@ def predict_tags(
     llm = make_llm(opts, task="tag_prediction")
     # One ceiling for every call: a call asking for fewer tags stops earlier on its own (the schema's maxItems).
     params = opts.sampling(default_params(max(1, min(max_tags_per_call, n_tags)), chars_per_item=190), seed=seed)
+    catalogue = None
+    if db is not None:
+        from recgpt_cli.catalogue import Catalogue
+        from recgpt_cli.store import connect
+
+        with connect(db, read_only=True) as con:
+            catalogue = Catalogue.from_db(con)
+    elif not quiet:
+        from recgpt_cli.commands.common import console
+
+        console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) are off")
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, opts.load_prompt("tag_prediction"),
-                             params)
+                             params, catalogue)
     rejects = Rejects(source_name(src))
     records = checked_records(src, partial(check_record, has_date=day is not None), skip_bad=skip_bad, rejects=rejects)
     batch = run_batch(records, predictor, desc="predict-tags", quiet=quiet,
