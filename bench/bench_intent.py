@@ -266,7 +266,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="sample_data,ml-100k")
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-tokens", type=int, default=512, help="compress budget per user (prompt size)")
+    ap.add_argument("--history-tokens", type=int, default=384, help="compress budget per user (prompt size)")
     ap.add_argument("--model", default=None, help="GGUF file (default: the embedded model)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "intent"))
     ap.add_argument("--json", default=None)

@@ -237,7 +237,7 @@ def retrieve(
     for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,
                               per_tag_quota=per_tag_quota, exclude=excl, exact=exact, ef=ef, m=m):
         # rows that a tag produced carry the tag's provenance, so `evaluate` can refuse leaked tags
-        origin = tags.get(u, [Tag("")])[0]
+        origin = (tags.get(u) or [Tag("")])[0]
         for rank, h in enumerate(hits, start=1):
             row = {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
                    "score": round(h.score, 6), "tag": h.tag, "interest": h.interest}

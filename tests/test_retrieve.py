@@ -137,3 +137,19 @@ def test_cli_users_batching_ensemble_then_retrieve(tmp_path: Path):
                 ["--lr-schedule", "step"], ["--loss-weighting", "all"], ["--pooling", "max"]):
         res = runner.invoke(app, ["train-towers", "--db", db, "--out-dir", model, *bad])
         assert res.exit_code == 2 and ("expected" in res.output or "logq" in res.output), res.output
+
+
+def test_tag_rows_carry_the_tags_provenance_and_users_without_tags_work(shop, tmp_path: Path) -> None:
+    """Issue 8: rows a tag produced say which split/phase the tag's history was cut for; a user whose record has
+    no usable tag (an empty list) gets plain user-only rows."""
+    con, model, _ = shop
+    path = tmp_path / "tags.jsonl"
+    path.write_bytes(orjson.dumps({"user_id": "u00", "split": "loo", "phase": "test", "tags": [{"tag": "coffee"}]})
+                     + b"\n" + orjson.dumps({"user_id": "u01", "tags": []}) + b"\n")
+    tags, empty = read_tags(path)
+    assert tags["u00"] == [Tag("coffee", None, "loo", "test")] and tags["u01"] == [] and empty == 1
+    recs = list(retrieve(con, model, tags, beta=0.5, k=4, exact=True, users=["u00", "u01"]))
+    tagged = [r for r in recs if r["tag"] is not None]
+    assert tagged and all((r["split"], r["phase"]) == ("loo", "test") for r in tagged)
+    assert [r for r in recs if r["user_id"] == "u01"] and all(
+        "split" not in r for r in recs if r["user_id"] == "u01")
