@@ -98,6 +98,7 @@ def tag_quality(records: Iterable[Mapping[str, Any]], catalogue: Catalogue | Non
             bad += int(reason_problem(str(t.get("reason") or ""), tag) is not None)
     total = kept + removed
     return {"tags_kept": kept, "tags_removed": removed, "kept_share": kept / total if total else 0.0,
+            # nan (JSON null) when undefined: no tag kept, or no catalogue to check against
             "valid_share": valid / kept if kept and catalogue is not None else float("nan"),
             "bad_reason_share": bad / kept if kept else 0.0}
 

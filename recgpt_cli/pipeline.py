@@ -231,6 +231,9 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
     run("retrieve", ["retrieve", *db, "--model", str(model_dir), "--tags", str(f["tags"]), "--beta", str(cfg.beta),
                      "--k", str(cfg.k), "--out", str(f["recs"]), *q], rows_in=f["recs"], note=f"beta {cfg.beta}")
     scored_tags = [] if cfg.date else ["--tags", str(f["tags"])]
+    truth = cfg.data / "truth_interests.jsonl"  # sample_data's ground truth: interest P/R/F1 in the summary
+    if scored_tags and truth.exists():
+        scored_tags += ["--truth", str(truth)]
     # with --date the recs' tag rows saw the held-out items: score the user-only lists (beta = 1) instead
     recs_scored = f["recs"] if not cfg.date else out / "recs.user-only.jsonl"
     if cfg.date:
@@ -290,8 +293,9 @@ def summary_tables(report: PipelineReport) -> list[Any]:
         met.add_column("metric")
         met.add_column("value", justify="right")
         for key in ("recall@10", "ndcg@10", "hit@10", "itemcoverage@10", "giniindex@10", "averagepopularity@10",
-                    "hr_tagcategory@30"):
-            if key in report.metrics:
+                    "exploration@10", "hr_tagcategory@30", "tag_kept_share", "tag_valid_share", "tag_bad_reason_share",
+                    "interest_f1"):
+            if isinstance(report.metrics.get(key), (int, float)):  # JSON null: undefined (e.g. no tag kept)
                 met.add_row(key, f"{report.metrics[key]:.4f}")
         tables.append(met)
     return tables

@@ -208,3 +208,33 @@ def test_tag_item_topk_uses_tags_alone_and_masks_history() -> None:
     assert topk[1].tolist() == [-1, -1]  # no tags: no list, no user-only top-up
     m = subset_metrics(topk, np.array([0, 1]), split, "test", (2,))
     assert m["hit@2"] == 0.5 and m["n_users"] == 2
+
+
+def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) -> None:
+    from recgpt_cli.cli import app
+
+    truth = {json.loads(line)["user_id"]: json.loads(line)["interests"]
+             for line in (SAMPLE / "truth_interests.jsonl").read_text().splitlines() if line.strip()}
+    # u001's true interests as its own interests and tags: interest P = R = 1 through phi
+    recs = [{"user_id": "u001", "split": "loo", "phase": "test",
+             "interests": [{"id": f"I{i}", "interest": leaf} for i, leaf in enumerate(truth["u001"], 1)],
+             "tags": [{"tag": leaf, "interest": "I1", "reason": "..."} for leaf in truth["u001"]],
+             "tag_rules_removed": {"vague": len(truth["u001"])}}]
+    tags = tmp_path / "tags.jsonl"
+    tags.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(sample_db.read_bytes())
+    res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--protocol", "loo", "--tags",
+                                   str(tags), "--truth", str(SAMPLE / "truth_interests.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    from recgpt_cli.tag_category import fit_tag_category
+
+    con = open_db(db, read_only=True)
+    mapped = set(fit_tag_category(con, holdout=0.0)[0].predict_leaf(truth["u001"]))  # phi of the leaf names
+    con.close()
+    hit = len(mapped & set(truth["u001"]))
+    assert m["interest_precision"] == pytest.approx(hit / len(mapped)) and m["interest_users"] == 1
+    assert m["interest_recall"] == pytest.approx(hit / len(truth["u001"])) and hit >= 3
+    assert m["tag_kept_share"] == 0.5 and m["tag_bad_reason_share"] == 1.0
+    assert 0.0 <= m["exploration@10"] <= 1.0 and m["hr_tagcategory@30_users"] == 1
