@@ -38,8 +38,9 @@ def test_pass_rules_follow_section_4_3() -> None:
 
 def test_expand_mine_interests_and_predict_tags_records() -> None:
     rec = {"user_id": "u1", "attributes": {"age": 30}, "compressed": "2025-06 (purchase) | tennis racket",
-           "interests": [{"id": "I1", "interest": "Tennis", "stage": "long-term", "reason": "bought a racket"}],
-           "tags": [{"tag": "Tennis overgrip tape", "interest": "I1", "reason": "racket upkeep"}]}
+           "interests": [{"interest_id": "I1", "interest": "Tennis", "stage": "long-term",
+                          "reason": "bought a racket"}],
+           "tags": [{"tag": "Tennis overgrip tape", "interest_id": "I1", "reason": "racket upkeep"}]}
     [s] = expand_record(rec, "interests")
     assert s == {"sample_id": "u1:I1", "user_id": "u1", "attributes": {"age": 30},
                  "behaviors": "2025-06 (purchase) | tennis racket", "interest": "Tennis", "reason": "bought a racket"}
@@ -187,7 +188,7 @@ def test_cli_judge_bad_input_exit_2_with_file_line(tmp_path, fake_factory) -> No
     src = tmp_path / "in.jsonl"
     _write_jsonl(src, [_samples()[0], {"sample_id": "x", "interest": "Hiking"}])
     r = CliRunner().invoke(app, ["judge", str(src), "--task", "explanations", "--out", str(tmp_path / "o.jsonl")])
-    assert r.exit_code == 2 and f"{src}:2: expected an explain record" in r.output
+    assert r.exit_code == 2 and f"{src}:2: missing or empty field(s): explanation" in r.output
     r = CliRunner().invoke(app, ["judge", str(src), "--task", "explanations", "--skip-bad",
                                  "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 0 and (tmp_path / "o.jsonl.rejects.jsonl").exists()
