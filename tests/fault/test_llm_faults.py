@@ -17,7 +17,7 @@ from conftest import FakeServer, child_env, compressed_users, recgpt
 from recgpt_cli.interests import InterestMiner
 from recgpt_cli.llm.base import FakeBackend, SamplingParams
 from recgpt_cli.llm.cache import DuckDBCache
-from recgpt_cli.llm.prompts import LONG_FIELD_CHARS, MAX_LINE_CHARS, parse_prompt
+from recgpt_cli.llm.prompts import parse_prompt
 from recgpt_cli.llm.structured import StructuredLLM
 
 pytestmark = pytest.mark.fault
@@ -97,8 +97,7 @@ def test_case3_one_http_500_record_does_not_kill_the_stage(fake_server: FakeServ
     fake_server.fail_marker = "POISON"
     src = compressed_users(tmp_path / "c.jsonl", n=3, marker_for=2)
     out = tmp_path / "i.jsonl"
-    res = recgpt("mine-interests", str(src), "--out", str(out),
-                 *llm_args(fake_server, tmp_path / "cache", "--retries", "1"))
+    res = recgpt("mine-interests", str(src), "--out", str(out), *llm_args(fake_server, tmp_path / "cache"))
     assert res.returncode == 3, res.stderr.decode()
     assert b"1 of 3 users failed" in res.stderr
     got = rows(out)
@@ -127,12 +126,14 @@ def test_case6_concurrency_is_honoured_by_explain(fake_server: FakeServer, shop_
     res = recgpt("explain", str(recs), "--db", str(shop_db), "--interests", str(interests), "--mode", "llm",
                  "--out", str(out), "--concurrency", "4", "--no-cache", *llm_args(fake_server, tmp_path / "c")[:6])
     assert res.returncode == 0, res.stderr.decode()
-    assert len(rows(out)) == 2 * len(items) and rows(out)[0]["kind"] == "explanation"
     assert fake_server.max_in_flight >= 3
+    assert len(rows(out)) == 2 * len(items) and rows(out)[0]["kind"] == "explanation"
 
 
 def test_case6_prompts_are_bounded_and_clean() -> None:
     """Case 6: 1 MB of text, NUL/ESC and a 3,000-character search query never reach a prompt verbatim."""
+    from recgpt_cli.llm.prompts import LONG_FIELD_CHARS, MAX_LINE_CHARS
+
     seen: list[str] = []
 
     def responder(messages, schema, params):  # noqa: ANN001, ANN202
