@@ -281,9 +281,6 @@ class Explanation(StageRecord):
     source: str | None = None
     title: str | None = None
     category: list[str] | str | None = None
-    sample_id: str | None = None  # hand-labelled gold sets name their samples
-    labels: dict[str, str] | None = None
-    note: str | None = None
 
     @field_validator("user_id", "item_id", mode="before")
     @classmethod
