@@ -214,3 +214,13 @@ def test_real_model_judge_three_gold_samples() -> None:
         for row in rows:
             assert TASKS[task].check_labels(row["verdicts"]) is None, row
             assert row["pass"] == TASKS[task].sample_passes(row["verdicts"])
+
+
+def test_explain_rows_expand_to_samples_that_expand_again_unchanged() -> None:
+    from recgpt_cli.schema import stage_row
+
+    row = stage_row("explanation", {"user_id": "u1", "item_id": "i1", "explanation": "For your hikes",
+                                    "interest": "Hiking", "source": "table", "title": "Boots", "category": ["Shoes"]})
+    [sample] = expand_record(row, "explanations")
+    assert sample["sample_id"] == "u1:i1" and "kind" not in sample
+    assert expand_record(sample, "explanations") == [sample]  # the CLI expands, then judge_samples does again

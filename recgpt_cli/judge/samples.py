@@ -73,7 +73,8 @@ def expand_record(record: dict[str, Any], task: str) -> list[dict[str, Any]]:
 
 
 def _flat(record: dict[str, Any], default_id: str) -> dict[str, Any]:
-    sample = {k: v for k, v in record.items() if k not in ("labels", "verdicts", "pass")}
+    # A judge sample, no longer a stage record: without `kind` it passes expand_record again unchanged.
+    sample = {k: v for k, v in record.items() if k not in ("labels", "verdicts", "pass", "kind", "kind_version")}
     sample["sample_id"] = str(record.get("sample_id") or default_id)
     return sample
 
