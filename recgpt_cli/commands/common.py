@@ -63,7 +63,7 @@ def friendly_errors(func: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last line of defence for users
-            if type(exc).__name__ == "InterruptException":  # DuckDB's form of Ctrl-C; its transaction rolled back
+            if _is_duckdb_interrupt(exc):  # Ctrl-C inside a DuckDB query; its transaction rolled back
                 _interrupted()
             if _state["debug"]:
                 raise
@@ -88,6 +88,13 @@ def _interrupted() -> NoReturn:
                 stream.flush()
         os._exit(130)
     raise typer.Exit(130) from None
+
+
+def _is_duckdb_interrupt(exc: Exception) -> bool:
+    """DuckDB turns a Ctrl-C during a query into RuntimeError("Query interrupted") (InterruptException in some
+    versions) instead of KeyboardInterrupt."""
+    return type(exc).__name__ == "InterruptException" or (
+        type(exc) is RuntimeError and str(exc).startswith("Query interrupted"))
 
 
 def _silence_stdout() -> None:

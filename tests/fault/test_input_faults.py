@@ -163,11 +163,14 @@ def test_case6_killed_import_leaves_no_staging_folder(tmp_path: Path, monkeypatc
     assert not left.exists() and list(tmp_path.glob("recgpt-import-*")) == []
 
 
-def test_case6_ctrl_c_in_the_database_phase_is_an_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [RuntimeError("Query interrupted"),  # what DuckDB 2.0 raises on SIGINT
+                                   duckdb.InterruptException("INTERRUPT Error: Query interrupted")])
+def test_case6_ctrl_c_in_the_database_phase_is_an_interrupt(error: Exception, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
     """Case 6: DuckDB's interrupt during an import is Ctrl-C: exit 130 and the rollback message (was:
     `internal error: Query interrupted`)."""
     def interrupted(*args: object, **kwargs: object) -> None:
-        raise duckdb.InterruptException("INTERRUPT Error: Query interrupted")
+        raise error
 
     monkeypatch.setattr("recgpt_cli.importers.import_jsonl", interrupted)
     db = tmp_path / "x.duckdb"
@@ -198,3 +201,19 @@ def test_case6_stage_records_are_typed_and_ids_separate(tmp_path: Path) -> None:
     assert isinstance(parse_stage_record(orjson.loads(orjson.dumps(out)), TagsRecord), TagsRecord)
     with pytest.raises(ValueError, match="unknown field"):
         parse_stage_record({**out, "surprise": 1}, TagsRecord)
+
+
+def test_case6_real_sigint_during_a_duckdb_query_exits_130(tmp_path: Path) -> None:
+    """Case 6, for real: SIGINT while DuckDB runs a query inside a command gives exit 130, not an internal error."""
+    script = tmp_path / "q.py"
+    script.write_text(
+        "import os, signal, threading, duckdb, typer\n"
+        "from recgpt_cli.commands.common import friendly_errors\n"
+        "@friendly_errors\n"
+        "def long_query() -> None:\n"
+        "    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "    duckdb.connect().execute('select count(*) from range(100000000000) t(x) where x % 7 = 3').fetchall()\n"
+        "typer.run(long_query)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, env=child_env(), timeout=60)
+    assert res.returncode == 130, res.stderr.decode()
+    assert b"interrupted" in res.stderr and b"internal error" not in res.stderr
