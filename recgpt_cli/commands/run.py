@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,8 @@ def run(
 
     # Every LLM option but --date (passed to compress too) goes to each LLM stage as given.
     llm_args = llm_opts.to_args(date=False)
+    if llm_opts.cache_dir is not None:  # the run's summary reads the call log from the same place
+        os.environ["RECGPT_CACHE_DIR"] = str(llm_opts.cache_dir)
     cfg = PipelineConfig(data=data, db=db, out=out, llm_users=llm_users, explain_per_user=explain_per_user,
                          max_interests=max_interests, n_tags=n_tags, k=k,
                          beta=beta, epochs=epochs, protocol=protocol, date=llm_opts.date, seed=seed, llm_args=llm_args,
