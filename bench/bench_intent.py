@@ -91,8 +91,9 @@ def pick_users(split: SplitData, n: int, seed: int) -> list[str]:
 def record(user_id: str, tags: list[str], interests: list[str] | None = None) -> dict[str, Any]:
     ints = interests if interests is not None else tags
     return {"user_id": user_id, "split": PROTOCOL, "phase": PHASE,
-            "interests": [{"id": f"I{i}", "interest": t} for i, t in enumerate(ints, 1)],
-            "tags": [{"tag": t, "interest": "I1", "reason": ""} for t in tags]}
+            "interests": [{"interest_id": f"I{i}", "interest": t} for i, t in enumerate(ints, 1)],
+            "tags": [{"tag": t, "interest_id": "I1", "interest": ints[0] if ints else None, "reason": ""}
+                     for t in tags]}
 
 
 def baseline_records(con: Any, split: SplitData, users: list[str]) -> dict[str, list[dict[str, Any]]]:

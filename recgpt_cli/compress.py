@@ -37,7 +37,7 @@ import duckdb
 import orjson
 
 from recgpt_cli.errors import BadInput, RecgptError
-from recgpt_cli.schema import BEHAVIOR_TYPES
+from recgpt_cli.schema import BEHAVIOR_TYPES, stage_row
 from recgpt_cli.tokens import TokenCounter, count_tokens
 
 # Strongest intent first: the order of behaviour types inside a period.
@@ -117,7 +117,7 @@ class CompressedUser:
     cut: str | None = None
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        return stage_row("compressed", asdict(self))  # schema.CompressedUser
 
 
 _KEPT = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3  # the stage finished, but some records failed and were written with their `error`
 
 
 class RecgptError(Exception):
@@ -27,3 +28,16 @@ class BadInput(RecgptError):
         where = f"{source}:{line}" if line is not None else source
         return cls(f"{where}: {message}", hint)
 
+
+
+class PartialFailure(RecgptError):
+    """The stage wrote every record, but `failed` of them carry an `error` (an LLM call that kept failing).
+    Exit code 3; failures are never cached, so rerunning the same command retries just those."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, stage: str, failed: int, total: int, what: str = "records") -> None:
+        super().__init__(f"{stage}: {failed} of {total} {what} failed (written with `error`)",
+                         "failures are not cached: rerun the same command to retry them")
+        self.failed = failed
+        self.total = total

@@ -77,10 +77,11 @@ def evaluate_model(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of a trained tower model (y_col = h_u·h_v, β = 1) on `phase` of the stored split; also returns the
     top-K matrix (for plots)."""
-    from recgpt_cli.towers import load_model, score_all  # the towers stage; imported lazily (torch)
+    from recgpt_cli.saved_model import load_tower_model
+    from recgpt_cli.towers import score_all  # the towers stage; imported lazily (torch)
 
     split_data = load_split(con, protocol)
-    model = load_model(model_dir)
+    model = load_tower_model(model_dir, con)
     topk = score_topk(split_data, score_all(model, split_data), max(ks), phase)
     return metrics_for_topk(con, split_data, topk, ks, phase), topk
 

@@ -10,6 +10,7 @@ match, fall back to an item-only explanation from a template (no LLM). `mode="ll
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ EXPLAIN_PARAMS = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=48, seed=
 MAX_REGENERATIONS = 2  # safety failures get this many new-seed retries before the explanation is dropped
 EXAMPLE_TITLES = 3  # example item titles shown to the LLM per category
 EXPLANATION_MAX_CHARS = 80  # schema maxLength: bounds constrained decoding (Appendix B asks for a short phrase)
+_STATS_LOCK = threading.Lock()
 MIN_MATCH_SCORE = 0.1  # phi probability (or overlap score) below which a tag does not map to a category
 
 TABLE_DDL = """
@@ -87,6 +89,10 @@ class UserInterests:
             return None
         return self.by_id.get(ref, ref)
 
+    def id_of(self, text: str | None) -> str | None:
+        """An interest text -> its mine-interests id, or None."""
+        return next((i for i, t in self.by_id.items() if t == text), None) if text else None
+
 
 @dataclass
 class ExplainStats:
@@ -121,7 +127,8 @@ class CategoryMatcher(Protocol):
 
 
 def parse_user_interests(record: dict[str, Any]) -> UserInterests:
-    """A mine-interests / predict-tags record -> UserInterests. ValueError when it has no user or interests."""
+    """A mine-interests / predict-tags record (schema.InterestsRecord / TagsRecord, as a dict) -> UserInterests.
+    ValueError when it has no user or interests."""
     uid = str(record.get("user_id") or "").strip()
     if not uid:
         raise ValueError("missing 'user_id'")
@@ -134,11 +141,11 @@ def parse_user_interests(record: dict[str, Any]) -> UserInterests:
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"interests[{i}] has no interest text")
         u.interests.append(text.strip())
-        if isinstance(it, dict) and it.get("id") is not None:
-            u.by_id[str(it["id"])] = text.strip()
+        if isinstance(it, dict) and it.get("interest_id") is not None:
+            u.by_id[str(it["interest_id"])] = text.strip()
     for t in record.get("tags") or []:
         if isinstance(t, dict) and isinstance(t.get("tag"), str) and t["tag"].strip():
-            linked = u.resolve(str(t.get("interest") or "")) or ""
+            linked = u.resolve(str(t.get("interest_id") or "")) or str(t.get("interest") or "").strip()
             if linked in u.interests:  # a tag must link to one of the user's interests (§2.2.1)
                 u.tags.append((t["tag"].strip(), linked))
     return u
@@ -263,11 +270,12 @@ def _generate_safe(
         p = params if attempt == 0 else params.with_seed(params.seed + 7919 * attempt)
         gen = llm.generate(prompt, variables, ExplanationOutput, p)
         gens.append(gen)
-        stats.llm_calls += 1
-        stats.prompt_tokens += gen.prompt_tokens
-        stats.completion_tokens += gen.completion_tokens
+        with _STATS_LOCK:  # calls run concurrently on the openai backend
+            stats.llm_calls += 1
+            stats.prompt_tokens += gen.prompt_tokens
+            stats.completion_tokens += gen.completion_tokens
+            stats.llm_errors += gen.value is None
         if gen.value is None:
-            stats.llm_errors += 1
             continue
         cut_off = len(gen.value.explanation.strip()) >= EXPLANATION_MAX_CHARS - 1
         text = tidy_truncated(gen.value.explanation, EXPLANATION_MAX_CHARS)
@@ -275,10 +283,11 @@ def _generate_safe(
                                 cut_off=cut_off)
         if res.ok:
             return res.text, attempt + 1, gens
-        stats.safety_failures.update(res.failures)
-        if attempt < MAX_REGENERATIONS:
-            stats.regenerated += 1
-    stats.dropped += 1
+        with _STATS_LOCK:
+            stats.safety_failures.update(res.failures)
+            stats.regenerated += attempt < MAX_REGENERATIONS
+    with _STATS_LOCK:
+        stats.dropped += 1
     return None, MAX_REGENERATIONS + 1, gens
 
 
@@ -367,7 +376,7 @@ def build_explanation_table(
         return {"interest": interest, "category_leaf": leaf, "explanation": text, "prompt_version": tmpl.version,
                 "model_id": model_id, "score": score, "attempts": attempts}, gens
 
-    for row, _ in run_batch(todo, one, desc="explain --build-table", quiet=quiet):
+    for row, _ in run_batch(todo, one, desc="explain --build-table", quiet=quiet, concurrency=llm.concurrency):
         if row is None:
             continue
         made.append(row)
@@ -427,7 +436,8 @@ def explain_recommendations(
 ) -> Iterator[dict[str, Any]]:
     """One explanation per retrieve record (§2.4.2 online): table lookup by (user's interest, item category),
     or an LLM call per (user, item) with mode="llm"; item-only fallback when nothing matches or the LLM's
-    output is unsafe. Yields {"user_id","item_id","explanation","interest","source","title","category"}.
+    output is unsafe. Yields {"user_id","item_id","explanation","interest","source","title","category",
+    "interest_id"} (schema.Explanation).
     An unknown item_id raises KeyError (the CLI reports it with file:line)."""
     if mode not in ("table", "llm"):
         raise ValueError(f"mode must be 'table' or 'llm', not {mode!r}")
@@ -445,7 +455,7 @@ def explain_recommendations(
         item = items[iid]
         user = users.get(uid) or UserInterests(uid)
         pii = pii_terms_from_attributes(user.attributes)
-        first = user.resolve(rec.get("interest"))
+        first = user.resolve(rec.get("interest_id") or rec.get("interest"))
         candidates = ([first] if first else []) + [i for i in user.interests if i != first]
         out: dict[str, Any] = {"user_id": uid, "item_id": iid, "explanation": None, "interest": None,
                                "source": "fallback", "title": item.title, "category": item.category_path}
@@ -470,9 +480,12 @@ def explain_recommendations(
             out["explanation"] = fallback_explanation(item, safety)
         return out, gens
 
-    for out, _ in run_batch(recs, one, desc=f"explain ({mode})", quiet=quiet or mode == "table"):
+    for out, _ in run_batch(recs, one, desc=f"explain ({mode})", quiet=quiet or mode == "table",
+                            concurrency=llm.concurrency if llm is not None and mode == "llm" else 1):
         stats.n += 1
         stats.by_source[out["source"]] += 1
+        user = users.get(out["user_id"])
+        out["interest_id"] = user.id_of(out["interest"]) if user is not None else None
         yield out
 
 

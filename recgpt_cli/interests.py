@@ -173,7 +173,8 @@ def _closest_preset(interest: str, pool: list[str]) -> str | None:
 def clean_interests(
     mined: list[MinedInterest], record: dict[str, Any], *, max_interests: int, pool: list[str] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Apply the module's rules to model output; return (interests with ids I1.., removed count per rule)."""
+    """Apply the module's rules to model output; return (interests with `interest_id` I1.., removed count per
+    rule)."""
     removed = dict.fromkeys(INTEREST_RULES, 0)
     evidence = evidence_words(record)
     kept: list[dict[str, Any]] = []
@@ -204,7 +205,7 @@ def clean_interests(
             continue
         kept.append(out)
         kept_words.append(words)
-    return [{"id": f"I{i}", **k} for i, k in enumerate(kept, start=1)], removed
+    return [{"interest_id": f"I{i}", **k} for i, k in enumerate(kept, start=1)], removed
 
 
 def mining_variables(
@@ -306,7 +307,7 @@ def mine_interests(
     params: SamplingParams | None = None,
 ) -> Iterator[dict[str, Any]]:
     """LLM_UI (§2.1.2, Eq. 1): one call per `compress` record, then the module's rules. Yields the input record
-    plus `interests` [{id, interest, stage, reason}] (+ `preset` with a pool) and `interest_rules_removed`;
+    plus `interests` [{interest_id, interest, stage, reason}] (+ `preset` with a pool) and `interest_rules_removed`;
     a failed call yields the record with `interests: []` and `error`. `date=None` uses each record's `date`."""
     miner = InterestMiner(llm, date, interest_pool, max_interests, prompt, params)
     for record in records:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,3 +134,29 @@ class JsonlWriter:
             self._fh.close()
         else:
             self._fh.flush()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (ours always does)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder `<tmp>/<prefix><pid>-…`, removed on exit. Folders left by killed processes (kill -9
+    skips every cleanup) are removed first, so they never pile up."""
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{prefix}*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-") as tmp:
+        yield Path(tmp)

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from recgpt_cli.errors import BadInput, RecgptError
+from recgpt_cli.errors import EXIT_PARTIAL, BadInput, RecgptError
 
 JUDGE_TASKS = {"interests": "interests.jsonl", "tags": "tags.jsonl", "explanations": "explanations.jsonl"}
 
@@ -180,7 +180,9 @@ class Runner:
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "recgpt_cli", *args], env=self.env, stdout=subprocess.PIPE)
         seconds = time.perf_counter() - started
-        if proc.returncode != 0:
+        if proc.returncode == EXIT_PARTIAL:  # records that failed are written with `error`; the run goes on
+            note = f"{note}; some records failed" if note else "some records failed"
+        elif proc.returncode != 0:
             err = RecgptError(f"stage {name} failed (exit {proc.returncode}); its error is printed above",
                               "fix it and rerun `recgpt run`: finished work is kept and reused")
             err.exit_code = proc.returncode if proc.returncode in (2, 130) else 1

@@ -25,6 +25,7 @@ import torch
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
+from recgpt_cli.schema import TagsRecord, parse_stage_record
 from recgpt_cli.towers.saved import TowerModel
 
 Csr = tuple[np.ndarray, np.ndarray]
@@ -33,7 +34,8 @@ Csr = tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class Tag:
     tag: str
-    interest: str | None = None
+    interest: str | None = None  # the interest's text
+    interest_id: str | None = None  # its mine-interests id ("I1")
     split: str | None = None  # provenance of the history the tag came from (compress --split/--phase)
     phase: str | None = None
 
@@ -44,6 +46,7 @@ class Hit:
     score: float
     tag: str | None
     interest: str | None
+    interest_id: str | None = None
 
 
 class ExactSearch:
@@ -166,7 +169,7 @@ def rank_users(
         per_user: list[list[list[Hit]]] = [[] for _ in part]
         for j in range(len(part), len(q)):
             tag = q_tag[j - len(part)]
-            per_user[rows[j]].append(_hits(ids[j], sims[j], tag.tag, tag.interest))
+            per_user[rows[j]].append(_hits(ids[j], sims[j], tag.tag, tag.interest, tag.interest_id))
         for r, u in enumerate(part):
             own = _hits(ids[r], sims[r], None, None)
             lists = per_user[r]
@@ -174,8 +177,9 @@ def rank_users(
             yield int(u), (merge_with_quota(lists, k, quota, own) if lists else own)
 
 
-def _hits(ids: np.ndarray, sims: np.ndarray, tag: str | None, interest: str | None) -> list[Hit]:
-    return [Hit(int(i), float(s), tag, interest) for i, s in zip(ids, sims, strict=True) if i >= 0]
+def _hits(ids: np.ndarray, sims: np.ndarray, tag: str | None, interest: str | None,
+          interest_id: str | None = None) -> list[Hit]:
+    return [Hit(int(i), float(s), tag, interest, interest_id) for i, s in zip(ids, sims, strict=True) if i >= 0]
 
 
 def engaged_items(con: duckdb.DuckDBPyConnection, model: TowerModel) -> Csr:
@@ -192,19 +196,19 @@ def engaged_items(con: duckdb.DuckDBPyConnection, model: TowerModel) -> Csr:
 
 
 def read_tags(path: str | Path) -> tuple[dict[str, list[Tag]], int]:
-    """Tags per user from predict-tags JSONL ({"user_id", "tags": [{"tag", "interest", ...}]}).
-    Returns (tags by user id, number of records with no usable tags)."""
+    """Tags per user from predict-tags JSONL (schema.TagsRecord: {"user_id", "tags": [{"tag", "interest_id",
+    "interest", ...}]}). Returns (tags by user id, number of records with no usable tags)."""
     out: dict[str, list[Tag]] = {}
     empty = 0
     for line, rec in iter_jsonl(path):
-        uid, tags = rec.get("user_id"), rec.get("tags", [])
-        if uid is None or not isinstance(tags, list):
-            raise BadInput.at(source_name(path), line, "expected {\"user_id\", \"tags\": [{\"tag\", \"interest\"}]}")
-        split, phase = rec.get("split"), rec.get("phase")
-        parsed = [Tag(str(t["tag"]), t.get("interest"), split, phase)
-                  for t in tags if isinstance(t, dict) and t.get("tag")]
+        try:
+            record = parse_stage_record(rec, TagsRecord)
+        except ValueError as exc:
+            raise BadInput.at(source_name(path), line, str(exc)) from None
+        assert isinstance(record, TagsRecord)
+        parsed = [Tag(t.tag, t.interest, t.interest_id, record.split, record.phase) for t in record.tags]
         empty += not parsed
-        out.setdefault(str(uid), []).extend(parsed)
+        out.setdefault(record.user_id, []).extend(parsed)
     return out, empty
 
 
@@ -222,7 +226,8 @@ def retrieve(
     ef: int = 200,
     m: int = 32,
 ) -> Iterator[dict[str, Any]]:
-    """Recommendations as JSONL-ready dicts {"user_id","item_id","rank","score","tag","interest"} (§2.3.3).
+    """Recommendations as JSONL-ready dicts {"user_id","item_id","rank","score","tag","interest_id","interest"}
+    (schema.Recommendation, §2.3.3).
 
     users: user ids to serve (default: every user the model knows). exclude: "train" filters the model's train
     pairs (what evaluation needs), "all" every item the user has a behaviour on in `con` (serving)."""
@@ -240,7 +245,7 @@ def retrieve(
         origin = (tags.get(u) or [Tag("")])[0]
         for rank, h in enumerate(hits, start=1):
             row = {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
-                   "score": round(h.score, 6), "tag": h.tag, "interest": h.interest}
+                   "score": round(h.score, 6), "tag": h.tag, "interest_id": h.interest_id, "interest": h.interest}
             if h.tag is not None:
                 row.update(split=origin.split, phase=origin.phase)
             yield row

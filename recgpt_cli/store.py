@@ -76,8 +76,11 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
 
 
 @contextlib.contextmanager
-def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = open_db(path, read_only=read_only)
+def connect(path: str | Path, *, read_only: bool = False, create: bool = True
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open a recgpt database; `create=False` for stages that need data already imported (a mistyped --db is
+    reported as missing instead of becoming a new empty file)."""
+    con = open_db(path, read_only=read_only, create=create)
     try:
         yield con
     finally:

@@ -127,7 +127,7 @@ _ID = re.compile(r"^\s*(?:[Ii]\s*(\d+)\b|(\d+)\s*$)")
 
 def link_interest(value: str, interests: list[dict[str, Any]]) -> str | None:
     """The id of the user's interest a tag's `interest` field names (by id, else by text), or None."""
-    ids = {i["id"] for i in interests}
+    ids = {i["interest_id"] for i in interests}
     m = _ID.match(value)
     if m and f"I{m.group(1) or m.group(2)}" in ids:
         return f"I{m.group(1) or m.group(2)}"
@@ -139,7 +139,7 @@ def link_interest(value: str, interests: list[dict[str, Any]]) -> str | None:
         if iw and iw <= words:
             score = max(score, 1.0)
         if score > best_score:
-            best, best_score = i["id"], score
+            best, best_score = i["interest_id"], score
     return best if best_score >= LINK_JACCARD else None
 
 
@@ -245,9 +245,9 @@ def clean_tags(
             removed["unlinked"] += 1
             continue
         if catalogue is not None and catalogue.phi is not None:
-            interest = next(i for i in shown if i["id"] == linked)
             if linked not in leaves_by_interest:
-                leaves_by_interest[linked] = interest_leaves(interest, compressed, catalogue)
+                shown_interest = next(i for i in shown if i["interest_id"] == linked)
+                leaves_by_interest[linked] = interest_leaves(shown_interest, compressed, catalogue)
             if not catalogue.leaves_of([text])[0] & leaves_by_interest[linked]:
                 removed["implausible"] += 1
                 continue
@@ -263,7 +263,8 @@ def clean_tags(
         if len(kept) >= n_tags:
             removed["over_cap"] += 1
             continue
-        kept.append({"tag": text, "interest": linked, "reason": " ".join(t.reason.split())})
+        interest = next(i["interest"] for i in shown if i["interest_id"] == linked)
+        kept.append({"tag": text, "interest_id": linked, "interest": interest, "reason": " ".join(t.reason.split())})
         kept_words.append(words)
     return kept, removed
 
@@ -305,9 +306,9 @@ def tag_variables(
         "date": day.isoformat(),
         "season": season_of(day),
         "attributes": format_attributes(record.get("attributes")),
-        "interests": "; ".join(f"{i['id']}: {i['interest']} ({i.get('stage', '')})" for i in interests),
-        "interest_ids": ", ".join(i["id"] for i in interests),
-        "first_id": interests[0]["id"],
+        "interests": "; ".join(f"{i['interest_id']}: {i['interest']} ({i.get('stage', '')})" for i in interests),
+        "interest_ids": ", ".join(i["interest_id"] for i in interests),
+        "first_id": interests[0]["interest_id"],
         "compressed": compressed or "(no behaviour)",
         "recent_items": _recent_text(record, day),
         "n_tags": n_tags,
@@ -319,9 +320,9 @@ def check_record(record: dict[str, Any], *, has_date: bool = True) -> str | None
     if record.get("user_id") in ("", None):
         return "missing user_id"
     interests = record.get("interests")
-    if not isinstance(interests, list) or not all(isinstance(i, dict) and "id" in i and "interest" in i
+    if not isinstance(interests, list) or not all(isinstance(i, dict) and "interest_id" in i and "interest" in i
                                                   for i in interests):
-        return "missing `interests` list of {id, interest} (input must be `recgpt mine-interests` output)"
+        return "missing `interests` list of {interest_id, interest} (input must be `recgpt mine-interests` output)"
     return check_date(record, has_date)
 
 
@@ -368,7 +369,7 @@ class TagPredictor:
             gen = self.llm.generate(self.template, variables, model, params)
             gens.append(gen)
             if gen.value is None:
-                errors.append({"interest": ",".join(i["id"] for i in group), "error": gen.error})
+                errors.append({"interest_id": ",".join(i["interest_id"] for i in group), "error": gen.error})
             else:
                 predicted += [(t, group) for t in gen.value.tags]
         tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags, catalogue=self.catalogue)
@@ -393,8 +394,8 @@ def predict_tags(
     catalogue: Catalogue | None = None,
 ) -> Iterator[dict[str, Any]]:
     """LLM_IT (§2.2.1, Eq. 2): tags for each `mine-interests` record, then the module's rules. Yields the input
-    record plus `tags` [{tag, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed calls and
-    `error` is set when every call failed. Users without interests (or with an upstream `error`) get
+    record plus `tags` [{tag, interest_id, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed
+    calls and `error` is set when every call failed. Users without interests (or with an upstream `error`) get
     `tags: []` and no call."""
     predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue)
     for record in records:

@@ -217,7 +217,7 @@ def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) ->
              for line in (SAMPLE / "truth_interests.jsonl").read_text().splitlines() if line.strip()}
     # u001's true interests as its own interests and tags: interest P = R = 1 through phi
     recs = [{"user_id": "u001", "split": "loo", "phase": "test",
-             "interests": [{"id": f"I{i}", "interest": leaf} for i, leaf in enumerate(truth["u001"], 1)],
+             "interests": [{"interest_id": f"I{i}", "interest": leaf} for i, leaf in enumerate(truth["u001"], 1)],
              "tags": [{"tag": leaf, "interest": "I1", "reason": "..."} for leaf in truth["u001"]],
              "tag_rules_removed": {"vague": len(truth["u001"])}}]
     tags = tmp_path / "tags.jsonl"

@@ -99,9 +99,9 @@ def test_clean_interests_applies_rules_in_order_with_exact_counts() -> None:
     )
     kept, removed = clean_interests(raw, RECORD, max_interests=3)
     assert kept == [
-        {"id": "I1", "interest": "Tennis", "stage": "long-term", "reason": "bought a racket"},
-        {"id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
-        {"id": "I3", "interest": "cat care", "stage": "long-term", "reason": "cat food"},
+        {"interest_id": "I1", "interest": "Tennis", "stage": "long-term", "reason": "bought a racket"},
+        {"interest_id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
+        {"interest_id": "I3", "interest": "cat care", "stage": "long-term", "reason": "cat food"},
     ]
     assert removed == {"vague": 1, "unsupported": 2, "bad_reason": 0, "duplicate": 2, "over_cap": 1}
 
@@ -155,8 +155,8 @@ def test_mine_interests_renders_prompt_and_keeps_input_fields() -> None:
     row = rows[0]
     assert {k: row[k] for k in RECORD} == RECORD
     assert row["interests"] == [
-        {"id": "I1", "interest": "tennis", "stage": "long-term", "reason": "seen in history"},
-        {"id": "I2", "interest": "hiking", "stage": "long-term", "reason": "seen in history"},
+        {"interest_id": "I1", "interest": "tennis", "stage": "long-term", "reason": "seen in history"},
+        {"interest_id": "I2", "interest": "hiking", "stage": "long-term", "reason": "seen in history"},
     ]
     assert row["interest_rules_removed"] == {"vague": 0, "unsupported": 1, "bad_reason": 0, "duplicate": 0,
                                              "over_cap": 0}
@@ -232,7 +232,8 @@ def test_cli_bad_line_is_exit_2_with_file_and_line(tmp_path: Path, fake_cli: lis
     src = write_jsonl(tmp_path / "c.jsonl", [RECORD, {"user_id": "u2"}, b"{oops"])
     res = CliRunner().invoke(app, ["mine-interests", "--in", str(src), "--date", DAY, "--no-cache"])
     assert res.exit_code == 2
-    assert f"{src}:2: missing `compressed`" in res.output
+    assert f"{src}:2: expected recgpt compress output (kind 'compressed'), got a record no recgpt stage writes" \
+        in res.output
     out = tmp_path / "i.jsonl"
     res = CliRunner().invoke(app, ["mine-interests", str(src), "--out", str(out), "--date", DAY, "--no-cache",
                                    "--skip-bad"])
@@ -240,7 +241,7 @@ def test_cli_bad_line_is_exit_2_with_file_and_line(tmp_path: Path, fake_cli: lis
     assert len(out.read_bytes().splitlines()) == 1
     rejects = (tmp_path / "i.jsonl.rejects.jsonl").read_bytes().splitlines()
     assert [(orjson.loads(r)["line"], orjson.loads(r)["error"][:18]) for r in rejects] == [
-        (2, "missing `compresse"), (3, "malformed JSON (un")]
+        (2, "expected recgpt co"), (3, "malformed JSON (un")]
 
 
 def test_cli_date_from_option_or_record(tmp_path: Path, fake_cli: list[Any]) -> None:
@@ -272,7 +273,7 @@ def test_real_model_mines_schema_valid_interests() -> None:
         assert row["interests"] or row.get("error") or sum(row["interest_rules_removed"].values())
         assert len(row["interests"]) <= 2
         for i, it in enumerate(row["interests"], start=1):
-            assert it["id"] == f"I{i}" and it["stage"] in ("long-term", "short-term")
+            assert it["interest_id"] == f"I{i}" and it["stage"] in ("long-term", "short-term")
             assert is_supported(it["interest"], evidence_words(row))  # the hallucination rule held
 
 

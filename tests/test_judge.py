@@ -38,8 +38,9 @@ def test_pass_rules_follow_section_4_3() -> None:
 
 def test_expand_mine_interests_and_predict_tags_records() -> None:
     rec = {"user_id": "u1", "attributes": {"age": 30}, "compressed": "2025-06 (purchase) | tennis racket",
-           "interests": [{"id": "I1", "interest": "Tennis", "stage": "long-term", "reason": "bought a racket"}],
-           "tags": [{"tag": "Tennis overgrip tape", "interest": "I1", "reason": "racket upkeep"}]}
+           "interests": [{"interest_id": "I1", "interest": "Tennis", "stage": "long-term",
+                          "reason": "bought a racket"}],
+           "tags": [{"tag": "Tennis overgrip tape", "interest_id": "I1", "reason": "racket upkeep"}]}
     [s] = expand_record(rec, "interests")
     assert s == {"sample_id": "u1:I1", "user_id": "u1", "attributes": {"age": 30},
                  "behaviors": "2025-06 (purchase) | tennis racket", "interest": "Tennis", "reason": "bought a racket"}
@@ -187,7 +188,7 @@ def test_cli_judge_bad_input_exit_2_with_file_line(tmp_path, fake_factory) -> No
     src = tmp_path / "in.jsonl"
     _write_jsonl(src, [_samples()[0], {"sample_id": "x", "interest": "Hiking"}])
     r = CliRunner().invoke(app, ["judge", str(src), "--task", "explanations", "--out", str(tmp_path / "o.jsonl")])
-    assert r.exit_code == 2 and f"{src}:2: expected an explain record" in r.output
+    assert r.exit_code == 2 and f"{src}:2: missing or empty field(s): explanation" in r.output
     r = CliRunner().invoke(app, ["judge", str(src), "--task", "explanations", "--skip-bad",
                                  "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 0 and (tmp_path / "o.jsonl.rejects.jsonl").exists()
@@ -213,3 +214,13 @@ def test_real_model_judge_three_gold_samples() -> None:
         for row in rows:
             assert TASKS[task].check_labels(row["verdicts"]) is None, row
             assert row["pass"] == TASKS[task].sample_passes(row["verdicts"])
+
+
+def test_explain_rows_expand_to_samples_that_expand_again_unchanged() -> None:
+    from recgpt_cli.schema import stage_row
+
+    row = stage_row("explanation", {"user_id": "u1", "item_id": "i1", "explanation": "For your hikes",
+                                    "interest": "Hiking", "source": "table", "title": "Boots", "category": ["Shoes"]})
+    [sample] = expand_record(row, "explanations")
+    assert sample["sample_id"] == "u1:i1" and "kind" not in sample
+    assert expand_record(sample, "explanations") == [sample]  # the CLI expands, then judge_samples does again

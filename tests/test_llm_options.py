@@ -9,19 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from recgpt_cli.commands.llm_options import (
-    BackendOpt,
-    BaseUrlOpt,
-    CacheDirOpt,
-    ConcurrencyOpt,
-    DateOpt,
-    LLMOptions,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptOpt,
-    TemperatureOpt,
-)
+from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput
 from recgpt_cli.llm.base import FakeBackend, SamplingParams
 from recgpt_cli.llm.cache import DuckDBCache
@@ -32,21 +20,9 @@ app = typer.Typer()
 
 
 @app.command()
-def stage(
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    no_cache: NoCacheOpt = False,
-    cache_dir: CacheDirOpt = None,
-    prompt: PromptOpt = None,
-    date: DateOpt = None,
-    temperature: TemperatureOpt = None,
-    max_tokens: MaxTokensOpt = None,
-) -> None:
-    seen.append(LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency,
-                           no_cache=no_cache, cache_dir=cache_dir, prompt=prompt, date=date,
-                           temperature=temperature, max_tokens=max_tokens))
+@llm_options()
+def stage(seed: int = 0, llm_opts: LLMOptions = LLMOptions()) -> None:
+    seen.append(llm_opts)
 
 
 def invoke(*args: str) -> object:
@@ -62,13 +38,15 @@ def test_defaults() -> None:
 
 
 def test_all_options_parse() -> None:
-    r = invoke("--backend", "openai", "--model", "smol", "--base-url", "http://127.0.0.1:1/v1", "--concurrency",
-               "8", "--no-cache", "--cache-dir", "c", "--prompt", "p.md", "--date", "2025-07-01",
-               "--temperature", "0.3", "--max-tokens", "64")
+    args = ["--backend", "openai", "--model", "smol", "--base-url", "http://127.0.0.1:1/v1", "--concurrency", "8",
+            "--timeout", "2.5", "--retries", "0", "--no-cache", "--cache-dir", "c", "--prompt", "p.md", "--date",
+            "2025-07-01", "--temperature", "0.3", "--max-tokens", "64"]
+    r = invoke(*args)
     assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
     o = seen[0]
-    assert (o.backend, o.model, o.base_url, o.concurrency, o.no_cache, o.cache_dir, o.prompt) == (
-        "openai", "smol", "http://127.0.0.1:1/v1", 8, True, Path("c"), "p.md")
+    assert (o.backend, o.model, o.base_url, o.concurrency, o.timeout, o.retries, o.no_cache, o.cache_dir,
+            o.prompt) == ("openai", "smol", "http://127.0.0.1:1/v1", 8, 2.5, 0, True, Path("c"), "p.md")
+    assert o.to_args() == args  # what `recgpt run` hands each stage: the same options back
     assert o.day().isoformat() == "2025-07-01"  # type: ignore[union-attr]
     assert o.sampling(SamplingParams(max_tokens=300)) == SamplingParams(temperature=0.3, max_tokens=64)
 
@@ -110,3 +88,18 @@ def test_load_prompt_prefers_file(tmp_path: Path) -> None:
     f.write_text("---\ntask: custom\nversion: 9\noutput: O\n---\nhi\n", encoding="utf-8")
     assert LLMOptions(prompt=str(f)).load_prompt("interest_mining").task == "custom"
     assert LLMOptions().load_prompt("interest_mining").task == "interest_mining"
+
+
+def test_every_llm_command_and_run_take_the_same_options() -> None:
+    """One option set, declared once: the four LLM commands and `run` list the same LLM options."""
+    from recgpt_cli.cli import app as recgpt
+
+    commands = typer.main.get_command(recgpt).commands  # type: ignore[attr-defined]
+    opts = {name: {o for p in commands[name].params for o in p.opts}
+            for name in ("mine-interests", "predict-tags", "explain", "judge", "run")}
+    llm = {"--backend", "--model", "--base-url", "--concurrency", "--timeout", "--retries", "--no-cache",
+           "--cache-dir", "--temperature", "--max-tokens"}
+    for name, have in opts.items():
+        assert llm <= have, (name, llm - have)
+    assert "--date" in opts["mine-interests"] and "--date" not in opts["judge"]
+    assert "--prompt" in opts["explain"] and "--prompt" not in opts["run"]

@@ -87,9 +87,11 @@ def test_hnsw_agrees_with_exact(shop):
 
 def test_read_tags_errors(tmp_path: Path):
     good = tmp_path / "tags.jsonl"
-    good.write_text('{"user_id": "u1", "tags": [{"tag": "tent", "interest": "I1"}]}\n{"user_id": "u2", "tags": []}\n')
+    rec = {"kind": "tags", "compressed": "", "interests": []}
+    good.write_text(orjson.dumps({**rec, "user_id": "u1", "tags": [{"tag": "tent", "interest_id": "I1"}]}).decode()
+                    + "\n" + orjson.dumps({**rec, "user_id": "u2", "tags": []}).decode() + "\n")
     tags, empty = read_tags(good)
-    assert tags == {"u1": [Tag("tent", "I1")], "u2": []} and empty == 1
+    assert tags == {"u1": [Tag("tent", None, "I1")], "u2": []} and empty == 1
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"user_id": "u1", "tags": "tent"}\n')
     with pytest.raises(BadInput, match="bad.jsonl:1"):
@@ -104,14 +106,16 @@ def test_cli_train_then_retrieve(tmp_path: Path):
                               "--batch-size", "32", "--negatives", "8", "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     tags = tmp_path / "tags.jsonl"
-    tags.write_text(orjson.dumps({"user_id": "u01", "tags": [{"tag": "tents", "interest": "I1"}]}).decode() + "\n")
+    tags.write_text(orjson.dumps({"kind": "tags", "user_id": "u01", "compressed": "", "interests": [],
+                                  "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n")
     out = tmp_path / "recs.jsonl"
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--k", "3",
                               "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     recs = [orjson.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 24 * 3
-    assert set(recs[0]) == {"user_id", "item_id", "rank", "score", "tag", "interest"}
+    assert set(recs[0]) == {"kind", "kind_version", "user_id", "item_id", "rank", "score", "tag", "interest_id",
+                            "interest"}
     assert {r["tag"] for r in recs if r["user_id"] == "u01"} == {"tents"}
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--beta", "2"])
     assert res.exit_code == 2 and "beta" in res.output
@@ -144,10 +148,11 @@ def test_tag_rows_carry_the_tags_provenance_and_users_without_tags_work(shop, tm
     no usable tag (an empty list) gets plain user-only rows."""
     con, model, _ = shop
     path = tmp_path / "tags.jsonl"
-    path.write_bytes(orjson.dumps({"user_id": "u00", "split": "loo", "phase": "test", "tags": [{"tag": "coffee"}]})
-                     + b"\n" + orjson.dumps({"user_id": "u01", "tags": []}) + b"\n")
+    base = {"compressed": "", "interests": []}
+    path.write_bytes(orjson.dumps({"user_id": "u00", "split": "loo", "phase": "test", "tags": [{"tag": "coffee"}],
+                                   **base}) + b"\n" + orjson.dumps({"user_id": "u01", "tags": [], **base}) + b"\n")
     tags, empty = read_tags(path)
-    assert tags["u00"] == [Tag("coffee", None, "loo", "test")] and tags["u01"] == [] and empty == 1
+    assert tags["u00"] == [Tag("coffee", None, None, "loo", "test")] and tags["u01"] == [] and empty == 1
     recs = list(retrieve(con, model, tags, beta=0.5, k=4, exact=True, users=["u00", "u01"]))
     tagged = [r for r in recs if r["tag"] is not None]
     assert tagged and all((r["split"], r["phase"]) == ("loo", "test") for r in tagged)

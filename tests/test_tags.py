@@ -28,8 +28,8 @@ from recgpt_cli.tags import (
 
 DAY = date(2025, 6, 30)
 INTERESTS = [
-    {"id": "I1", "interest": "tennis", "stage": "long-term", "reason": "racket and balls"},
-    {"id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
+    {"interest_id": "I1", "interest": "tennis", "stage": "long-term", "reason": "racket and balls"},
+    {"interest_id": "I2", "interest": "outdoor hiking", "stage": "long-term", "reason": "boots and backpack"},
 ]
 # A `mine-interests` record, written by hand.
 RECORD: dict[str, Any] = {
@@ -107,8 +107,8 @@ def test_clean_tags_exact_output_and_counts() -> None:
     ]
     kept, removed = clean_tags(predicted, RECORD, day=DAY, n_tags=2)
     assert kept == [
-        {"tag": "tennis elbow brace", "interest": "I1", "reason": "fits the history"},
-        {"tag": "trekking poles", "interest": "I2", "reason": "fits the history"},
+        {"tag": "tennis elbow brace", "interest_id": "I1", "interest": "tennis", "reason": "fits the history"},
+        {"tag": "trekking poles", "interest_id": "I2", "interest": "outdoor hiking", "reason": "fits the history"},
     ]
     assert removed == {"vague": 1, "bad_reason": 0, "brand": 0, "unlinked": 1, "implausible": 0, "invalid": 0,
                        "stale": 1, "duplicate": 1, "over_cap": 1}
@@ -140,7 +140,7 @@ def test_one_call_per_interest_each_linked_to_its_interest() -> None:
     assert "Engaged in the last 30 days (do not repeat): Volley Pro Tennis Racket; Trailmark Running Shoes\n" in \
         backend.calls[0][-1]["content"]
     row = rows[0]
-    assert [(t["tag"], t["interest"]) for t in row["tags"]] == [
+    assert [(t["tag"], t["interest_id"]) for t in row["tags"]] == [
         ("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"),
         ("trekking poles", "I2"), ("hiking rain poncho", "I2"), ("merino hiking socks", "I2")]
     # "court shoes" named I2 in the call that only saw I1.
@@ -169,7 +169,7 @@ def test_failures_are_recorded_per_call_and_per_user() -> None:
 
     row = next(predict_tags([RECORD], StructuredLLM(FakeBackend(responder), retries=0), date=DAY))
     assert [t["tag"] for t in row["tags"]] == ["tennis elbow brace"]
-    assert row["tag_errors"][0]["interest"] == "I2" and "error" not in row
+    assert row["tag_errors"][0]["interest_id"] == "I2" and "error" not in row
     row = next(predict_tags([RECORD], StructuredLLM(FakeBackend(lambda m, s, p: "no"), retries=0), date=DAY))
     assert row["tags"] == [] and row["error"].startswith("JSONDecodeError") and len(row["tag_errors"]) == 2
 
@@ -209,14 +209,15 @@ def test_cli_pipeline_and_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                         input=mined.stdout)
     assert res.exit_code == 0, res.output
     row = orjson.loads(res.stdout.splitlines()[0])
-    assert row["tags"] == [{"tag": "tennis elbow brace", "interest": "I1", "reason": "fits the history"}]
+    assert row["tags"] == [{"tag": "tennis elbow brace", "interest_id": "I1", "interest": "tennis",
+                            "reason": "fits the history"}]
     assert row["tag_rules_removed"]["stale"] == 1
     assert "predict-tags" in res.stderr and "1 users, 1 ok" in res.stderr
 
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps(RECORD) + "\n" + json.dumps({"user_id": "u2", "compressed": "x"}) + "\n")
     res = runner.invoke(app, ["predict-tags", str(src), "--date", "2025-06-30", "--no-cache"])
-    assert res.exit_code == 2 and f"{src}:2: missing `interests`" in res.stderr
+    assert res.exit_code == 2 and f"{src}:2: expected recgpt mine-interests output (kind 'interests')" in res.stderr
 
 
 # ---- the real embedded model ----
@@ -232,10 +233,10 @@ def test_real_model_tags_link_to_interests_and_obey_rules() -> None:
     for row in rows:
         assert row["tags"] or row.get("error") or sum(row["tag_rules_removed"].values())
         assert len(row["tags"]) <= 2
-        ids = {i["id"] for i in row["interests"]}
+        ids = {i["interest_id"] for i in row["interests"]}
         recent = recent_phrases(row, DAY)
         for t in row["tags"]:
-            assert t["interest"] in ids
+            assert t["interest_id"] in ids
             assert not is_vague(t["tag"]) and not is_stale(tag_words(t["tag"]), recent)
 
 
@@ -264,12 +265,12 @@ def test_relevant_history_keeps_the_lines_behind_the_interest() -> None:
     history = ("2025-06-20(purchase) | Volley Pro Tennis Racket (Tennis Rackets)\n"
                "2025-05(detail_view) | Lumina Cookware Set (Cookware)\n"
                "2025-04(search) | search:\"tennis balls\"")
-    tennis = [{"id": "I1", "interest": "Tennis", "reason": "bought a racket"}]
+    tennis = [{"interest_id": "I1", "interest": "Tennis", "reason": "bought a racket"}]
     assert relevant_history(history, tennis) == (
         "2025-06-20(purchase) | Volley Pro Tennis Racket (Tennis Rackets)\n2025-04(search) | search:\"tennis balls\"")
     assert relevant_history(history, tennis, limit=1).count("\n") == 0
     # nothing matches: the whole history rather than none
-    assert relevant_history(history, [{"id": "I2", "interest": "Origami"}]) == history
+    assert relevant_history(history, [{"interest_id": "I2", "interest": "Origami"}]) == history
 
 
 # ---- tightened rules (issue 8): reasons, brands, plausibility, validity ----

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -52,11 +55,16 @@ def friendly_errors(func: F) -> F:
                 console.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished work is saved; rerun the same command to resume")
-            raise typer.Exit(130) from None
+            _interrupted()
+        except BrokenPipeError:
+            # The reader went away (`| head -1`): what it wanted was written; stop quietly.
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last line of defence for users
+            if _is_duckdb_interrupt(exc):  # Ctrl-C inside a DuckDB query; its transaction rolled back
+                _interrupted()
             if _state["debug"]:
                 raise
             console.print(
@@ -68,3 +76,31 @@ def friendly_errors(func: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
+
+
+def _interrupted() -> NoReturn:
+    console.print("[yellow]interrupted[/]: finished work is saved; rerun the same command to resume")
+    if any(t.name.startswith("recgpt-llm-") and t.is_alive() for t in threading.enumerate()):
+        # LLM calls still hang in worker threads: leave now. Finished calls are committed to the cache, and
+        # tearing the interpreter down around a thread inside DuckDB or a socket could abort instead of exit 130.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+    raise typer.Exit(130) from None
+
+
+def _is_duckdb_interrupt(exc: Exception) -> bool:
+    """DuckDB turns a Ctrl-C during a query into RuntimeError("Query interrupted") (InterruptException in some
+    versions) instead of KeyboardInterrupt."""
+    return type(exc).__name__ == "InterruptException" or (
+        type(exc) is RuntimeError and str(exc).startswith("Query interrupted"))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -118,6 +118,8 @@ def compress(
     from recgpt_cli.tokens import token_counter
 
     user_ids = _csv(users)
+    if users is not None and not user_ids:
+        raise BadInput(f"--users {users!r}: no user ids in it", "omit --users to compress every user")
     if in_path is not None:
         picked = []
         for line, rec in iter_jsonl(in_path):

@@ -87,7 +87,7 @@ def evaluate(
     from recgpt_cli.evaluate import run_evaluation
     from recgpt_cli.store import connect
 
-    with connect(db) as con:
+    with connect(db, create=False) as con:
         result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,
                                 protocol=protocol, ks=_parse_ks(k), phase=phase, plot_dir=plot, seed=seed,
                                 tags_path=tags, truth_path=truth)

@@ -21,26 +21,16 @@ from recgpt_cli.commands.common import (
     console,
     friendly_errors,
 )
-from recgpt_cli.commands.llm_options import (
-    BackendOpt,
-    BaseUrlOpt,
-    CacheDirOpt,
-    ConcurrencyOpt,
-    DateOpt,
-    LLMOptions,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptOpt,
-    TemperatureOpt,
-)
+from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.schema import InterestsRecord, Recommendation, TagsRecord, parse_stage_record, stage_row
 
 InArg = Annotated[str | None, typer.Argument(help="Retrieve output JSONL (or - for stdin); same as --in.")]
 
 
 @friendly_errors
+@llm_options()
 def explain(
     in_arg: InArg = None,
     db: DbOpt = Path("recgpt.duckdb"),
@@ -52,20 +42,11 @@ def explain(
     table_out: Annotated[Path | None, typer.Option("--table-out", help="Also write table rows here (JSONL).")] = None,
     table: Annotated[Path | None, typer.Option("--table", help="Look up this table JSONL instead of the DB.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="table: lookup (§2.4.2); llm: one LLM call per item.")] = "table",
-    date: DateOpt = None,
     k: Annotated[int, typer.Option("--k", help="Categories per tag/interest when building the table.")] = 3,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    no_cache: NoCacheOpt = False,
-    cache_dir: CacheDirOpt = None,
-    prompt: PromptOpt = None,
-    temperature: TemperatureOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Short personalised explanation per recommended item with LLM_RE (§2.4)."""
     from recgpt_cli import explain as ex
@@ -79,21 +60,20 @@ def explain(
     users = {}
     for line, rec in iter_jsonl(interests, skip_bad=skip_bad, rejects=rejects):
         try:
-            u = ex.parse_user_interests(rec)
+            u = ex.parse_user_interests(
+                parse_stage_record(rec, InterestsRecord, TagsRecord).model_dump(exclude_none=True))
         except ValueError as exc:
             if not skip_bad:
                 raise BadInput.at(str(interests), line, str(exc)) from None
             rejects.add(line, str(exc), orjson.dumps(rec).decode())
             continue
         users[u.user_id] = u
-    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
-                      cache_dir=cache_dir, prompt=prompt, date=date, temperature=temperature, max_tokens=max_tokens)
-    params = opts.sampling(ex.EXPLAIN_PARAMS, seed=seed)
-    tmpl = opts.load_prompt("explanation")
-    day = str(opts.day()) if opts.day() else "not given"
+    params = llm_opts.sampling(ex.EXPLAIN_PARAMS, seed=seed)
+    tmpl = llm_opts.load_prompt("explanation")
+    day = str(llm_opts.day()) if llm_opts.day() else "not given"
     stats = ex.ExplainStats()
     if build_table:
-        llm = make_llm(opts, task="explanation")
+        llm = make_llm(llm_opts, task="explanation")
         with jsonl_writer(table_out) if table_out else contextlib.nullcontext() as w:
             rows = ex.build_explanation_table(db, users.values(), llm, date=day, prompt=tmpl, params=params, k=k,
                                               table_out=w, stats=stats, quiet=quiet)
@@ -105,7 +85,7 @@ def explain(
     if mode == "table":
         kwargs["table"] = ex.load_table(db, table)
     else:
-        kwargs["llm"] = make_llm(opts, task="explanation")
+        kwargs["llm"] = make_llm(llm_opts, task="explanation")
         kwargs["matcher"], _ = ex.default_matcher(items)
     rec_rejects = Rejects(source_name(src))
 
@@ -122,16 +102,17 @@ def explain(
     with jsonl_writer(out) as w:
         for row in ex.explain_recommendations(recs(), items=items, users=users, mode=mode, date=day, prompt=tmpl,
                                               params=params, stats=stats, quiet=quiet, **kwargs):
-            w.write(row)
+            w.write(stage_row("explanation", row))
     rejects.rows.extend(rec_rejects.rows)
     _summary(quiet, stats, time.perf_counter() - t0, rejects, f"explanations written: {stats.n}")
     _write_rejects(rejects, out, src)
 
 
 def _check_rec(rec: dict[str, Any], items: dict[str, Any]) -> str | None:
-    for key in ("user_id", "item_id"):
-        if rec.get(key) in (None, ""):
-            return f"missing {key!r} (expected retrieve output)"
+    try:
+        parse_stage_record(rec, Recommendation)
+    except ValueError as exc:
+        return str(exc)
     if str(rec["item_id"]) not in items:
         return f"unknown item_id {rec['item_id']!r} (not in the --db items table)"
     return None

@@ -8,24 +8,15 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
-from recgpt_cli.commands.llm_options import (
-    BackendOpt,
-    BaseUrlOpt,
-    CacheDirOpt,
-    ConcurrencyOpt,
-    DateOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptOpt,
-    TemperatureOpt,
-)
-from recgpt_cli.errors import BadInput
+from recgpt_cli.commands.llm_options import llm_options
+from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.io import Rejects, iter_jsonl, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
+from recgpt_cli.schema import CompressedUser, StageRecord, parse_stage_record, stage_row
 
 InArg = Annotated[str | None, typer.Argument(help="Input JSONL, or - for stdin (same as --in).", show_default=False)]
 
@@ -38,15 +29,21 @@ def input_path(in_arg: str | None, in_path: str) -> str:
 
 
 def checked_records(
-    src: str, check: Callable[[dict[str, Any]], str | None], *, skip_bad: bool, rejects: Rejects
+    src: str, expect: tuple[type[StageRecord], ...], check: Callable[[dict[str, Any]], str | None], *,
+    skip_bad: bool, rejects: Rejects
 ) -> Iterator[dict[str, Any]]:
-    """Input records that `check` accepts; a bad one stops with `file:line:` or, with --skip-bad, is rejected."""
-    for line, record in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
-        problem = check(record)
+    """Input records valid as one of the `expect` stage records (schema.py) that `check` also accepts, as plain
+    dicts; a bad one stops with `file:line:` or, with --skip-bad, is rejected."""
+    for line, obj in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
+        try:
+            record = parse_stage_record(obj, *expect).model_dump(exclude_none=True)
+            problem = check(record)
+        except ValueError as exc:
+            problem = str(exc)
         if problem is None:
             yield record
         elif skip_bad:
-            rejects.add(line, problem, str(record)[:500])
+            rejects.add(line, problem, orjson.dumps(obj).decode()[:500])
         else:
             raise BadInput.at(source_name(src), line, problem, "use --skip-bad to set such lines aside")
 
@@ -68,30 +65,22 @@ def print_summary(stage: str, rows: Counter[str], removed: Counter[str], kept_na
 
 
 @friendly_errors
+@llm_options()
 def mine_interests(
     in_arg: InArg = None,
     in_path: InOpt = "-",
     out: OutOpt = "-",
-    date: DateOpt = None,
     interest_pool: Annotated[Path | None, typer.Option(
         "--interest-pool", help="Preset interests, one a line; close matches are renamed to them.")] = None,
     max_interests: Annotated[int, typer.Option("--max-interests", help="Interests kept per user.")] = 8,
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    no_cache: NoCacheOpt = False,
-    cache_dir: CacheDirOpt = None,
-    prompt: PromptOpt = None,
-    temperature: TemperatureOpt = None,
-    max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
+    llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Mine each user's interests from compressed behaviour with LLM_UI (§2.1.2).
 
-    Reads `recgpt compress` JSONL; writes it back with `interests` [{id, interest, stage, reason}] and
+    Reads `recgpt compress` JSONL; writes it back with `interests` [{interest_id, interest, stage, reason}] and
     `interest_rules_removed` (vague, unsupported = hallucination check, duplicate, over_cap)."""
     from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
     from recgpt_cli.io import jsonl_writer
@@ -99,25 +88,26 @@ def mine_interests(
     from recgpt_cli.llm.factory import make_llm
 
     src = input_path(in_arg, in_path)
-    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
-                      cache_dir=cache_dir, prompt=prompt, date=date, temperature=temperature, max_tokens=max_tokens)
-    day = opts.day()  # None: each record's own `date` (written by compress)
+    day = llm_opts.day()  # None: each record's own `date` (written by compress)
     pool = load_interest_pool(interest_pool) if interest_pool else None
-    llm = make_llm(opts, task="interest_mining")
-    miner = InterestMiner(llm, day, pool, max_interests, opts.load_prompt("interest_mining"),
-                          opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed))
+    llm = make_llm(llm_opts, task="interest_mining")
+    miner = InterestMiner(llm, day, pool, max_interests, llm_opts.load_prompt("interest_mining"),
+                          llm_opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed))
     rejects = Rejects(source_name(src))
-    records = checked_records(src, partial(check_record, has_date=day is not None), skip_bad=skip_bad, rejects=rejects)
+    records = checked_records(src, (CompressedUser,), partial(check_record, has_date=day is not None),
+                              skip_bad=skip_bad, rejects=rejects)
     batch = run_batch(records, miner, desc="mine-interests", quiet=quiet,
-                      concurrency=min(concurrency, getattr(llm.backend, "concurrency", 1)))
+                      concurrency=llm.concurrency)
     tally: Counter[str] = Counter()
     removed: Counter[str] = Counter()
     with jsonl_writer(out) as writer:
         for row, _gens in batch:
-            writer.write(row)
+            writer.write(stage_row("interests", row))
             tally.update(users=1, failed=int("error" in row), ok=int("error" not in row), kept=len(row["interests"]))
             removed.update(row["interest_rules_removed"])
     if len(rejects):
         rejects.write(rejects_path_for(out, src))
     if not quiet:
         print_summary("mine-interests", tally, removed, "interests", batch, rejects, out, src)
+    if tally["failed"]:
+        raise PartialFailure("mine-interests", tally["failed"], tally["users"], "users")

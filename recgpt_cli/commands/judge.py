@@ -14,26 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
-from recgpt_cli.commands.llm_options import (
-    BackendOpt,
-    BaseUrlOpt,
-    CacheDirOpt,
-    ConcurrencyOpt,
-    LLMOptions,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptOpt,
-    TemperatureOpt,
-)
-from recgpt_cli.errors import BadInput
+from recgpt_cli.commands.llm_options import LLMOptions, llm_options
+from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.io import STDIO, Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.schema import stage_row
 
 InArg = Annotated[str | None, typer.Argument(help="Stage output or samples JSONL (or - for stdin); same as --in.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="interests | tags | explanations")]
 
 
 @friendly_errors
+@llm_options(date=False)
 def judge(
     task: TaskOpt,
     in_arg: InArg = None,
@@ -47,15 +38,7 @@ def judge(
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    no_cache: NoCacheOpt = False,
-    cache_dir: CacheDirOpt = None,
-    prompt: PromptOpt = None,
-    temperature: TemperatureOpt = None,
-    max_tokens: MaxTokensOpt = None,
+    llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Judge interests, tags or explanations per criterion with an LLM judge (§3)."""
     from recgpt_cli.judge import JudgeStats, agreement, expand_record, get_task, judge_samples
@@ -79,11 +62,9 @@ def judge(
                 continue
             yield from samples
 
-    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
-                      cache_dir=cache_dir, prompt=prompt, temperature=temperature, max_tokens=max_tokens)
-    llm = make_llm(opts, task="judge")
-    tmpl = opts.load_prompt(spec.prompt)
-    params = opts.sampling(JUDGE_PARAMS, seed=seed)
+    llm = make_llm(llm_opts, task="judge")
+    tmpl = llm_opts.load_prompt(spec.prompt)
+    params = llm_opts.sampling(JUDGE_PARAMS, seed=seed)
     stats = JudgeStats()
     rows = []
     write_to = None if (gold is not None and out == STDIO) else out
@@ -93,7 +74,7 @@ def judge(
             if gold is not None:
                 rows.append(row)
             if w is not None:
-                w.write(row)
+                w.write(stage_row("verdict", row))
     if len(rejects):
         rejects.write(rejects_path_for(out, src))
     if not quiet:
@@ -109,6 +90,8 @@ def judge(
             typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         else:
             Console().print(agreement_table(report))
+    if stats.n_errors:
+        raise PartialFailure(f"judge {task}", stats.n_errors, stats.n, "samples")
 
 
 def _load_labels(path: Path, spec: Any) -> list[dict[str, Any]]:

@@ -1,54 +1,38 @@
-"""Options shared by every LLM command (`mine-interests`, `predict-tags`, `explain`, `judge`), so all four agree.
-
-Usage in a stage command::
-
-    from recgpt_cli.commands.llm_options import (
-        BackendOpt, BaseUrlOpt, CacheDirOpt, ConcurrencyOpt, DateOpt, LLMOptions, MaxTokensOpt, ModelOpt,
-        NoCacheOpt, PromptOpt, TemperatureOpt,
-    )
-    from recgpt_cli.llm.factory import make_llm
+"""The LLM option set, declared once (STYLE §17): every LLM command (`mine-interests`, `predict-tags`, `explain`,
+`judge`) and `recgpt run` take it through one decorator and receive one `LLMOptions`.
 
     @friendly_errors
-    def mine_interests(
-        ...,
-        backend: BackendOpt = "llama-cpp",
-        model: ModelOpt = None,
-        base_url: BaseUrlOpt = None,
-        concurrency: ConcurrencyOpt = 4,
-        no_cache: NoCacheOpt = False,
-        cache_dir: CacheDirOpt = None,
-        prompt: PromptOpt = None,
-        date: DateOpt = None,
-        temperature: TemperatureOpt = None,
-        max_tokens: MaxTokensOpt = None,
-        seed: SeedOpt = 0,
-        quiet: QuietOpt = False,
-    ) -> None:
-        opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency,
-                          no_cache=no_cache, cache_dir=cache_dir, prompt=prompt, date=date,
-                          temperature=temperature, max_tokens=max_tokens)
-        llm = make_llm(opts, task="interest_mining")          # backend + per-task DuckDB cache
-        tmpl = opts.load_prompt("interest_mining")            # --prompt FILE or prompts/interest_mining.md
-        params = opts.sampling(STAGE_DEFAULT_PARAMS, seed=seed)  # --temperature/--max-tokens override defaults
-        day = opts.day()                                      # datetime.date | None (None: stage decides)
+    @llm_options()
+    def mine_interests(in_arg: InArg = None, ..., llm_opts: LLMOptions = LLMOptions()) -> None:
+        llm = make_llm(llm_opts, task="interest_mining")      # backend + per-task cache + timeout/retries
+        tmpl = llm_opts.load_prompt("interest_mining")        # --prompt FILE or prompts/interest_mining.md
+        params = llm_opts.sampling(STAGE_DEFAULTS, seed=seed)  # --temperature/--max-tokens override defaults
 
-`--temperature` and `--max-tokens` default to None, meaning "the stage's own defaults". `--date` is validated
-here (YYYY-MM-DD) and never defaults to the wall clock (determinism, STYLE §10).
+`llm_options(date=False)` leaves out `--date` (judge), `llm_options(prompt=False)` leaves out `--prompt` (run:
+each stage has its own). `--temperature` and `--max-tokens` default to None, meaning "the stage's own
+defaults"; `--date` is validated (YYYY-MM-DD) and never defaults to the wall clock (STYLE §10).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from recgpt_cli.llm.options import BACKENDS, DEFAULT_CACHE_DIR, LLMOptions, parse_day
+from recgpt_cli.llm.options import (
+    BACKENDS,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    LLMOptions,
+    parse_day,
+)
 
-__all__ = [
-    "BackendOpt", "BaseUrlOpt", "CacheDirOpt", "ConcurrencyOpt", "DateOpt", "LLMOptions", "MaxTokensOpt",
-    "ModelOpt", "NoCacheOpt", "PromptOpt", "TemperatureOpt", "parse_day",
-]
+__all__ = ["LLMOptions", "llm_options", "parse_day"]
 
 
 def _check_backend(value: str) -> str:
@@ -57,38 +41,75 @@ def _check_backend(value: str) -> str:
     return value
 
 
-BackendOpt = Annotated[
-    str,
-    typer.Option("--backend", callback=_check_backend, metavar="[llama-cpp|hf|openai]",
-                 help="llama-cpp (default: embedded GGUF), hf (local transformers directory), "
-                      "openai (any OpenAI-compatible server)."),
+# (parameter name, annotated type, default) — the whole LLM option family, in --help order.
+_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("backend", Annotated[str, typer.Option(
+        "--backend", callback=_check_backend, metavar="[llama-cpp|hf|openai]", rich_help_panel="LLM",
+        help="llama-cpp (default: embedded GGUF), hf (local transformers directory), "
+             "openai (any OpenAI-compatible server).")], "llama-cpp"),
+    ("model", Annotated[str | None, typer.Option(
+        "--model", rich_help_panel="LLM",
+        help="llama-cpp: a .gguf file (default: embedded SmolLM2-135M); hf: a model directory; "
+             "openai: the model name sent to the server.")], None),
+    ("base_url", Annotated[str | None, typer.Option(
+        "--base-url", rich_help_panel="LLM",
+        help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
+             "(API key from RECGPT_API_KEY or OPENAI_API_KEY).")], None),
+    ("concurrency", Annotated[int, typer.Option(
+        "--concurrency", min=1, rich_help_panel="LLM",
+        help="openai backend: calls in flight at once (local models run one at a time).")], 4),
+    ("timeout", Annotated[float, typer.Option(
+        "--timeout", min=0.1, rich_help_panel="LLM",
+        help="openai backend: seconds to wait for one HTTP answer before retrying it.")], DEFAULT_TIMEOUT_S),
+    ("retries", Annotated[int, typer.Option(
+        "--retries", min=0, max=10, rich_help_panel="LLM",
+        help="openai backend: retries of a call that timed out or got HTTP 5xx/429, with backoff; then the "
+             "record is written with its `error` and the stage goes on.")], DEFAULT_RETRIES),
+    ("no_cache", Annotated[bool, typer.Option(
+        "--no-cache", rich_help_panel="LLM",
+        help="Always call the model; do not read or write the cache (failures are never cached).")], False),
+    ("cache_dir", Annotated[Path | None, typer.Option(
+        "--cache-dir", rich_help_panel="LLM",
+        help=f"LLM cache + call log, one DuckDB file per task (default: $RECGPT_CACHE_DIR or "
+             f"./{DEFAULT_CACHE_DIR}/).")], None),
+    ("prompt", Annotated[str | None, typer.Option(
+        "--prompt", rich_help_panel="LLM", help="Prompt file to use instead of the packaged one.")], None),
+    ("date", Annotated[str | None, typer.Option(
+        "--date", rich_help_panel="LLM",
+        help="Today's date shown to the LLM (YYYY-MM-DD); never the wall clock.")], None),
+    ("temperature", Annotated[float | None, typer.Option(
+        "--temperature", min=0.0, rich_help_panel="LLM", help="Sampling temperature (default: the stage's).")],
+     None),
+    ("max_tokens", Annotated[int | None, typer.Option(
+        "--max-tokens", min=1, rich_help_panel="LLM",
+        help="Cap on generated tokens per call (default: the stage's).")], None),
 ]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="llama-cpp: a .gguf file (default: embedded SmolLM2-135M); hf: a model directory; "
-                                 "openai: the model name sent to the server."),
-]
-BaseUrlOpt = Annotated[
-    str | None,
-    typer.Option("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
-                                    "(API key from RECGPT_API_KEY or OPENAI_API_KEY)."),
-]
-ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", min=1, help="openai backend: requests in flight at once.")
-]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Always call the model; do not read or write the cache.")]
-CacheDirOpt = Annotated[
-    Path | None,
-    typer.Option("--cache-dir", help=f"LLM cache + call log, one DuckDB file per task "
-                                     f"(default: $RECGPT_CACHE_DIR or ./{DEFAULT_CACHE_DIR}/)."),
-]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help="Prompt file to use instead of the packaged one.")]
-DateOpt = Annotated[
-    str | None, typer.Option("--date", help="Today's date shown to the LLM (YYYY-MM-DD); never the wall clock.")
-]
-TemperatureOpt = Annotated[
-    float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature (default: the stage's).")
-]
-MaxTokensOpt = Annotated[
-    int | None, typer.Option("--max-tokens", min=1, help="Cap on generated tokens per call (default: the stage's).")
-]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def llm_options(*, date: bool = True, prompt: bool = True) -> Callable[[F], F]:
+    """Decorator: add the LLM options to a Typer command and pass them as one `llm_opts: LLMOptions`."""
+    names = [name for name, _, _ in _OPTIONS if (date or name != "date") and (prompt or name != "prompt")]
+
+    def decorate(func: F) -> F:
+        sig = inspect.signature(func, eval_str=True)  # typer reads a __signature__ as it is
+        if "llm_opts" not in sig.parameters:
+            raise TypeError(f"{func.__name__}: an @llm_options command takes `llm_opts`")
+        own = [p for p in sig.parameters.values() if p.name != "llm_opts"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+                 for name, ann, default in _OPTIONS if name in names]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names if name in kwargs}
+            kwargs["llm_opts"] = LLMOptions(**values)
+            return func(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        annotations = {k: v for k, v in func.__annotations__.items() if k != "llm_opts"}
+        annotations.update({p.name: p.annotation for p in added})
+        wrapper.__annotations__ = annotations
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -41,20 +41,22 @@ def retrieve(
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.retrieve import read_tags
     from recgpt_cli.retrieve import retrieve as run_retrieve
+    from recgpt_cli.saved_model import check_model_matches_db, load_tower_model
+    from recgpt_cli.schema import stage_row
     from recgpt_cli.store import connect
-    from recgpt_cli.towers import load_model
 
     if exclude not in ("train", "all"):
         raise BadInput(f"--exclude {exclude}: expected train or all")
-    model = load_model(model_dir)
+    model = load_tower_model(model_dir)
     if protocol is not None and protocol != model.config.get("protocol"):
         raise BadInput(f"--protocol {protocol}: {model_dir} was trained on the {model.config.get('protocol')} split")
     tags_by_user, empty = read_tags(tags) if tags else ({}, 0)
     unknown = sum(u not in set(model.user_ids) for u in tags_by_user)
     with connect(db, read_only=True) as con, jsonl_writer(out) as writer:
+        check_model_matches_db(model_dir, model, con)
         for rec in run_retrieve(con, model, tags_by_user, beta=beta, k=k, per_tag_quota=per_tag_quota, exact=exact,
                                 exclude=exclude, ef=ef, m=m):
-            writer.write(rec)
+            writer.write(stage_row("recommendation", rec))
     if not quiet:
         console.print(f"retrieved {writer.count:,} (user, item) rows for {len(model.user_ids):,} users; "
                       f"{len(tags_by_user) - unknown:,} users with tags, {empty:,} tag records without tags, "

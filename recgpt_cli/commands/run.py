@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
-from recgpt_cli.commands.llm_options import BackendOpt, BaseUrlOpt, DateOpt, ModelOpt, NoCacheOpt
+from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 
 
 @friendly_errors
+@llm_options(prompt=False)
 def run(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder: users/items/behaviors.jsonl "
                                                       "(like sample_data/) or RecBole atomic files.")
@@ -32,13 +34,9 @@ def run(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="train-towers epochs (early stopping applies).")
                       ] = 20,
     protocol: Annotated[str, typer.Option("--protocol", help="Split: recbole (random 8/1/1) or loo.")] = "recbole",
-    date: DateOpt = None,
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    no_cache: NoCacheOpt = False,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
+    llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Run every stage on --data: import, compress, mine-interests, predict-tags, train-towers, retrieve,
     evaluate, explain (table + lookup), judge; print stage times, LLM tokens, judge pass rates and metrics.
@@ -48,11 +46,13 @@ def run(
 
     from recgpt_cli.pipeline import PipelineConfig, run_pipeline, summary_tables
 
-    llm_args = ["--backend", backend] + (["--model", model] if model else []) + (
-        ["--base-url", base_url] if base_url else []) + (["--no-cache"] if no_cache else [])
+    # Every LLM option but --date (passed to compress too) goes to each LLM stage as given.
+    llm_args = llm_opts.to_args(date=False)
+    if llm_opts.cache_dir is not None:  # the run's summary reads the call log from the same place
+        os.environ["RECGPT_CACHE_DIR"] = str(llm_opts.cache_dir)
     cfg = PipelineConfig(data=data, db=db, out=out, llm_users=llm_users, explain_per_user=explain_per_user,
                          max_interests=max_interests, n_tags=n_tags, k=k,
-                         beta=beta, epochs=epochs, protocol=protocol, date=date, seed=seed, llm_args=llm_args,
+                         beta=beta, epochs=epochs, protocol=protocol, date=llm_opts.date, seed=seed, llm_args=llm_args,
                          quiet=quiet)
     report = run_pipeline(cfg)
     summary = Console(stderr=False)

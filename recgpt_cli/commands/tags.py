@@ -11,28 +11,19 @@ import typer
 
 from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, friendly_errors
 from recgpt_cli.commands.interests import InArg, checked_records, input_path, print_summary
-from recgpt_cli.commands.llm_options import (
-    BackendOpt,
-    BaseUrlOpt,
-    CacheDirOpt,
-    ConcurrencyOpt,
-    DateOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    NoCacheOpt,
-    PromptOpt,
-    TemperatureOpt,
-)
+from recgpt_cli.commands.llm_options import llm_options
+from recgpt_cli.errors import PartialFailure
 from recgpt_cli.io import Rejects, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
+from recgpt_cli.schema import InterestsRecord, stage_row
 
 
 @friendly_errors
+@llm_options()
 def predict_tags(
     in_arg: InArg = None,
     in_path: InOpt = "-",
     out: OutOpt = "-",
-    date: DateOpt = None,
     n_tags: Annotated[int, typer.Option("--n-tags", help="Tags kept per user (the paper uses 50).")] = 50,
     per_interest: Annotated[bool, typer.Option(
         "--per-interest/--one-call", help="One LLM call per interest (default), or one call for all.")] = True,
@@ -41,22 +32,14 @@ def predict_tags(
     db: Annotated[Path | None, typer.Option(
         "--db", help="The store the users came from: turns on the catalogue rules (brand, implausible, invalid).")
     ] = None,
-    backend: BackendOpt = "llama-cpp",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 4,
-    no_cache: NoCacheOpt = False,
-    cache_dir: CacheDirOpt = None,
-    prompt: PromptOpt = None,
-    temperature: TemperatureOpt = None,
-    max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
+    llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Predict item tags per user interest with LLM_IT (§2.2.1).
 
-    Reads `recgpt mine-interests` JSONL; adds `tags` [{tag, interest, reason}] and `tag_rules_removed`
+    Reads `recgpt mine-interests` JSONL; adds `tags` [{tag, interest_id, interest, reason}] and `tag_rules_removed`
     (vague, bad_reason, brand, unlinked, implausible, invalid, stale = bought/searched in the last 30 days,
     duplicate, over_cap; brand/implausible/invalid need --db)."""
     from recgpt_cli.interests import default_params
@@ -66,12 +49,10 @@ def predict_tags(
     from recgpt_cli.tags import TagPredictor, check_record
 
     src = input_path(in_arg, in_path)
-    opts = LLMOptions(backend=backend, model=model, base_url=base_url, concurrency=concurrency, no_cache=no_cache,
-                      cache_dir=cache_dir, prompt=prompt, date=date, temperature=temperature, max_tokens=max_tokens)
-    day = opts.day()  # None: each record's own `date` (written by compress)
-    llm = make_llm(opts, task="tag_prediction")
+    day = llm_opts.day()  # None: each record's own `date` (written by compress)
+    llm = make_llm(llm_opts, task="tag_prediction")
     # One ceiling for every call: a call asking for fewer tags stops earlier on its own (the schema's maxItems).
-    params = opts.sampling(default_params(max(1, min(max_tags_per_call, n_tags)), chars_per_item=190), seed=seed)
+    params = llm_opts.sampling(default_params(max(1, min(max_tags_per_call, n_tags)), chars_per_item=190), seed=seed)
     catalogue = None
     if db is not None:
         from recgpt_cli.catalogue import Catalogue
@@ -83,17 +64,18 @@ def predict_tags(
         from recgpt_cli.commands.common import console
 
         console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) are off")
-    predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, opts.load_prompt("tag_prediction"),
+    predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
                              params, catalogue)
     rejects = Rejects(source_name(src))
-    records = checked_records(src, partial(check_record, has_date=day is not None), skip_bad=skip_bad, rejects=rejects)
+    records = checked_records(src, (InterestsRecord,), partial(check_record, has_date=day is not None),
+                              skip_bad=skip_bad, rejects=rejects)
     batch = run_batch(records, predictor, desc="predict-tags", quiet=quiet,
-                      concurrency=min(concurrency, getattr(llm.backend, "concurrency", 1)))
+                      concurrency=llm.concurrency)
     tally: Counter[str] = Counter()
     removed: Counter[str] = Counter()
     with jsonl_writer(out) as writer:
         for row, gens in batch:
-            writer.write(row)
+            writer.write(stage_row("tags", row))
             skipped = not gens
             failed = not skipped and "error" in row
             tally.update(users=1, skipped=int(skipped), failed=int(failed), ok=int(not skipped and not failed),
@@ -103,3 +85,5 @@ def predict_tags(
         rejects.write(rejects_path_for(out, src))
     if not quiet:
         print_summary("predict-tags", tally, removed, "tags", batch, rejects, out, src)
+    if tally["failed"]:
+        raise PartialFailure("predict-tags", tally["failed"], tally["users"], "users")

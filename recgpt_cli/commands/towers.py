@@ -74,7 +74,7 @@ def train_towers(
         check_config(cfg)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    with connect(db) as con:
+    with connect(db, create=False) as con:
         report = train(con, out_dir, cfg, console=None if quiet else console)
     if not quiet:
         console.print(f"saved {out_dir}: best epoch {report.best_epoch} of {report.epochs_run}, "

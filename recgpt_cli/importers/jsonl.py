@@ -7,7 +7,6 @@ row-by-row inserts.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +29,12 @@ from recgpt_cli.importers.staging import (
     sql_str,
     write_rejects,
 )
-from recgpt_cli.io import STDIO, Rejects, iter_jsonl, source_name
+from recgpt_cli.io import STDIO, Rejects, iter_jsonl, scratch_dir, source_name
 from recgpt_cli.schema import Behavior, Item, User, describe_validation_error
 from recgpt_cli.store import transaction
 
 _EPOCH = datetime(1970, 1, 1)
+MIN_OBJECT_BYTES = 16 * 1024 * 1024  # DuckDB's default maximum_object_size; raised to the longest staged row
 
 
 def _user_row(obj: dict[str, Any]) -> dict[str, Any]:
@@ -106,10 +106,12 @@ _TABLES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], dict[str, s
 def _validate_to_file(
     table: str, path: str | Path, out: Path, *, skip_bad: bool, rejects: Rejects, counts: TableCounts
 ) -> int:
-    """Stream `path`, validate each line into a staging row, write rows to `out`. Returns rows written."""
+    """Stream `path`, validate each line into a staging row, write rows to `out`. Returns the longest row
+    written, in bytes (DuckDB's JSON reader needs it: it refuses objects over 16 MB by default)."""
     build = _TABLES[table][0]
     name = source_name(path)
     n_ok = 0
+    longest = 0
     with out.open("wb") as fh:
         for lineno, obj in iter_jsonl(path, skip_bad=skip_bad, rejects=rejects, allow_empty=True):
             try:
@@ -121,13 +123,15 @@ def _validate_to_file(
                 rejects.add(lineno, msg, orjson.dumps(obj).decode())
                 continue
             row["line"] = lineno
-            fh.write(orjson.dumps(row))
+            data = orjson.dumps(row)
+            fh.write(data)
             fh.write(b"\n")
             n_ok += 1
+            longest = max(longest, len(data))
     counts.rejected += len(rejects)
     if n_ok == 0 and len(rejects) == 0:
         raise BadInput.at(name, 1, "file is empty, expected one JSON object per line")
-    return n_ok
+    return longest
 
 
 def import_jsonl(
@@ -154,12 +158,13 @@ def import_jsonl(
         raise BadInput("only one of --users/--items/--behaviors can be - (stdin)")
     report = ImportReport(source=", ".join(f"{t}={source_name(p)}" for t, p in given.items()))
     sources = {t: StagedSource(source_name(p)) for t, p in given.items()}
-    with tempfile.TemporaryDirectory(prefix="recgpt-import-") as tmp:
+    with scratch_dir("recgpt-import-") as tmp:
         files = {}
+        longest: dict[str, int] = {}
         for table, path in given.items():
-            files[table] = Path(tmp) / f"{table}.jsonl"
+            files[table] = tmp / f"{table}.jsonl"
             rejects = sources[table].rejects
-            _validate_to_file(
+            longest[table] = _validate_to_file(
                 table, path, files[table], skip_bad=skip_bad, rejects=rejects, counts=getattr(report, table)
             )
         with transaction(con):
@@ -170,10 +175,14 @@ def import_jsonl(
                 try:
                     con.execute(
                         f"INSERT INTO _imp_{table} SELECT {select} FROM read_json({sql_str(file)}, "
-                        f"format='newline_delimited', columns={{{spec}}})"
+                        f"format='newline_delimited', columns={{{spec}}}, "
+                        f"maximum_object_size={max(MIN_OBJECT_BYTES, longest[table] + 1024)})"
                     )
+                except duckdb.InterruptException:
+                    raise
                 except duckdb.Error as exc:  # e.g. a sales count beyond 64-bit: valid JSON, not storable
-                    msg = str(exc).splitlines()[0]
+                    # The staged copy's path means nothing to the user: name their file instead.
+                    msg = str(exc).splitlines()[0].replace(str(file), sources[table].name)
                     raise BadInput(f"{sources[table].name}: a value does not fit the {table} table ({msg})") from None
             if "behaviors" in given:
                 check_dangling_items(con, sources["behaviors"], report, skip_bad=skip_bad)

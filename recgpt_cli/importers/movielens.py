@@ -25,6 +25,7 @@ from recgpt_cli.importers.staging import (
     create_staging,
     data_line_locator,
     drop_staging,
+    epoch_seconds_sql,
     merge_staged,
     ordinal,
     read_delimited,
@@ -189,7 +190,7 @@ def import_movielens(
         kind = f"CASE WHEN rating >= {float(rating_threshold)} THEN 'favorite' ELSE 'detail_view' END"
         con.execute(
             f"INSERT INTO _imp_behaviors SELECT user_id, item_id, NULL, {kind}, "
-            f"make_timestamp(timestamp * 1000000), rating, {ordinal('_ml_inter')} FROM _ml_inter"
+            f"{epoch_seconds_sql('timestamp')}, rating, {ordinal('_ml_inter')} FROM _ml_inter"
         )
         check_required(con, sources["behaviors"], report, skip_bad)
         check_dangling_items(con, sources["behaviors"], report, skip_bad=skip_bad)

@@ -32,6 +32,7 @@ from recgpt_cli.importers.staging import (
     create_staging,
     data_line_locator,
     drop_staging,
+    epoch_seconds_sql,
     merge_staged,
     ordinal,
     read_delimited,
@@ -197,7 +198,7 @@ def _stage_behaviors(
     else:
         report.notes.append(f"{path.name}: no rating field, every interaction imported as detail_view")
         kind, value = "'detail_view'", "NULL"
-    ts = "make_timestamp(CAST(round(TRY_CAST(timestamp AS DOUBLE) * 1000000) AS BIGINT))"
+    ts = epoch_seconds_sql("timestamp")
     con.execute(
         f"INSERT INTO _imp_behaviors SELECT {q(user_field)}, {q(item_field)}, NULL, {kind}, {ts}, {value}, "
         f"{ordinal('_rb_inter')} FROM _rb_inter"

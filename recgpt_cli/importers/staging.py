@@ -32,6 +32,19 @@ CREATE OR REPLACE TEMP TABLE _imp_behaviors (
 
 STAGING_TABLES = ("_imp_users", "_imp_items", "_imp_behaviors", "_imp_u", "_imp_i", "_imp_b")
 
+# Epoch seconds a timestamp may hold: years 1..9999, what every later stage (and Python's datetime) can read.
+MIN_EPOCH_S = -62_135_596_800
+MAX_EPOCH_S = 253_402_300_799
+
+
+def epoch_seconds_sql(expr: str) -> str:
+    """SQL turning epoch seconds (any numeric or text column) into a TIMESTAMP, or NULL when the value is not a
+    number or lies outside years 1..9999 (`check_required` then reports the row instead of DuckDB failing)."""
+    secs = f"TRY_CAST({expr} AS DOUBLE)"
+    return (f"CASE WHEN {secs} BETWEEN {MIN_EPOCH_S} AND {MAX_EPOCH_S} "
+            f"THEN make_timestamp(CAST(round({secs} * 1000000) AS BIGINT)) END")
+
+
 # Behaviours are the same event when all of these match (NULL matches NULL).
 BEHAVIOR_KEY = ("user_id", "item_id", "query", "type", "ts", "value")
 
@@ -262,13 +275,14 @@ def check_dangling_items(
 
 
 def check_required(con: duckdb.DuckDBPyConnection, source: StagedSource, report: ImportReport, skip_bad: bool) -> None:
-    """Empty ids or timestamps parse as NULL; they are bad rows, like a malformed line."""
+    """Empty ids or timestamps parse as NULL, so do out-of-range timestamps (`epoch_seconds_sql`); they are bad
+    rows, like a malformed line."""
     reject_or_raise(
         con,
         "_imp_behaviors",
         "user_id IS NULL OR item_id IS NULL OR ts IS NULL",
         "'missing ' || CASE WHEN user_id IS NULL THEN 'user id' WHEN item_id IS NULL THEN 'item id' "
-        "ELSE 'timestamp' END",
+        "ELSE 'timestamp (or one outside years 1..9999 in epoch seconds)' END",
         source,
         skip_bad=skip_bad,
         counts=report.behaviors,

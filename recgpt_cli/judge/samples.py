@@ -1,13 +1,16 @@
 """Turn stage outputs into judge samples (§3): one per (user, interest), (user, tag) or (user, item, explanation).
 
-A record that already is a flat sample (gold files, or `explain` output) passes through; a `mine-interests`
-or `predict-tags` record (one per user, with lists) is expanded. Missing fields raise ValueError, which the
-CLI turns into `file:line:` BadInput.
+A hand-labelled flat sample (gold files: `sample_id`, no `kind`) passes through; a stage record is validated
+against the stage the task judges (schema.py: mine-interests or predict-tags for interests, predict-tags for tags,
+explain for explanations) and a per-user record is expanded. Anything else raises ValueError naming what was
+expected and found, which the CLI turns into `file:line:` BadInput.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from recgpt_cli.schema import Explanation, InterestsRecord, StageRecord, TagsRecord, parse_stage_record
 
 MAX_BEHAVIOR_CHARS = 1200  # keep the judge prompt inside a small model's context window
 
@@ -17,16 +20,12 @@ def _text(value: Any) -> str:
 
 
 def _interest_texts(record: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The user's interest texts, and id -> text (ids like "I1" as mine-interests writes them)."""
+    """The user's interest texts, and interest_id -> text (ids like "I1" as mine-interests writes them)."""
     texts: list[str] = []
     by_id: dict[str, str] = {}
     for it in record.get("interests") or []:
-        if isinstance(it, dict) and _text(it.get("interest")):
-            texts.append(_text(it["interest"]))
-            if it.get("id") is not None:
-                by_id[str(it["id"])] = _text(it["interest"])
-        elif isinstance(it, str) and it.strip():
-            texts.append(it.strip())
+        texts.append(_text(it["interest"]))
+        by_id[str(it["interest_id"])] = _text(it["interest"])
     return texts, by_id
 
 
@@ -41,53 +40,41 @@ def _need(record: dict[str, Any], *keys: str) -> None:
         raise ValueError(f"missing or empty field(s): {', '.join(missing)}")
 
 
+# The stage records each task judges (schema.py); hand-labelled samples (`sample_id`, no `kind`) pass as they are.
+_EXPECTED: dict[str, tuple[type[StageRecord], ...]] = {
+    "interests": (InterestsRecord, TagsRecord), "tags": (TagsRecord,), "explanations": (Explanation,)}
+
+
 def expand_record(record: dict[str, Any], task: str) -> list[dict[str, Any]]:
     """Flat judge samples for `task` from one input record (see module doc)."""
+    if task not in _EXPECTED:
+        raise ValueError(f"unknown task {task!r}")
     uid = str(record.get("user_id", "")).strip()
+    if "sample_id" in record and "kind" not in record:
+        field = {"interests": "interest", "tags": "tag", "explanations": "explanation"}[task]
+        _need(record, field)
+        return [_flat(record, f"{uid}:{field}")]
+    rec = parse_stage_record(record, *_EXPECTED[task]).model_dump(exclude_none=True)
+    uid = rec["user_id"]
     if task == "interests":
-        if "interest" in record:
-            _need(record, "interest")
-            return [_flat(record, f"{uid}:interest")]
-        if not isinstance(record.get("interests"), list):
-            raise ValueError("expected a mine-interests record (with an 'interests' list) or a sample with 'interest'")
-        out = []
-        for i, it in enumerate(record["interests"], start=1):
-            if not isinstance(it, dict) or not _text(it.get("interest")):
-                raise ValueError(f"interests[{i - 1}] has no 'interest' text")
-            out.append({
-                "sample_id": f"{uid}:{it.get('id') or f'I{i}'}", "user_id": uid,
-                "attributes": record.get("attributes") or {}, "behaviors": _behaviors(record),
-                "interest": _text(it["interest"]), "reason": _text(it.get("reason")),
-            })
-        return out
+        return [{
+            "sample_id": f"{uid}:{it['interest_id']}", "user_id": uid, "attributes": rec.get("attributes") or {},
+            "behaviors": _behaviors(rec), "interest": _text(it["interest"]), "reason": _text(it.get("reason")),
+        } for it in rec["interests"]]
     if task == "tags":
-        if "tag" in record:
-            _need(record, "tag")
-            return [_flat(record, f"{uid}:tag")]
-        if not isinstance(record.get("tags"), list):
-            raise ValueError("expected a predict-tags record (with a 'tags' list) or a sample with 'tag'")
-        texts, by_id = _interest_texts(record)
-        out = []
-        for i, t in enumerate(record["tags"], start=1):
-            if not isinstance(t, dict) or not _text(t.get("tag")):
-                raise ValueError(f"tags[{i - 1}] has no 'tag' text")
-            link = str(t.get("interest") or "")
-            out.append({
-                "sample_id": f"{uid}:T{i}", "user_id": uid, "attributes": record.get("attributes") or {},
-                "interests": texts, "behaviors": _behaviors(record), "tag": _text(t["tag"]),
-                "interest": by_id.get(link, link), "reason": _text(t.get("reason")),
-            })
-        return out
-    if task == "explanations":
-        if "explanation" not in record:
-            raise ValueError("expected an explain record (with 'explanation')")
-        item_id = str(record.get("item_id", "")).strip()
-        return [_flat(record, f"{uid}:{item_id}")]
-    raise ValueError(f"unknown task {task!r}")
+        texts, by_id = _interest_texts(rec)
+        return [{
+            "sample_id": f"{uid}:T{i}", "user_id": uid, "attributes": rec.get("attributes") or {},
+            "interests": texts, "behaviors": _behaviors(rec), "tag": _text(t["tag"]),
+            "interest": _text(t.get("interest")) or by_id.get(str(t.get("interest_id")), ""),
+            "reason": _text(t.get("reason")),
+        } for i, t in enumerate(rec["tags"], start=1)]
+    return [_flat(rec, f"{uid}:{rec['item_id']}")]
 
 
 def _flat(record: dict[str, Any], default_id: str) -> dict[str, Any]:
-    sample = {k: v for k, v in record.items() if k not in ("labels", "verdicts", "pass")}
+    # A judge sample, no longer a stage record: without `kind` it passes expand_record again unchanged.
+    sample = {k: v for k, v in record.items() if k not in ("labels", "verdicts", "pass", "kind", "kind_version")}
     sample["sample_id"] = str(record.get("sample_id") or default_id)
     return sample
 

@@ -19,15 +19,18 @@ A stage written as a generator (one output row per input record) can be wrapped 
     for row in track(mine_interests(records, llm, ...), desc="mine-interests", quiet=quiet, llm=llm):
         writer.write(row)
 With `concurrency > 1` (the openai backend), `fn` runs in a thread pool with a bounded window, so results stay
-in input order and memory stays bounded on long inputs; the cache is thread-safe.
+in input order and memory stays bounded on long inputs; the cache is thread-safe. The pool's threads are daemons
+and are never joined on an interrupt: Ctrl-C stops the stage at once even while every call hangs on a server.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -110,7 +113,9 @@ class BatchRun(Generic[O]):
                 yield self._fn(record)
             return
         # A bounded window of futures: input order is kept and a huge stdin is never read all at once.
-        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+        pool = DaemonPool(self._concurrency)
+        finished = False
+        try:
             window: deque[Future[O]] = deque()
             for record in self._records:
                 window.append(pool.submit(self._fn, record))
@@ -118,6 +123,9 @@ class BatchRun(Generic[O]):
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
+            finished = True
+        finally:
+            pool.close(wait=finished)  # idle workers are joined; on Ctrl-C or an error nobody waits
 
     def _run(self) -> Iterator[O]:
         t0 = time.perf_counter()
@@ -153,6 +161,51 @@ class BatchRun(Generic[O]):
         s = self.stats
         s.calls, s.prompt_tokens, s.completion_tokens, s.calls_cached, s.calls_failed = (
             a - b for a, b in zip(now, self._usage0, strict=True))
+
+
+class DaemonPool:
+    """`concurrency` daemon worker threads. Unlike ThreadPoolExecutor, nothing joins them: on Ctrl-C (or any
+    error) `close` cancels the queued work and returns, and the interpreter exits without waiting for calls
+    still hanging on a server (finished calls are already in the cache)."""
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[Any], Any], Any] | None] = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, daemon=True, name=f"recgpt-llm-{i}")
+                         for i in range(max(1, workers))]
+        for t in self._workers:
+            t.start()
+
+    def submit(self, fn: Callable[[Any], O], arg: Any) -> Future[O]:
+        fut: Future[O] = Future()
+        self._jobs.put((fut, fn, arg))
+        return fut
+
+    def close(self, wait: bool = False) -> None:
+        while True:  # cancel what has not started
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._workers:
+            self._jobs.put(None)
+        if wait:
+            for t in self._workers:
+                t.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, arg = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(arg))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                fut.set_exception(exc)
 
 
 def _len_or_none(records: Iterable[Any]) -> int | None:

@@ -9,13 +9,16 @@ processes and DuckDB allows one writer process per file. Tables:
   a hit stores no messages/output (join `completions` on `key`).
 
 Each `put` commits before returning, so a stage killed mid-batch keeps every finished call and a rerun asks the
-backend only for the rest. Audit with e.g.
+backend only for the rest. DuckDB lets one process write a file: a second process running the same task at the
+same time caches into a side file `<task>.<pid>.duckdb` instead (it reads only its own calls), and the next
+process that opens the shared file merges finished side files into it. Audit with e.g.
 `duckdb .recgpt-cache/interest_mining.duckdb "select ts, cached, latency_s, output from llm_calls"`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,6 +28,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from recgpt_cli.io import pid_alive
 from recgpt_cli.llm.base import Backend, Completion, Message, SamplingParams
 from recgpt_cli.llm.prompts import Prompt
 
@@ -38,7 +42,7 @@ CREATE TABLE IF NOT EXISTS llm_calls(
     finish_reason VARCHAR, cached BOOLEAN);
 """
 
-# How long to wait for another process holding the same task's cache file before running uncached.
+# How long to wait for another process holding the same task's cache file before using a side file.
 LOCK_WAIT_S = 5.0
 
 
@@ -99,7 +103,8 @@ class DuckDBCache:
                 return
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute("INSERT INTO completions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                # OR REPLACE: a stored completion that stopped validating is overwritten by the new valid one.
+                con.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?)",
                             [key, completion.text, completion.prompt_tokens, completion.completion_tokens,
                              completion.latency_s, completion.finish_reason, _now()])
                 self._log(con, key, prompt, messages, completion, cached=False)
@@ -141,13 +146,26 @@ class DuckDBCache:
             try:
                 con = duckdb.connect(str(path))
                 con.execute(_DDL)
+                _merge_side_files(con, path)
                 return con
             except duckdb.IOException as exc:
-                # Another process (same task, run twice at once) holds the file: wait, then go uncached.
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     self._say(f"LLM cache {path} unavailable ({str(exc).splitlines()[0]}); running without cache")
                     return None
+                if time.monotonic() > deadline:
+                    break
                 time.sleep(0.2)
+        # Another process (same task, run twice at once) holds the file: cache into our own side file.
+        side = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        self._say(f"LLM cache {path} is in use by another process; this run caches into {side.name} "
+                  "(merged into the shared cache by the next run)")
+        try:
+            con = duckdb.connect(str(side))
+            con.execute(_DDL)
+            return con
+        except duckdb.Error as exc:
+            self._say(f"LLM cache {side} unavailable ({str(exc).splitlines()[0]}); running without cache")
+            return None
 
     def _say(self, text: str) -> None:
         if self._warn is not None:
@@ -172,3 +190,23 @@ class DuckDBCache:
 def _now() -> datetime:
     # Audit timestamps only; never feeds a stage's output (determinism).
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _merge_side_files(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Fold `<task>.<pid>.duckdb` side files of processes that have ended into the shared cache, then delete them."""
+    for side in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
+        pid = side.name[len(path.stem) + 1 : -len(path.suffix)]
+        if not pid.isdigit() or (int(pid) != os.getpid() and pid_alive(int(pid))):
+            continue  # still running: its side file is in use
+        try:
+            con.execute(f"ATTACH '{side.as_posix().replace(chr(39), chr(39) * 2)}' AS side (READ_ONLY)")
+        except duckdb.Error:
+            continue
+        try:
+            con.execute("INSERT OR IGNORE INTO completions SELECT * FROM side.completions")
+            con.execute("INSERT INTO llm_calls SELECT * FROM side.llm_calls")
+        finally:
+            con.execute("DETACH side")
+        side.unlink(missing_ok=True)
+        side.with_name(side.name + ".wal").unlink(missing_ok=True)
+

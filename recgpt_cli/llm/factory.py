@@ -68,7 +68,8 @@ def make_backend(opts: LLMOptions) -> Backend:
         from recgpt_cli.llm.openai_backend import OpenAIBackend
 
         base_url = opts.base_url or os.environ.get("OPENAI_BASE_URL") or ""
-        return OpenAIBackend(base_url, model=opts.model, concurrency=opts.concurrency)
+        return OpenAIBackend(base_url, model=opts.model, concurrency=opts.concurrency, timeout_s=opts.timeout,
+                             retries=opts.retries)
     raise BadInput(f"--backend {opts.backend!r} cannot be built from options (the fake backend is for tests)")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date as Date
 from pathlib import Path
 
@@ -13,6 +13,8 @@ from recgpt_cli.llm.prompts import Prompt, load_prompt
 
 BACKENDS = ("llama-cpp", "hf", "openai")  # "fake" exists for tests only, never on the CLI
 DEFAULT_CACHE_DIR = ".recgpt-cache"
+DEFAULT_TIMEOUT_S = 60.0  # one HTTP answer (openai backend); a hung server costs (retries + 1) x this per call
+DEFAULT_RETRIES = 2  # transient HTTP failures (timeout, 5xx, 429) retried with backoff, then the record fails
 
 
 def parse_day(value: str | Date | None) -> Date | None:
@@ -33,6 +35,8 @@ class LLMOptions:
     model: str | None = None
     base_url: str | None = None
     concurrency: int = 4
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
     no_cache: bool = False
     cache_dir: Path | None = None
     prompt: str | None = None
@@ -51,10 +55,25 @@ class LLMOptions:
             raise BadInput("--backend openai needs --base-url URL (or env OPENAI_BASE_URL)")
         if self.concurrency < 1:
             raise BadInput(f"--concurrency {self.concurrency}: must be at least 1")
+        if self.timeout <= 0:
+            raise BadInput(f"--timeout {self.timeout}: must be more than 0 seconds")
+        if self.retries < 0:
+            raise BadInput(f"--retries {self.retries}: must be 0 or more")
         parse_day(self.date)  # fail early, before any model loads
 
     def with_(self, **changes: object) -> LLMOptions:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_args(self, *, date: bool = True, prompt: bool = True) -> list[str]:
+        """These options as CLI arguments (defaults left out), for `recgpt run` to hand each LLM stage."""
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default or (f.name == "date" and not date) or (f.name == "prompt" and not prompt):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            args += [flag] if isinstance(value, bool) else [flag, str(value)]
+        return args
 
     def day(self) -> Date | None:
         """The `--date` as a date, or None when not given (the stage picks a data-derived default)."""

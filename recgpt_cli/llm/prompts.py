@@ -2,6 +2,11 @@
 
 The version is part of every cache key, so editing a prompt's text without bumping it still changes the
 key (the rendered prompt is hashed too), and bumping it invalidates old outputs on purpose.
+
+Prompts are bounded: `render` passes every variable through `clean_field` first, so whatever a record holds,
+control characters (NUL, ESC, ... everything but newline and tab) never reach a model, each line of a value is
+cut to MAX_LINE_CHARS (1,000) and the whole value to MAX_FIELD_CHARS (2,000; 12,000 for the long behaviour
+fields `compressed` and `behaviors`, LONG_FIELDS), a cut marked with "…".
 """
 
 from __future__ import annotations
@@ -13,6 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from recgpt_cli.errors import BadInput
+
+MAX_LINE_CHARS = 1_000
+MAX_FIELD_CHARS = 2_000
+LONG_FIELD_CHARS = 12_000
+LONG_FIELDS = frozenset({"compressed", "behaviors"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_field(value: Any, limit: int = MAX_FIELD_CHARS) -> str:
+    """`value` as prompt text: control characters dropped (newline and tab kept), each line cut to
+    MAX_LINE_CHARS, the whole cut to `limit` characters."""
+    text = _CONTROL.sub("", str(value))
+    lines = [ln if len(ln) <= MAX_LINE_CHARS else ln[: MAX_LINE_CHARS - 1] + "…" for ln in text.split("\n")]
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 _SYSTEM_SPLIT = re.compile(r"^<!--\s*user\s*-->\s*$", re.MULTILINE)
@@ -39,8 +60,11 @@ class Prompt:
         if missing:
             raise BadInput(f"{self.path}: prompt needs variables not given: {', '.join(sorted(missing))}")
 
+        values = {k: clean_field(v, LONG_FIELD_CHARS if k in LONG_FIELDS else MAX_FIELD_CHARS)
+                  for k, v in variables.items()}
+
         def fill(text: str) -> str:
-            return _PLACEHOLDER.sub(lambda m: str(variables[m.group(1)]), text).strip()
+            return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text).strip()
 
         messages = []
         if self.system.strip():

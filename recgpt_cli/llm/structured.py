@@ -132,27 +132,24 @@ class StructuredLLM:
         gen: Generation[T] = Generation(value=None)
         for attempt in range(self.retries + 1):
             p = params if attempt == 0 else self._retry_params(params, attempt)
-            try:
-                completion, cached = self._complete(prompt, messages, schema, p)
-            except BackendError as exc:
-                gen.attempts = attempt + 1
-                gen.error = f"BackendError: {exc.message}"
-                break  # another seed cannot fix a prompt that does not fit or a rejected request
+            key = self.cache.key(self.backend, prompt, messages, schema, p) if self.cache is not None else ""
             gen.attempts = attempt + 1
-            gen.cached = cached
-            gen.raw = completion.text
-            if not cached:
-                gen.prompt_tokens += completion.prompt_tokens
-                gen.completion_tokens += completion.completion_tokens
-                gen.latency_s += completion.latency_s
-            try:
-                if completion.finish_reason == "length":
-                    raise ValueError(f"output truncated at max_tokens={p.max_tokens}")
-                gen.value = output.model_validate(parse_json_output(completion.text))
-                gen.error = None
+            hit = self.cache.get(key, prompt=prompt, messages=messages) if self.cache is not None else None
+            if hit is not None and self._accept(gen, hit, output, p, cached=True):
+                with self._lock:
+                    self.usage.cache_hits += 1
                 break
-            except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
-                gen.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            # A cached completion that no longer validates (older rules) is asked again, never trusted.
+            try:
+                completion = self._call(messages, schema, p)
+            except BackendError as exc:
+                gen.error = f"BackendError: {exc.message}"
+                break  # another seed cannot fix a prompt that does not fit or a server that keeps failing
+            if self._accept(gen, completion, output, p, cached=False):
+                # Only valid completions are cached: a failure is retried by the next run, not replayed.
+                if self.cache is not None:
+                    self.cache.put(key, completion, prompt=prompt, messages=messages)
+                break
         with self._lock:
             self.usage.generations += 1
             self.usage.failed += gen.value is None
@@ -161,27 +158,36 @@ class StructuredLLM:
         return gen
 
     @staticmethod
+    def _accept(gen: Generation[T], completion: Completion, output: type[T], params: SamplingParams, *,
+                cached: bool) -> bool:
+        """Validate `completion` into `gen` (value or error); count its tokens when it was not cached."""
+        gen.cached = cached
+        gen.raw = completion.text
+        if not cached:
+            gen.prompt_tokens += completion.prompt_tokens
+            gen.completion_tokens += completion.completion_tokens
+            gen.latency_s += completion.latency_s
+        try:
+            if completion.finish_reason == "length":
+                raise ValueError(f"output truncated at max_tokens={params.max_tokens}")
+            gen.value = output.model_validate(parse_json_output(completion.text))
+            gen.error = None
+            return True
+        except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+            gen.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            return False
+
+    @staticmethod
     def _retry_params(params: SamplingParams, attempt: int) -> SamplingParams:
         # A different seed per retry (the same seed would reproduce the same invalid output).
         return SamplingParams(max(params.temperature, RETRY_TEMPERATURE), params.top_p, params.max_tokens,
                               params.seed + 1000 * attempt)
 
-    def _complete(
-        self, prompt: Prompt, messages: list[Message], schema: dict[str, Any], params: SamplingParams
-    ) -> tuple[Completion, bool]:
-        key = self.cache.key(self.backend, prompt, messages, schema, params) if self.cache else ""
-        if self.cache is not None:
-            hit = self.cache.get(key, prompt=prompt, messages=messages)
-            if hit is not None:
-                with self._lock:
-                    self.usage.cache_hits += 1
-                return hit, True
+    def _call(self, messages: list[Message], schema: dict[str, Any], params: SamplingParams) -> Completion:
         t0 = time.perf_counter()
         completion = self.backend.complete(messages, schema, params)
         if not completion.latency_s:
             completion.latency_s = time.perf_counter() - t0
         with self._lock:
             self.usage.backend_calls += 1
-        if self.cache is not None:
-            self.cache.put(key, completion, prompt=prompt, messages=messages)
-        return completion, False
+        return completion

@@ -1,0 +1,45 @@
+"""Load a saved tower model for another stage (retrieve, evaluate), checked against the database it is used with.
+
+A model folder whose files are damaged, or that was trained on another database, is the user's input at fault:
+both are BadInput naming the folder, never an internal error or silently wrong output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from recgpt_cli.errors import BadInput, RecgptError
+
+MISMATCH_SHOWN = 3  # unknown ids named in the message
+
+
+def load_tower_model(model_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> Any:
+    """`towers.load_model(model_dir)`; with `con`, also check that every user and item the model knows is in that
+    database (a model trained on another --db would recommend ids it does not have)."""
+    from recgpt_cli.towers import load_model  # torch: imported only when a model is used
+
+    try:
+        model = load_model(model_dir)
+    except RecgptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json, torch and pickle each raise their own kind
+        raise BadInput(f"{model_dir}: damaged tower model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                       "train it again with `recgpt train-towers`") from None
+    if con is not None:
+        check_model_matches_db(model_dir, model, con)
+    return model
+
+
+def check_model_matches_db(model_dir: str | Path, model: Any, con: duckdb.DuckDBPyConnection) -> None:
+    for kind, ids in (("items", model.item_ids), ("users", model.user_ids)):
+        id_col = kind[:-1] + "_id"
+        missing = con.execute(f"SELECT x FROM unnest(?::VARCHAR[]) AS t(x) "
+                              f"WHERE x NOT IN (SELECT {id_col} FROM {kind}) ORDER BY x", [list(ids)]).fetchall()
+        if missing:
+            shown = ", ".join(repr(r[0]) for r in missing[:MISMATCH_SHOWN])
+            raise BadInput(f"{model_dir}: trained on another database: {len(missing):,} of its {len(ids):,} {kind} "
+                           f"are not in this --db ({shown}{', …' if len(missing) > MISMATCH_SHOWN else ''})",
+                           "pass the --db the model was trained on, or train a model on this one")

@@ -1,0 +1,219 @@
+"""Fault injection on inputs and processes (issue 12, cases 4-6): huge lines, impossible timestamps, closed pipes,
+mistyped paths, models from elsewhere, damaged files, kills. Each test names the case it covers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from conftest import FIXTURES, ROOT, child_env, compressed_users
+from typer.testing import CliRunner
+
+from recgpt_cli.cli import app
+
+pytestmark = pytest.mark.fault
+runner = CliRunner()
+
+
+def test_case4_a_json_line_over_16mb_imports(tmp_path: Path) -> None:
+    """Case 4: a valid 40 MB line imports with the rest (was: the whole import aborted, no line number, an
+    internal temp path in the message, even with --skip-bad)."""
+    items = tmp_path / "items.jsonl"
+    big = {"item_id": "big", "title": "t" * (40 * 1024 * 1024), "category": ["Home"]}
+    items.write_bytes((FIXTURES / "items.jsonl").read_bytes() + orjson.dumps(big) + b"\n")
+    db = tmp_path / "shop.duckdb"
+    res = runner.invoke(app, ["import", "jsonl", "--db", str(db), "--items", str(items), "--quiet"])
+    assert res.exit_code == 0, res.output
+    con = duckdb.connect(str(db), read_only=True)
+    n, longest = con.execute("SELECT count(*), max(length(title)) FROM items").fetchone()  # type: ignore[misc]
+    con.close()
+    assert n == 5 and longest == 40 * 1024 * 1024
+
+
+@pytest.mark.parametrize("variant", ["movielens", "recbole"])
+def test_case5_out_of_range_timestamps_are_bad_lines(variant: str, tmp_path: Path) -> None:
+    """Case 5: out-of-range timestamps are `file:line` bad input (exit 2), or rejects under --skip-bad
+    (was: `internal error` OutOfRange/Conversion, exit 1, with or without --skip-bad)."""
+    src = FIXTURES.parent / ("ml-100k" if variant == "movielens" else "recbole")
+    data = tmp_path / src.name
+    shutil.copytree(src, data)
+    inter = data / ("u.data" if variant == "movielens" else "tiny.inter")
+    lines = inter.read_text().splitlines()
+    at = 2 if variant == "movielens" else 3  # file line of the bad row (recbole has a header)
+    lines[at - 1] = "\t".join(lines[at - 1].split("\t")[:3] + ["99999999999999"])
+    inter.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "x.duckdb"
+    res = runner.invoke(app, ["import", variant, str(data), "--db", str(db), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert f"{inter}:{at}: missing timestamp (or one outside years 1..9999" in res.output
+    assert "internal error" not in res.output
+    res = runner.invoke(app, ["import", variant, str(data), "--db", str(db), "--skip-bad", "--quiet"])
+    assert res.exit_code == 0, res.output
+    rejects = [json.loads(x) for x in db.with_name(db.name + ".rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [at]
+
+
+def test_case5_out_of_range_epoch_in_jsonl(tmp_path: Path) -> None:
+    """Case 5 (JSONL form): an epoch beyond year 9999 is a field error with its line."""
+    beh = tmp_path / "b.jsonl"
+    beh.write_text('{"user_id": "u1", "item_id": "i1", "type": "purchase", "timestamp": 1e15}\n')
+    res = runner.invoke(app, ["import", "jsonl", "--db", str(tmp_path / "x.duckdb"), "--items",
+                              str(FIXTURES / "items.jsonl"), "--behaviors", str(beh), "--quiet"])
+    assert res.exit_code == 2 and f"{beh}:1: timestamp" in res.output and "outside years 1..9999" in res.output
+
+
+def test_case6_broken_pipe_is_quiet(trained: tuple[Path, Path]) -> None:
+    """Case 6: a stage piped into `head -1` stops quietly, exit 0 (was: `internal error: BrokenPipeError`)."""
+    db, model = trained
+    cmd = f"{sys.executable} -m recgpt_cli retrieve --db {db} --model {model} --k 40 --exact --quiet | head -1"
+    res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, env=child_env(),
+                         timeout=120)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.count(b"\n") == 1 and b"error" not in res.stderr, res.stderr.decode()
+
+
+@pytest.mark.parametrize("command", ["train-towers", "evaluate"])
+def test_case6_mistyped_db_is_reported_and_not_created(command: str, tmp_path: Path) -> None:
+    """Case 6: a mistyped --db says so and creates nothing (was: an empty database file and the wrong problem)."""
+    db = tmp_path / "tpyo.duckdb"
+    args = [command, "--db", str(db)] + (["--out-dir", str(tmp_path / "m")] if command == "train-towers"
+                                          else ["--baseline", "pop"])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "no such database" in res.output and not db.exists()
+
+
+def test_case6_compress_empty_users_is_bad_input(shop_db: Path) -> None:
+    """Case 6: `compress --users ''` is bad input (was: silently compressed everyone)."""
+    res = runner.invoke(app, ["compress", "--db", str(shop_db), "--users", "", "--quiet"])
+    assert res.exit_code == 2 and "--users '': no user ids" in res.output
+
+
+def test_case6_mine_interests_refuses_predict_tags_output(tmp_path: Path) -> None:
+    """Case 6: each reader validates the stage it expects and names the one it got (was: mine-interests
+    accepted predict-tags output)."""
+    tags = tmp_path / "tags.jsonl"
+    tags.write_bytes(orjson.dumps({"kind": "tags", "user_id": "u1", "compressed": "x", "interests": [],
+                                   "tags": []}) + b"\n")
+    res = runner.invoke(app, ["mine-interests", str(tags), "--backend", "openai", "--base-url",
+                              "http://127.0.0.1:9/v1", "--no-cache"])
+    assert res.exit_code == 2, res.output
+    assert f"{tags}:1: expected recgpt compress output (kind 'compressed'), got recgpt predict-tags output" \
+        in res.output
+    res = runner.invoke(app, ["predict-tags", str(compressed_users(tmp_path / "c.jsonl", n=1)), "--backend",
+                              "openai", "--base-url", "http://127.0.0.1:9/v1", "--no-cache"])
+    assert res.exit_code == 2 and "got recgpt compress output (kind 'compressed')" in res.output
+    res = runner.invoke(app, ["judge", "--task", "tags", str(tmp_path / "c.jsonl"), "--backend", "openai",
+                              "--base-url", "http://127.0.0.1:9/v1", "--no-cache"])
+    assert res.exit_code == 2 and "expected recgpt predict-tags output (kind 'tags'), got recgpt compress" in res.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from towers_fixtures import make_shop_db
+
+    d = tmp_path_factory.mktemp("towers")
+    make_shop_db(d / "shop.duckdb").close()
+    res = runner.invoke(app, ["train-towers", "--db", str(d / "shop.duckdb"), "--out-dir", str(d / "m"),
+                              "--epochs", "1", "--dim", "8", "--batch-size", "32", "--negatives", "8", "--device",
+                              "cpu", "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    return d / "shop.duckdb", d / "m"
+
+
+def test_case6_retrieve_with_a_model_from_another_db(trained: tuple[Path, Path], shop_db: Path) -> None:
+    """Case 6: a model trained on another database is bad input (was: exit 0 with users/items the DB lacks)."""
+    _, model = trained
+    res = runner.invoke(app, ["retrieve", "--db", str(shop_db), "--model", str(model), "--k", "3"])
+    assert res.exit_code == 2, res.output
+    assert "trained on another database" in res.output and "items are not in this --db" in res.output
+
+
+@pytest.mark.parametrize("damaged", ["model.pt", "config.json"])
+def test_case6_damaged_model_files(damaged: str, trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Case 6: a corrupt model.pt / config.json is bad input naming the folder (was: an internal error)."""
+    db, model = trained
+    copy = tmp_path / "m"
+    shutil.copytree(model, copy)
+    (copy / damaged).write_bytes(b"\x00garbage{")
+    res = runner.invoke(app, ["retrieve", "--db", str(db), "--model", str(copy), "--k", "3"])
+    assert res.exit_code == 2, res.output
+    assert f"{copy}: damaged tower model" in res.output and "internal error" not in res.output
+
+
+def test_case6_killed_import_leaves_no_staging_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Case 6: staging folders of killed imports are removed by the next import (was: 90-230 MB left per kill)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"recgpt-import-{dead.pid}-abc"
+    left.mkdir()
+    (left / "items.jsonl").write_text("{}\n")
+    res = runner.invoke(app, ["import", "jsonl", "--db", str(tmp_path / "x.duckdb"), "--items",
+                              str(FIXTURES / "items.jsonl"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert not left.exists() and list(tmp_path.glob("recgpt-import-*")) == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Query interrupted"),  # what DuckDB 2.0 raises on SIGINT
+                                   duckdb.InterruptException("INTERRUPT Error: Query interrupted")])
+def test_case6_ctrl_c_in_the_database_phase_is_an_interrupt(error: Exception, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """Case 6: DuckDB's interrupt during an import is Ctrl-C: exit 130 and the rollback message (was:
+    `internal error: Query interrupted`)."""
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("recgpt_cli.importers.import_jsonl", interrupted)
+    db = tmp_path / "x.duckdb"
+    res = runner.invoke(app, ["import", "jsonl", "--db", str(db), "--items", str(FIXTURES / "items.jsonl")])
+    assert res.exit_code == 130 and "interrupted" in res.output and "internal error" not in res.output
+    assert not db.exists()
+
+
+def test_case6_stage_records_are_typed_and_ids_separate(tmp_path: Path) -> None:
+    """Typed records: tags carry `interest_id` and the interest's text; every row has its kind and version."""
+    from recgpt_cli.llm.base import FakeBackend
+    from recgpt_cli.llm.structured import StructuredLLM
+    from recgpt_cli.schema import InterestsRecord, TagsRecord, parse_stage_record, stage_row
+    from recgpt_cli.tags import TagPredictor
+
+    record = parse_stage_record({"kind": "interests", "user_id": "u1", "date": "2025-07-01",
+                                 "compressed": "2025-05(purchase) | tennis racket",
+                                 "interests": [{"id": "I1", "interest": "tennis", "stage": "long-term"}]},
+                                InterestsRecord)
+    assert record.interests[0].interest_id == "I1"  # type: ignore[attr-defined]
+    reply = '{"tags": [{"item_tag": "tennis ball machine", "reason": "plays tennis", "serves_interest": "I1"}]}'
+    row, _ = TagPredictor(StructuredLLM(FakeBackend(lambda m, s, p: reply)), None, n_tags=5)(
+        record.model_dump(exclude_none=True))
+    out = stage_row("tags", row)
+    assert out["kind"] == "tags" and out["kind_version"] == 1
+    assert out["tags"] == [{"tag": "tennis ball machine", "interest_id": "I1", "interest": "tennis",
+                            "reason": "plays tennis"}]
+    assert isinstance(parse_stage_record(orjson.loads(orjson.dumps(out)), TagsRecord), TagsRecord)
+    with pytest.raises(ValueError, match="unknown field"):
+        parse_stage_record({**out, "surprise": 1}, TagsRecord)
+
+
+def test_case6_real_sigint_during_a_duckdb_query_exits_130(tmp_path: Path) -> None:
+    """Case 6, for real: SIGINT while DuckDB runs a query inside a command gives exit 130, not an internal error."""
+    script = tmp_path / "q.py"
+    script.write_text(
+        "import os, signal, threading, duckdb, typer\n"
+        "from recgpt_cli.commands.common import friendly_errors\n"
+        "@friendly_errors\n"
+        "def long_query() -> None:\n"
+        "    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "    duckdb.connect().execute('select count(*) from range(100000000000) t(x) where x % 7 = 3').fetchall()\n"
+        "typer.run(long_query)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, env=child_env(), timeout=60)
+    assert res.returncode == 130, res.stderr.decode()
+    assert b"interrupted" in res.stderr and b"internal error" not in res.stderr
