@@ -269,7 +269,7 @@ def test_real_model_mines_schema_valid_interests() -> None:
     rows = list(mine_interests(users, llm, date=DAY, max_interests=2))  # ~220 tokens a call at most
     assert len(rows) == 2
     for row in rows:
-        assert set(row["interest_rules_removed"]) == {"vague", "unsupported", "duplicate", "over_cap"}
+        assert set(row["interest_rules_removed"]) == {"vague", "unsupported", "bad_reason", "duplicate", "over_cap"}
         assert row["interests"] or row.get("error") or sum(row["interest_rules_removed"].values())
         assert len(row["interests"]) <= 2
         for i, it in enumerate(row["interests"], start=1):
