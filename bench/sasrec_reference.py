@@ -2,7 +2,9 @@
 
 Independent of recgpt_cli/towers on purpose (torch's own nn.TransformerEncoder, item ids only, input and output
 item embeddings shared, left-padded to max_len), trained on the same stored split's TRAIN interactions in time
-order until validation NDCG@10 stops improving ("to convergence"), scored with recgpt_cli/metrics.py.
+order until validation NDCG@10 has not improved for 30 epochs ("to convergence"), scored with
+recgpt_cli/metrics.py. Settings as SASRec's for sparse data (2 blocks, 1 head, dim 64, dropout 0.2, the latest 50
+items) with the sequential tower's batch 64 and lr 2e-3.
 
     python bench/sasrec_reference.py --work DIR      # DIR/ml100k.duckdb from bench_retrieval.py (loo split)
 """
@@ -26,7 +28,7 @@ from recgpt_cli.splits import SplitData  # noqa: E402
 
 
 class SASRec(nn.Module):
-    def __init__(self, n_items: int, dim: int = 64, max_len: int = 200, layers: int = 2, heads: int = 1,
+    def __init__(self, n_items: int, dim: int = 64, max_len: int = 50, layers: int = 2, heads: int = 1,
                  dropout: float = 0.2) -> None:
         super().__init__()
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)  # 0 = padding, item i -> i + 1
@@ -82,8 +84,8 @@ def _topk(net: SASRec, seqs: torch.Tensor, split: SplitData, phase: str) -> np.n
     return full_rank_topk(scores, split.exclude_for(phase), 10)
 
 
-def train_reference(split: SplitData, *, seed: int = 0, max_len: int = 200, epochs: int = 400, patience: int = 8,
-                    eval_every: int = 5, lr: float = 1e-3, batch_size: int = 128, log: bool = True) -> Reference:
+def train_reference(split: SplitData, *, seed: int = 0, max_len: int = 50, epochs: int = 400, patience: int = 6,
+                    eval_every: int = 5, lr: float = 2e-3, batch_size: int = 64, log: bool = True) -> Reference:
     """Train until `patience` validations without gain; the best validation epoch's weights are scored."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
