@@ -38,11 +38,15 @@ class SASRec(nn.Module):
         self.ln = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.max_len, self.heads = max_len, heads
+        for emb in (self.item, self.pos):  # RecBole's SASRec: normal(0, 0.02), no sqrt(dim) scaling
+            nn.init.normal_(emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """seq: (B, L) item ids + 1, left-padded with 0 -> (B, L, dim) states."""
         n = seq.shape[1]
-        x = self.drop(self.item(seq) * self.item.embedding_dim**0.5 + self.pos(torch.arange(n))[None])
+        x = self.drop(self.item(seq) + self.pos(torch.arange(n))[None])
         pad = seq == 0
         # -1e9 (not -inf, as the original) where a query may not read: the future and padding; itself always
         blocked = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)[None] | pad[:, None, :]
