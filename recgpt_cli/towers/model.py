@@ -163,8 +163,6 @@ class SequentialUserTower(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout) for _ in range(n_layers))
         self.ln = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
-        for emb in (self.pos_emb, self.beh_emb):  # small, as SASRec's / GPT's (N(0, 1) swamps the residual stream)
-            nn.init.normal_(emb.weight, std=0.02)
 
     def forward(self, h_items: torch.Tensor, beh: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """h_items: (B, L, dim) item vectors, right-aligned; beh: (B, L); valid: (B, L) bool -> (B, L, dim)."""
@@ -211,8 +209,6 @@ class TAR(nn.Module):
         # user_tower="sequential": the pooled tower above is replaced by causal self-attention over the history
         self.seq_tower = (SequentialUserTower(len(shapes.behaviors), dim, max_seq_len, n_layers, n_heads, dropout)
                           if user_tower == "sequential" else None)
-        if self.seq_tower is not None and self.history_emb is not None:
-            nn.init.normal_(self.history_emb.weight, std=0.02)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
 
     def unit(self, h: torch.Tensor) -> torch.Tensor:
