@@ -1,10 +1,13 @@
-"""TAR vs classic baselines on ml-100k, RecBole's default split (random 8/1/1 per user), full ranking, test phase.
+"""TAR vs classic baselines on ml-100k, full ranking, test phase, on a stored split (RecBole's default or
+leave-one-out by time).
 
-    python bench/bench_retrieval.py [--variants paper,full,users] [--betas 1,0.9,0.8,0.7] [--epochs N]
+    python bench/bench_retrieval.py [--protocol recbole|loo] [--variants default,paper] [--reference] [--work DIR]
 
-Tags for an ml-100k user (the LLM stage's stand-in): the genres of their TRAIN movies, the 3 most frequent ones,
-each genre name being one tag. TAR beta=1 is the plain two-tower (user tower only); "best beta" is picked on the
-VALIDATION split and reported on test. Prints one rich table; numbers go in the closing note of issue 4.
+Variants are the tower presets (presets/*.toml, the files `recgpt train-towers --preset` reads) plus a few named
+overrides (VARIANTS). Tags for an ml-100k user (the LLM stage's stand-in): the genres of their TRAIN movies, the 3
+most frequent ones, each genre name being one tag. TAR beta=1 is the plain two-tower (user tower only); "best beta"
+is picked on the VALIDATION split and reported on test (only for variants that train the tag tower).
+`--reference` adds a plain SASRec trained to convergence on the same split (bench/sasrec_reference.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,40 +33,26 @@ from recgpt_cli.metrics import compute_metrics  # noqa: E402
 from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
 from recgpt_cli.splits import SplitData, load_split, make_split  # noqa: E402
 from recgpt_cli.store import open_db  # noqa: E402
-from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
+from recgpt_cli.towers import TowerConfig, load_model, load_preset, train_towers  # noqa: E402
 
 COLUMNS = ("ndcg@10", "recall@10", "hit@10", "itemcoverage@10", "giniindex@10", "averagepopularity@10")
-_USERS = dict(batching="users", batch_size=64, n_negatives=1_000_000, in_batch=False, history_dropout=0.3,
-              history_embedding="separate", use_user_id=False, item_id_residual=True, temperature=0.2,
-              lr_schedule="cosine", epochs=300, eval_every=10, patience=60, tag_weight=0.0)
-VARIANTS = {
-    # the paper's towers and losses (§2.3), mean pooling, alpha = 0.5
-    "paper": TowerConfig(),
-    # same towers and losses, but every item is a negative (full softmax, no popularity-skewed in-batch negatives)
-    "full": TowerConfig(n_negatives=1_000_000, in_batch=False),
-    # full softmax, collaborative loss only (L_sem weight 0): what the tag/category losses do to accuracy
-    "full-col": TowerConfig(n_negatives=1_000_000, in_batch=False, tag_weight=0.0),
-    # temperature / learning-rate knobs on the full-softmax variant
-    "full-t05": TowerConfig(n_negatives=1_000_000, in_batch=False, temperature=0.05, patience=2),
-    "full-lr2": TowerConfig(n_negatives=1_000_000, in_batch=False, lr=2e-3, patience=2),
-    # full softmax, history-only user tower (no user-id embedding), softer temperature, faster lr: the best of
-    # the knobs tried on the validation split (0.216 valid NDCG@10 vs 0.204 for "full")
-    "full-noid": TowerConfig(n_negatives=1_000_000, in_batch=False, use_user_id=False, temperature=0.2, lr=1e-2),
-    # + an item-id residual path in the item tower and 30% history dropout (0.221 valid NDCG@10)
-    "full-res": TowerConfig(n_negatives=1_000_000, in_batch=False, use_user_id=False, temperature=0.2, lr=2e-2,
-                            item_id_residual=True, history_dropout=0.3),
-    # "users" batching: a row per user, 30% of its history hidden, softmax over every item must find all its train
-    # items; cosine lr over 300 short epochs (15 steps each); history items through their own id embeddings
-    # (--history-embedding separate); L_col only. "-e3": three such members (seeds 0-2) served as one model.
-    "users": TowerConfig(**_USERS),
-    "users-e3": TowerConfig(**_USERS, ensemble=3),
-    # every engaged pair weighs the same (heavy users count more), 20% hidden
-    "users-pair-e3": TowerConfig(**{**_USERS, "history_dropout": 0.2, "loss_weighting": "pair"}, ensemble=3),
-    # the same with the paper's semantic losses at weight 0.1 (trains the tag tower, so beta < 1 means something)
-    "users-tag-e3": TowerConfig(**{**_USERS, "tag_weight": 0.1}, ensemble=3),
-    "users-pair-tag-e3": TowerConfig(**{**_USERS, "history_dropout": 0.2, "loss_weighting": "pair", "tag_weight": 0.1},
-                                     ensemble=3),
+# name -> (preset, overrides of its fields); the split protocol always comes from --protocol
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "paper": ("paper", {}),  # §2.3 exactly: pairs, in-batch + 256 random negatives, mean pooling
+    "full": ("paper", {"n_negatives": "all", "in_batch": False}),  # the same with a full softmax
+    "default": ("default", {}),  # the best single model on the RecBole split's validation
+    "default-e3": ("default", {"ensemble": 3}),  # three default members served as one model
+    "sequential": ("default-loo", {}),  # the sequential user tower (the loo default)
+    # the issue-4 ensembles, as overrides of the default preset
+    "users-e3": ("default", {"history_dropout": 0.3, "loss_weighting": "user", "ensemble": 3}),
+    "users-pair-e3": ("default", {"ensemble": 3}),
 }
+
+
+def variant_config(name: str, protocol: str) -> TowerConfig:
+    """The TowerConfig of a variant: a VARIANTS entry, or any preset name / .toml file as it is."""
+    preset, overrides = VARIANTS.get(name, (name, {}))
+    return replace(load_preset(preset), protocol=protocol, **overrides)  # type: ignore[arg-type]
 
 
 def load_ml100k(db: Path) -> None:
@@ -108,32 +98,63 @@ def tar_topk(model, split: SplitData, tags: dict[int, list[Tag]], beta: float, p
     return topk
 
 
-def score_row(name: str, split: SplitData, seconds: float, test: np.ndarray, valid: np.ndarray) -> dict[str, object]:
+def score_row(name: str, split: SplitData, test: np.ndarray, valid: np.ndarray, seconds: float,
+              epochs: int = 0) -> dict[str, object]:
     """Test metrics of top-10 lists, plus validation NDCG@10 (what model and beta choices may look at)."""
     m = compute_metrics(test, split, phase="test", ks=(10,))
     v = compute_metrics(valid, split, phase="valid", ks=(10,))["ndcg@10"]
-    return {"model": name, "valid ndcg@10": v, **{c: m[c] for c in COLUMNS}, "train_s": seconds}
+    return {"model": name, "valid ndcg@10": v, **{c: m[c] for c in COLUMNS}, "train_s": seconds,
+            "s/epoch": seconds / epochs if epochs else float("nan"), "epochs": epochs}
+
+
+def tar_rows(con, split: SplitData, work: Path, variant: str, args: argparse.Namespace,  # type: ignore[no-untyped-def]
+             tags: dict[int, list[Tag]], console: Console) -> list[dict[str, object]]:
+    cfg = variant_config(variant, args.protocol)
+    cfg.epochs = args.epochs or cfg.epochs
+    cfg.patience = args.patience or cfg.patience
+    out = work / f"tar-{args.protocol}-{variant}"
+    report = train_towers(con, out, cfg, console=console)
+    model = load_model(out)
+    rows = []
+    if cfg.ensemble > 1:  # the first member alone: what the ensemble adds over one model (seed 0)
+        single = load_model(out / "member-0")
+        first = report.members[0]
+        rows.append(score_row(f"TAR {variant}: member 0 alone", split, tar_topk(single, split, tags, 1.0, "test"),
+                              tar_topk(single, split, tags, 1.0, "valid"), first.seconds, first.epochs_run))
+    betas = [float(b) for b in args.betas.split(",")] if cfg.tag_weight > 0 else [1.0]  # no tag tower: beta 1
+    valid_topk = {b: tar_topk(model, split, tags, b, "valid") for b in betas}
+    best_beta = max(valid_topk, key=lambda b: compute_metrics(valid_topk[b], split, "valid", ks=(10,))["ndcg@10"])
+    for beta in sorted({1.0, best_beta}, reverse=True):
+        label = f"TAR {variant} β={beta:g}" + (" (best on valid)" if beta == best_beta and len(betas) > 1 else "")
+        valid_b = valid_topk.get(beta)
+        rows.append(score_row(label, split, tar_topk(model, split, tags, beta, "test"),
+                              valid_b if valid_b is not None else tar_topk(model, split, tags, beta, "valid"),
+                              report.seconds, report.epochs_run))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=0, help="0 = the variant's own (30, or 300 for users*)")
-    ap.add_argument("--patience", type=int, default=0, help="0 = the variant's own (default 3)")
-    ap.add_argument("--variants", default="paper,full,users-e3,users-pair-e3,users-tag-e3")
+    ap.add_argument("--protocol", default="recbole", choices=("recbole", "loo"))
+    ap.add_argument("--epochs", type=int, default=0, help="0 = the variant's own")
+    ap.add_argument("--patience", type=int, default=0, help="0 = the variant's own")
+    ap.add_argument("--variants", default="paper,default")
     ap.add_argument("--betas", default="1,0.9,0.8,0.7,0.5")
     ap.add_argument("--work", default="")
-    ap.add_argument("--baselines", default="pop,itemknn,bpr")
+    ap.add_argument("--baselines", default="pop,itemknn,bpr,ease")
+    ap.add_argument("--reference", action="store_true", help="add a plain SASRec trained to convergence")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # the bench box is shared: one busy thread beats two starved ones
     console = Console(stderr=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_retrieval_"))
+    work.mkdir(parents=True, exist_ok=True)
     db = work / "ml100k.duckdb"
     if not db.exists():
         load_ml100k(db)
     con = open_db(db)
-    make_split(con, "recbole")
-    split = load_split(con, "recbole")
+    make_split(con, args.protocol)
+    split = load_split(con, args.protocol)
     rows: list[dict[str, object]] = []
     from recgpt_cli.baselines import fit_baseline, recommend
 
@@ -141,36 +162,28 @@ def main() -> None:
         t0 = time.perf_counter()
         scorer = fit_baseline(name, split, seed=2020)
         seconds = time.perf_counter() - t0
-        rows.append(score_row(name, split, seconds, recommend(scorer, split, k=10, phase="test"),
-                              recommend(scorer, split, k=10, phase="valid")))
+        label = name + (f" (λ={scorer.lam:g} on valid)" if hasattr(scorer, "lam") else "")
+        epochs = len(getattr(scorer, "history", [])) if name == "bpr" else 0
+        rows.append(score_row(label, split, recommend(scorer, split, k=10, phase="test"),
+                              recommend(scorer, split, k=10, phase="valid"), seconds, epochs))
+        console.print(f"{label}: done in {seconds:.1f}s")
+    if args.reference:
+        from bench.sasrec_reference import train_reference
+
+        ref = train_reference(split)
+        rows.append(score_row("SASRec reference (to convergence)", split, ref.test_topk, ref.valid_topk, ref.seconds,
+                              ref.epochs))
     tags = genre_tags(con, split)
-    for variant in args.variants.split(","):
-        cfg = VARIANTS[variant]
-        cfg.epochs = args.epochs or cfg.epochs
-        cfg.patience = args.patience if args.patience else cfg.patience
-        report = train_towers(con, work / f"tar-{variant}", cfg, console=console)
-        seconds = report.seconds  # epochs' time, summed over resumed runs (a finished model is reused)
-        model = load_model(work / f"tar-{variant}")
-        if cfg.ensemble > 1:  # the first member alone: what the ensemble adds over one model (seed 0)
-            single = load_model(work / f"tar-{variant}" / "member-0")
-            rows.append(score_row(f"TAR-{variant} member 0 alone β=1", split, report.members[0].seconds,
-                                  tar_topk(single, split, tags, 1.0, "test"),
-                                  tar_topk(single, split, tags, 1.0, "valid")))
-        valid_topk = {float(b): tar_topk(model, split, tags, float(b), "valid") for b in args.betas.split(",")}
-        best_beta = max(valid_topk, key=lambda b: compute_metrics(valid_topk[b], split, "valid", ks=(10,))["ndcg@10"])
-        for beta in sorted({1.0, best_beta}, reverse=True):
-            label = f"TAR-{variant} β={beta:g}" + (" (best on valid)" if beta == best_beta else "")
-            test_topk = tar_topk(model, split, tags, beta, "test")
-            valid_b = valid_topk.get(beta)
-            rows.append(score_row(label, split, seconds, test_topk,
-                                  valid_b if valid_b is not None else tar_topk(model, split, tags, beta, "valid")))
-    table = Table(title="ml-100k, RecBole default split (RO 8/1/1), full ranking, test")
-    for c in ("model", "valid ndcg@10", *COLUMNS, "train_s"):
+    for variant in [v for v in args.variants.split(",") if v]:
+        rows += tar_rows(con, split, work, variant, args, tags, console)
+    table = Table(title=f"ml-100k, {args.protocol} split, full ranking, test (valid NDCG@10 = what choices saw)")
+    for c in ("model", "valid ndcg@10", *COLUMNS, "train_s", "s/epoch", "epochs"):
         table.add_column(c, justify="left" if c == "model" else "right")
     for r in rows:
         cells = [f"{float(r[c]):.4f}" for c in ("valid ndcg@10", *COLUMNS)]  # type: ignore[arg-type]
-        table.add_row(str(r["model"]), *cells, f"{float(r['train_s']):.1f}")  # type: ignore[arg-type]
-    Console(width=200).print(table)
+        table.add_row(str(r["model"]), *cells, f"{float(r['train_s']):.1f}",  # type: ignore[arg-type]
+                      f"{float(r['s/epoch']):.2f}", str(r["epochs"]))  # type: ignore[arg-type]
+    Console(width=220).print(table)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class PipelineConfig:
     n_tags: int = 12
     k: int = 50
     beta: float = 0.5
-    epochs: int = 20
+    epochs: int | None = None  # None = the train-towers preset's
     protocol: str = "recbole"
     date: str | None = None
     seed: int = 0
@@ -229,7 +229,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
         rows_in=f["tags"])
     model_dir = out / "models" / "tar"
     run("train-towers", ["train-towers", *db, "--out-dir", str(model_dir), "--protocol", cfg.protocol,
-                         "--epochs", str(cfg.epochs), "--seed", str(cfg.seed), *q])
+                         *(["--epochs", str(cfg.epochs)] if cfg.epochs else []), "--seed", str(cfg.seed), *q])
     run("retrieve", ["retrieve", *db, "--model", str(model_dir), "--tags", str(f["tags"]), "--beta", str(cfg.beta),
                      "--k", str(cfg.k), "--out", str(f["recs"]), *q], rows_in=f["recs"], note=f"beta {cfg.beta}")
     scored_tags = [] if cfg.date else ["--tags", str(f["tags"])]

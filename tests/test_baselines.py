@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from recgpt_cli.baselines import fit_baseline, fit_bpr, fit_itemknn, recommend, write_recs
+from recgpt_cli.baselines import ease_weights, fit_baseline, fit_bpr, fit_ease, fit_itemknn, recommend, write_recs
 from recgpt_cli.errors import BadInput
 from recgpt_cli.evaluate import read_recs
 from recgpt_cli.splits import Interactions, SplitData
@@ -86,3 +87,37 @@ def test_unknown_baseline_and_recs_roundtrip(tmp_path):
     assert write_recs(path, top, data) == int((top >= 0).sum())
     back, counts = read_recs(path, data, 3)
     assert np.array_equal(back, top) and counts["users"] == 3
+
+
+def test_ease_two_items_by_hand():
+    # users: {i0, i1}, {i0}, {i1}  ->  G = [[2, 1], [1, 2]]; with lambda = 1, P = (G + I)^-1 = [[3, -1], [-1, 3]] / 8
+    # B_01 = -P_01 / P_11 = (1/8) / (3/8) = 1/3 (= ridge regression of i1 on i0: 1 / (2 + 1)); B_00 = B_11 = 0
+    data = _split([(0, 0), (0, 1), (1, 0), (2, 1)], n_users=3, n_items=2)
+    scorer = fit_ease(data, lam=1.0)
+    assert scorer.b.numpy() == pytest.approx(np.array([[0.0, 1 / 3], [1 / 3, 0.0]]), abs=1e-6)
+    # u1 = {i0}: score = X_u . B = [0, 1/3]
+    assert scorer.score(np.array([1])).numpy()[0] == pytest.approx([0.0, 1 / 3], abs=1e-6)
+
+
+def test_ease_is_the_constrained_least_squares_solution():
+    # B minimises ||X - XB||^2 + lambda ||B||^2 with diag(B) = 0: off the diagonal, (G + lambda I) B = G
+    data = _split(TRAIN)
+    x = np.zeros((3, 4))
+    x[[p[0] for p in TRAIN], [p[1] for p in TRAIN]] = 1
+    g = x.T @ x
+    b = ease_weights(torch.tensor(g, dtype=torch.float32), 5.0).double().numpy()
+    resid = (g + 5.0 * np.eye(4)) @ b - g
+    assert np.allclose(resid[~np.eye(4, dtype=bool)], 0.0, atol=1e-5)
+    assert np.all(np.diag(b) == 0.0)
+    assert not np.allclose(b, 0.0)
+    assert fit_ease(data, lam=5.0).score(np.array([0, 2])).numpy() == pytest.approx((x @ b)[[0, 2]], abs=1e-5)
+
+
+def test_ease_picks_lambda_on_validation():
+    data = _toy()
+    scorer = fit_baseline("ease", data, lambdas=(1.0, 1e6))
+    assert [h["lambda"] for h in scorer.history] == [1.0, 1e6]
+    best = max(scorer.history, key=lambda h: h["valid_ndcg@10"])
+    assert scorer.lam == best["lambda"]
+    top = recommend(scorer, data, k=2)
+    assert ((top // 10) == (np.arange(data.n_users) % 2)[:, None]).mean() > 0.9

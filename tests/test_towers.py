@@ -7,21 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from towers_fixtures import make_shop_db
+from towers_fixtures import assert_resumes_like_uninterrupted, make_shop_db, one_thread  # noqa: F401
 
 from recgpt_cli.splits import load_split, make_split
 from recgpt_cli.towers import TowerConfig, load_model, score_all, train_towers
 from recgpt_cli.towers.data import build_features, discretize, gather_sequences, tokenize
 from recgpt_cli.towers.losses import info_nce, l_cate, l_tar
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: one thread avoids OpenMP spin-waiting on a shared CI box (minutes -> seconds)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def top_item_in_own_category(scores: torch.Tensor, split) -> float:  # type: ignore[no-untyped-def]
@@ -93,6 +84,7 @@ def test_l_cate_prefers_same_category_positives():
     masked = l_cate(h_t, same, torch.cat([same, other]), torch.tensor([0]), torch.tensor([0, 1]))
     assert masked.item() == pytest.approx(good.item(), abs=1e-6)
     assert l_tar(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0), alpha=0.5).item() == 4.0
+    assert l_tar(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0), alpha=0.5, tag_weight=0.5).item() == 2.5
 
 
 def test_tokenize_and_discretize():
@@ -173,11 +165,11 @@ def test_tower_options_learn_and_reload(tmp_path: Path, options: dict):
     assert top_item_in_own_category(score_all(model, split), split) > 0.7
 
 
-USERS = dict(batching="users", batch_size=8, n_negatives=1_000_000, history_dropout=0.3, lr_schedule="cosine")
+USERS = dict(batching="users", batch_size=8, n_negatives="all", history_dropout=0.3, lr_schedule="cosine")
 
 
-@pytest.mark.parametrize(("negatives", "weighting"), [(1_000_000, "user"), (6, "user"), (1_000_000, "pair")])
-def test_users_batching_learns_categories(tmp_path: Path, negatives: int, weighting: str):
+@pytest.mark.parametrize(("negatives", "weighting"), [("all", "user"), (6, "user"), ("all", "pair")])
+def test_users_batching_learns_categories(tmp_path: Path, negatives: int | str, weighting: str):
     # one row per user, masked history -> all its train items; full softmax and sampled candidates
     con = make_shop_db(tmp_path / "shop.duckdb")
     cfg = TowerConfig(**{**TINY, **USERS, "n_negatives": negatives, "epochs": 30, "lr": 2e-2, "eval_every": 10,
@@ -192,29 +184,20 @@ def test_users_batching_learns_categories(tmp_path: Path, negatives: int, weight
 
 
 def test_users_batching_resumes_like_uninterrupted(tmp_path: Path):
-    con = make_shop_db(tmp_path / "shop.duckdb")
-    cfg = {**TINY, **USERS}
-    full = train_towers(con, tmp_path / "full", TowerConfig(**cfg))
-
-    def kill(epoch: int) -> None:
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_towers(con, tmp_path / "killed", TowerConfig(**cfg), after_epoch=kill)
-    resumed = train_towers(con, tmp_path / "killed", TowerConfig(**cfg))
-    assert resumed.resumed_from_epoch == 2
-    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)
+    assert_resumes_like_uninterrupted(make_shop_db(tmp_path / "shop.duckdb"), tmp_path, {**TINY, **USERS}, kill_at=2)
 
 
 def test_cosine_schedule_and_config_errors():
-    from recgpt_cli.towers.train import _lr_at
+    from recgpt_cli.towers.train import lr_at
 
     cfg = TowerConfig(lr=1.0, epochs=4, lr_schedule="cosine")
-    assert [round(_lr_at(cfg, e), 4) for e in (1, 2, 3, 4)] == [1.0, 0.8536, 0.5, 0.1464]
-    assert _lr_at(TowerConfig(lr=0.3), 7) == 0.3
+    assert [round(lr_at(cfg, e), 4) for e in (1, 2, 3, 4)] == [1.0, 0.8536, 0.5, 0.1464]
+    assert lr_at(TowerConfig(lr=0.3), 7) == 0.3
     for bad in ({"batching": "rows"}, {"lr_schedule": "step"}, {"batching": "users", "logq": True},
-                {"eval_every": 0}, {"loss_weighting": "all"}, {"history_embedding": "x"}, {"ensemble": 0}):
+                {"eval_every": 0}, {"loss_weighting": "all"}, {"history_embedding": "x"}, {"ensemble": 0},
+                {"n_negatives": "most"}, {"n_negatives": -1}, {"batching": "next-item"},
+                {"user_tower": "sequential"}, {"user_tower": "sequential", "batching": "next-item", "n_heads": 3},
+                {"protocol": "kfold"}):
         with pytest.raises(ValueError):
             train_towers(None, "unused", TowerConfig(**bad))  # type: ignore[arg-type]
 

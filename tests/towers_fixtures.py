@@ -6,10 +6,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
+import torch
 
 from recgpt_cli.store import open_db
 
 CATEGORIES = ["shoes", "tents", "coffee", "books"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared CI box (minutes -> seconds)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_shop_db(path: Path, n_users: int = 24, per_user: int = 8) -> duckdb.DuckDBPyConnection:
@@ -31,3 +42,20 @@ def make_shop_db(path: Path, n_users: int = 24, per_user: int = 8) -> duckdb.Duc
             rows.append([f"u{u:02d}", f"{cat}-{j}", None, kind, t0 + timedelta(days=k, hours=u), None])
     con.executemany("INSERT INTO behaviors VALUES (?, ?, ?, ?, ?, ?)", rows)
     return con
+
+
+def assert_resumes_like_uninterrupted(con: duckdb.DuckDBPyConnection, tmp_path: Path, cfg: dict, kill_at: int) -> None:
+    """Train `cfg` once straight through and once killed after epoch `kill_at` then rerun: same losses."""
+    from recgpt_cli.towers import TowerConfig, train_towers
+
+    full = train_towers(con, tmp_path / "full", TowerConfig(**cfg))
+
+    def kill(epoch: int) -> None:
+        if epoch == kill_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_towers(con, tmp_path / "killed", TowerConfig(**cfg), after_epoch=kill)
+    resumed = train_towers(con, tmp_path / "killed", TowerConfig(**cfg))
+    assert resumed.resumed_from_epoch == kill_at
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)

@@ -31,8 +31,8 @@ def run(
     k: Annotated[int, typer.Option("--k", min=1, help="Items retrieved per user.")] = 50,
     beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t.")
                     ] = 0.5,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="train-towers epochs (early stopping applies).")
-                      ] = 20,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="train-towers epochs (default: its "
+                                               "preset's; early stopping applies).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="Split: recbole (random 8/1/1) or loo.")] = "recbole",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,

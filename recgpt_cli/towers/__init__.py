@@ -5,11 +5,14 @@
     model = load_model("models/tar")
     scores = score_all(model, split_data)      # (n_users, n_items) collaborative scores h_u . h_v
 
-model.py (towers) · losses.py (L_col, L_tag, L_cate) · data.py (features from DuckDB) · train.py (loop) ·
-saved.py (model dir, vectors). Retrieval with fused user/tag vectors lives in recgpt_cli/retrieve.py.
+config.py (TowerConfig, presets/) · model.py (towers) · losses.py (L_col, L_tag, L_cate) · data.py (features from
+DuckDB) · batches.py (pairs / users / next-item steps) · train.py (the loop) · checkpoint.py (resume) ·
+ensemble.py (K members as one model) · saved.py (model dir, vectors). Retrieval with fused user/tag vectors
+lives in recgpt_cli/retrieve.py.
 """
 
+from recgpt_cli.towers.config import TowerConfig, load_preset
 from recgpt_cli.towers.saved import TowerModel, load_model, score_all
-from recgpt_cli.towers.train import TowerConfig, TrainReport, train_towers
+from recgpt_cli.towers.train import TrainReport, train_towers
 
-__all__ = ["TowerConfig", "TowerModel", "TrainReport", "load_model", "score_all", "train_towers"]
+__all__ = ["TowerConfig", "TowerModel", "TrainReport", "load_model", "load_preset", "score_all", "train_towers"]

@@ -61,7 +61,7 @@ class TowerFeatures:
     title_tokens: np.ndarray  # (n_items, T) tag text 1: the title
     cat_tokens: np.ndarray  # (n_items, T) tag text 2: the category path
     seq_indptr: np.ndarray  # (n_users+1,) CSR over the flat sequence entries below
-    seq_item: np.ndarray  # (E,) item of each entry, chronological per (user, behaviour)
+    seq_item: np.ndarray  # (E,) item of each entry, chronological per user (behaviours interleaved)
     seq_beh: np.ndarray  # (E,) behaviour index of each entry
     train_user: np.ndarray  # (P,) training positives (user, item) = the train split
     train_item: np.ndarray  # (P,)
@@ -143,17 +143,21 @@ def build_features(
         ts = np.array([r[4] for r in beh_rows], dtype="datetime64[us]").astype(np.int64)
     else:
         u = v = b = ts = np.zeros(0, dtype=np.int64)
-    # One entry per (user, item, behaviour); chronological; keep the most recent max_seq_len per (user, behaviour).
+    # One entry per (user, item, behaviour); keep the most recent max_seq_len per (user, behaviour).
     key = np.unique(np.stack([u, b, v]), axis=1, return_index=True)[1] if len(u) else np.zeros(0, dtype=np.int64)
     u, v, b, ts = u[key], v[key], b[key], ts[key]
     order = np.lexsort((v, ts, b, u))
-    u, v, b = u[order], v[order], b[order]
+    u, v, b, ts = u[order], v[order], b[order], ts[order]
     if len(u):
         start = np.r_[0, np.flatnonzero((u[1:] != u[:-1]) | (b[1:] != b[:-1])) + 1]
         run_len = np.diff(np.r_[start, len(u)])
         back = np.repeat(start + run_len, run_len) - np.arange(len(u))  # 1 = most recent in its run
         keep = back <= max_seq_len
-        u, v, b = u[keep], v[keep], b[keep]
+        u, v, b, ts = u[keep], v[keep], b[keep], ts[keep]
+    # then one chronological stream per user, all behaviours interleaved (the sequential tower reads this order;
+    # pooling ignores it)
+    order = np.lexsort((b, v, ts, u))
+    u, v, b = u[order], v[order], b[order]
     indptr = np.zeros(split.n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(u, minlength=split.n_users), out=indptr[1:])
 

@@ -1,7 +1,9 @@
 """TAR objectives (paper §2.3.2): L_col, L_tag, L_cate and their sum L_TAR = L_col + a*L_tag + (1-a)*L_cate.
 
-All three are the same sampled-softmax InfoNCE: a query (user or tag) against its positive item and a set of
-negative items, here the other positives of the batch (in-batch) plus uniformly sampled random items.
+All three are the same sampled-softmax InfoNCE (`info_nce`): a query (user or tag) against its positive item and
+a set of negative items, here the other positives of the batch (in-batch) plus uniformly sampled random items;
+`l_cate` masks same-category candidates. `softmax_nll` is the full-softmax form the users and next-item batchings
+use for L_col.
 """
 
 from __future__ import annotations
@@ -55,16 +57,6 @@ def info_nce(
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def l_col(h_u: torch.Tensor, h_v: torch.Tensor, h_neg: torch.Tensor, **kw: object) -> torch.Tensor:
-    """Collaborative loss: user vs engaged item, against sampled un-engaged items (§2.3.2, L_col)."""
-    return info_nce(h_u, h_v, h_neg, **kw)  # type: ignore[arg-type]
-
-
-def l_tag(h_t: torch.Tensor, h_v: torch.Tensor, h_neg: torch.Tensor, **kw: object) -> torch.Tensor:
-    """Semantic loss: the tag of an engaged item vs that item, against other items (§2.3.2, L_tag)."""
-    return info_nce(h_t, h_v, h_neg, **kw)  # type: ignore[arg-type]
-
-
 def l_cate(
     h_t: torch.Tensor,
     h_pos: torch.Tensor,
@@ -83,6 +75,20 @@ def l_cate(
     return -F.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-def l_tar(loss_col: torch.Tensor, loss_tag: torch.Tensor, loss_cate: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """L_TAR = L_col + alpha*L_tag + (1-alpha)*L_cate (§2.3.2)."""
-    return loss_col + alpha * loss_tag + (1.0 - alpha) * loss_cate
+def l_tar(loss_col: torch.Tensor, loss_tag: torch.Tensor, loss_cate: torch.Tensor, alpha: float = 0.5,
+          tag_weight: float = 1.0) -> torch.Tensor:
+    """L_TAR = L_col + w*(alpha*L_tag + (1-alpha)*L_cate) (§2.3.2; the paper's w = 1)."""
+    return loss_col + tag_weight * (alpha * loss_tag + (1.0 - alpha) * loss_cate)
+
+
+def softmax_nll(
+    h_q: torch.Tensor, h_c: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Weighted -log softmax over ALL candidates: sum_i weights_i * -log softmax(h_q[rows_i] . h_c / T)[cols_i].
+
+    h_q: (B, d) queries; h_c: (C, d) candidates (every item for a full softmax); (rows, cols): the positives, any
+    number per query. With weights 1/N it is the mean cross-entropy (SASRec with CE, next-item batching); with
+    1/(n_pos(u)·B) every user counts the same (Mult-DAE's multinomial likelihood, users batching)."""
+    logp = torch.log_softmax(h_q @ h_c.T / temperature, dim=1)
+    return -(logp[rows, cols] * weights).sum()

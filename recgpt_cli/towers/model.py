@@ -4,6 +4,10 @@
     h_u = DNN_user([EMB(user id); s_u^b1; s_u^b2; ...])      s_u^b = pooled h_v over the user's behaviour-b items
     h_t = DNN_tag(MEAN(EMB(w_1) .. EMB(w_n)))
 
+Beyond the paper, `user_tower="sequential"` replaces the pooled user tower by causal self-attention over the
+user's ordered multi-behaviour history (SASRec, Kang & McAuley 2018): h_u is still one vector (the output at the
+most recent position), so retrieval, beta fusion and hnswlib are unchanged.
+
 Scores are inner products: y_col = h_u . h_v, y_sem = h_t . h_v (§2.3.1). Index 0 of every embedding table means
 "missing / padding" so unknown features embed to a learned null vector.
 """
@@ -103,6 +107,76 @@ class UserTower(nn.Module):
         return self.dnn(torch.cat(parts, dim=-1))
 
 
+def right_align(seq_row: torch.Tensor, n_rows: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Place flattened, chronological sequence entries into a right-aligned (n_rows, L) grid.
+
+    seq_row: (E,) batch row of each entry, rows contiguous and in time order (`gather_sequences`). Returns
+    (keep (E,) bool: the entry is among its row's `max_len` most recent, column (E,) of each kept entry, L); the
+    most recent entry of every row lands in column L-1, so column L-1-d is "d steps before the latest"."""
+    lengths = torch.bincount(seq_row, minlength=n_rows)
+    starts = torch.cumsum(lengths, 0) - lengths
+    from_end = lengths[seq_row] - 1 - (torch.arange(len(seq_row), device=seq_row.device) - starts[seq_row])
+    keep = from_end < max_len
+    width = int(min(int(lengths.max()) if n_rows else 0, max_len)) or 1
+    return keep, width - 1 - from_end[keep], width
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm transformer block (nanoGPT): x + Attn(LN(x)) under a causal mask, then x + FFN(LN(x))."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, dim); allowed: (B, 1, L, L) bool, True where query position i may read key position j."""
+        b, n, d = x.shape
+        q, k, v = (t.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+                   for t in self.qkv(self.ln1(x)).split(d, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
+        return x + self.ffn(self.ln2(x))
+
+
+class SequentialUserTower(nn.Module):
+    """Causal self-attention over the ordered history (SASRec-style; beyond the paper's mean pooling, §2.3.1).
+
+        x_p = e(item_p) + EMB_pos(steps before the latest) + EMB_beh(behaviour_p);  n_layers causal blocks;  LN
+
+    Position p only ever reads positions <= p (and never padding), so the output at p summarises the history up to
+    p: training predicts item p+1 from it at every p; h_u is the output at the most recent position.
+    """
+
+    def __init__(self, n_behaviors: int, dim: int, max_len: int, n_layers: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"--dim {dim} must be a multiple of --heads {n_heads}")
+        self.dim, self.max_len = dim, max_len
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.beh_emb = nn.Embedding(max(n_behaviors, 1), dim)
+        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h_items: torch.Tensor, beh: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """h_items: (B, L, dim) item vectors, right-aligned; beh: (B, L); valid: (B, L) bool -> (B, L, dim)."""
+        n = h_items.shape[1]
+        steps_back = torch.arange(n - 1, -1, -1, device=h_items.device)
+        x = self.drop(h_items + self.pos_emb(steps_back)[None] + self.beh_emb(beh)) * valid[..., None]
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        # a query reads earlier real entries, and always itself (so padding rows never see an empty softmax)
+        allowed = (causal[None] & valid[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)[None]
+        for block in self.blocks:
+            x = block(x, allowed[:, None])
+        return self.ln(x)
+
+
 class TagTower(nn.Module):
     def __init__(self, vocab_size: int, dim: int) -> None:
         super().__init__()
@@ -120,7 +194,9 @@ class TAR(nn.Module):
     """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
 
     def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True,
-                 use_user_id: bool = True, item_id_residual: bool = False, history_embedding: str = "tower") -> None:
+                 use_user_id: bool = True, item_id_residual: bool = False, history_embedding: str = "tower",
+                 user_tower: str = "pooled", max_seq_len: int = 200, n_layers: int = 2, n_heads: int = 1,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         self.shapes = shapes
         self.dim = dim
@@ -130,16 +206,20 @@ class TAR(nn.Module):
         self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
         self.item_tower = ItemTower(shapes.item_field_sizes, dim, item_id_residual)
         self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling, use_user_id)
+        # user_tower="sequential": the pooled tower above is replaced by causal self-attention over the history
+        self.seq_tower = (SequentialUserTower(len(shapes.behaviors), dim, max_seq_len, n_layers, n_heads, dropout)
+                          if user_tower == "sequential" else None)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
 
-    def _out(self, h: torch.Tensor) -> torch.Tensor:
+    def unit(self, h: torch.Tensor) -> torch.Tensor:
+        """Tower output into the shared space: unit length when `normalize`."""
         return F.normalize(h, dim=-1) if self.normalize else h
 
     def items(self, feats: torch.Tensor) -> torch.Tensor:
-        return self._out(self.item_tower(feats))
+        return self.unit(self.item_tower(feats))
 
     def tags(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._out(self.tag_tower(tokens))
+        return self.unit(self.tag_tower(tokens))
 
     def users(
         self,
@@ -154,6 +234,8 @@ class TAR(nn.Module):
         seq_items/seq_row/seq_beh: (E,) item index, batch row and behaviour of each sequence entry (the training
         target already removed by the caller). Item vectors come from the item tower, computed once per distinct item.
         """
+        if self.seq_tower is not None:
+            return self.unit(self.sequence_states(seq_items, seq_row, seq_beh, item_feats, len(user_idx))[0][:, -1])
         uniq, inv = torch.unique(seq_items, return_inverse=True)
         if len(uniq) == 0:
             dim = self.user_tower.dim
@@ -161,7 +243,30 @@ class TAR(nn.Module):
         else:
             h_uniq = self.item_tower(item_feats[uniq]) if self.history_emb is None else self.history_emb(uniq)
             pooled = self.user_tower.pool(h_uniq, inv, seq_row, seq_beh, len(user_idx))
-        return self._out(self.user_tower(user_idx, pooled))
+        return self.unit(self.user_tower(user_idx, pooled))
+
+    def history_vectors(self, items: torch.Tensor, item_feats: torch.Tensor) -> torch.Tensor:
+        """Input-side vectors of history items: item-tower outputs (paper) or their own id embeddings."""
+        uniq, inv = torch.unique(items, return_inverse=True)
+        h_uniq = self.item_tower(item_feats[uniq]) if self.history_emb is None else self.history_emb(uniq)
+        return h_uniq[inv]
+
+    def sequence_states(self, seq_items: torch.Tensor, seq_row: torch.Tensor, seq_beh: torch.Tensor,
+                        item_feats: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sequential tower over flattened chronological entries -> (states (B, L, dim), items (B, L), valid (B, L)),
+        right-aligned, the most recent `max_seq_len` entries per row; states are not yet normalised."""
+        assert self.seq_tower is not None
+        keep, col, width = right_align(seq_row, n_rows, self.seq_tower.max_len)
+        row = seq_row[keep]
+        dev = seq_items.device
+        items = torch.zeros(n_rows, width, dtype=torch.long, device=dev)
+        beh = torch.zeros(n_rows, width, dtype=torch.long, device=dev)
+        valid = torch.zeros(n_rows, width, dtype=torch.bool, device=dev)
+        h = torch.zeros(n_rows, width, self.dim, device=dev)
+        items[row, col], beh[row, col], valid[row, col] = seq_items[keep], seq_beh[keep], True
+        if keep.any():
+            h = h.index_put((row, col), self.history_vectors(seq_items[keep], item_feats))
+        return self.seq_tower(h, beh, valid), items, valid
 
 
 class TAREnsemble(nn.Module):
