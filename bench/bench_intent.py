@@ -148,10 +148,11 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
     for i, rec in enumerate(compressed, 1):
         row, gens = miner(rec)
         row, more = predictor(row)
-        for g in gens + more:
-            seconds += g.latency_s
-            prompt += g.prompt_tokens
-            completion += g.completion_tokens
+        for g in gens + more:  # what each answer cost when it was made (a rerun answers from the cache)
+            if g.origin is not None:
+                seconds += g.origin.latency_s
+                prompt += g.origin.prompt_tokens
+                completion += g.origin.completion_tokens
         out.append(row)
         if i % 10 == 0:
             print(f"  llm {i}/{len(compressed)} users, {time.perf_counter() - started:.0f}s", file=sys.stderr)

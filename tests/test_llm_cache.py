@@ -42,6 +42,9 @@ def test_hit_after_miss_and_rows_logged(tmp_path: Path) -> None:
     assert first.value == second.value == Out(user="User u1.")
     assert len(fake.calls) == 1
     assert second.prompt_tokens == 0  # a hit costs nothing
+    # ... but still says what the answer cost when it was made (benchmarks report cost per user from it)
+    assert second.origin is not None and first.origin is not None
+    assert second.origin.prompt_tokens == first.origin.prompt_tokens == first.prompt_tokens > 0
     llm.cache.close()  # type: ignore[union-attr]
     con = duckdb.connect(str(tmp_path / "mining.duckdb"))
     rows = con.execute("SELECT task, prompt_version, backend, model_id, cached, output, messages IS NULL "

@@ -47,6 +47,9 @@ class Generation(Generic[T]):
     latency_s: float = 0.0
     attempts: int = 0
     raw: str = ""
+    # The completion the answer came from, fresh or cached: its tokens and latency are what the answer cost when it
+    # was made (prompt_tokens etc. above count only this run's calls). Benchmarks report cost per user from it.
+    origin: Completion | None = None
 
     @property
     def ok(self) -> bool:
@@ -163,6 +166,7 @@ class StructuredLLM:
         """Validate `completion` into `gen` (value or error); count its tokens when it was not cached."""
         gen.cached = cached
         gen.raw = completion.text
+        gen.origin = completion
         if not cached:
             gen.prompt_tokens += completion.prompt_tokens
             gen.completion_tokens += completion.completion_tokens
