@@ -18,7 +18,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recgpt_cli.text import content_words
 
@@ -102,6 +102,3 @@ class Catalogue:
         return [{c for j, (c, p) in enumerate(row) if j == 0 or p >= min_p}
                 for row in self.phi.predict(list(texts), k=k)]
 
-
-def describe(cat: Catalogue) -> dict[str, Any]:
-    return {"items": len(cat.item_words), "brands": len(cat.brands), "phi": cat.phi is not None}
