@@ -129,11 +129,11 @@ WHERE ts < $end AND list_contains($types, type) AND (type <> 'rating' OR value >
 # Split-aware (issue 8): each user sees only the interactions the phase allows (train for valid; train + valid for
 # test). The user's cut is the first timestamp of their newest visible interaction; behaviours after it (searches
 # too) and every behaviour on a held-out item are invisible, and ages count back from the cut's day.
-_VISIBLE = """
-WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
+_SPLIT_CTES = """WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
              WHERE protocol = $protocol AND list_contains($visible, split) GROUP BY user_id),
 hidden AS (SELECT user_id, item_id FROM splits WHERE protocol = $protocol AND NOT list_contains($visible, split))
-SELECT b.*, vis.cut FROM behaviors b JOIN vis USING (user_id)
+"""
+_VISIBLE = _SPLIT_CTES + """SELECT b.*, vis.cut FROM behaviors b JOIN vis USING (user_id)
 WHERE b.ts <= vis.cut AND NOT EXISTS (SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id)
 """
 _KEPT_SPLIT = """
@@ -512,11 +512,7 @@ def compress_stats(
     if view is None:
         marked = f"SELECT *, ts < $end AS visible FROM behaviors {where}"
     else:
-        marked = f"""WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
-                                  WHERE protocol = $protocol AND list_contains($visible, split) GROUP BY user_id),
-            hidden AS (SELECT user_id, item_id FROM splits
-                       WHERE protocol = $protocol AND NOT list_contains($visible, split))
-            SELECT b.*, coalesce(b.ts <= vis.cut, false) AND NOT EXISTS (
+        marked = _SPLIT_CTES + f"""SELECT b.*, coalesce(b.ts <= vis.cut, false) AND NOT EXISTS (
                 SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id) AS visible
             FROM behaviors b LEFT JOIN vis USING (user_id) {where.replace('user_id', 'b.user_id')}"""
     rows = con.execute(
