@@ -207,6 +207,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     con = open_db(db, read_only=True)
     split = load_split(con, PROTOCOL)
     users = pick_users(split, args.users, args.seed)
+    if getattr(args, "subset", None):  # the first N of the same pick (bench_align scores a cheaper subset)
+        users = users[: args.subset]
     con.close()
     print(f"{name}: {len(users)} users; training the tower", file=sys.stderr)
     t0 = time.perf_counter()

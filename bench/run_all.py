@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "judge", "baselines", "retrieval", "intent"]
+ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "judge", "baselines", "retrieval", "intent", "align"]
 
 
 def main(names: list[str]) -> int:

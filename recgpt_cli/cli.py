@@ -42,6 +42,7 @@ def _root(
 def _register() -> None:
     # Imported here so `recgpt --help` stays fast: command modules import their stages lazily.
     from recgpt_cli.commands import (
+        align,
         compress,
         evaluate,
         explain,
@@ -64,6 +65,7 @@ def _register() -> None:
     app.command("judge")(judge.judge)
     app.command("evaluate")(evaluate.evaluate)
     app.command("run")(run.run)
+    app.add_typer(align.app, name="align")
 
 
 _register()

@@ -133,7 +133,14 @@ _SPLIT_CTES = """WITH vis AS (SELECT user_id, max(ts) AS cut FROM splits
              WHERE protocol = $protocol AND list_contains($visible, split) GROUP BY user_id),
 hidden AS (SELECT user_id, item_id FROM splits WHERE protocol = $protocol AND NOT list_contains($visible, split))
 """
-_VISIBLE = _SPLIT_CTES + """SELECT b.*, vis.cut FROM behaviors b JOIN vis USING (user_id)
+# With given cuts (alignment data, a history as it was at an earlier time): the cut is the given timestamp, never
+# later than the phase's own, and only users with a given cut have a history.
+_GIVEN_CUT_CTES = """WITH vis AS (SELECT s.user_id, least(max(s.ts), any_value(c.cut)) AS cut FROM splits s
+             JOIN (SELECT unnest($cut_users) AS user_id, unnest($cut_ts) AS cut) c USING (user_id)
+             WHERE s.protocol = $protocol AND list_contains($visible, s.split) GROUP BY s.user_id),
+hidden AS (SELECT user_id, item_id FROM splits WHERE protocol = $protocol AND NOT list_contains($visible, split))
+"""
+_VISIBLE_ROWS = """SELECT b.*, vis.cut FROM behaviors b JOIN vis USING (user_id)
 WHERE b.ts <= vis.cut AND NOT EXISTS (SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id)
 """
 _KEPT_SPLIT = """
@@ -190,6 +197,9 @@ class SplitView:
 
     protocol: str
     phase: str
+    # (user_id, cut) pairs: each user's history ends at the given time instead (alignment data from logs); users
+    # without one get no history. Empty: the phase's own cut for every user.
+    cuts: tuple[tuple[str, datetime], ...] = ()
 
     def __post_init__(self) -> None:
         if self.phase not in SPLIT_PHASES:
@@ -198,6 +208,16 @@ class SplitView:
     @property
     def visible(self) -> list[str]:
         return ["train"] if self.phase == "valid" else ["train", "valid"]
+
+    @property
+    def ctes(self) -> str:
+        return _GIVEN_CUT_CTES if self.cuts else _SPLIT_CTES
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"protocol": self.protocol, "visible": self.visible}
+        if self.cuts:
+            out.update(cut_users=[u for u, _ in self.cuts], cut_ts=[t for _, t in self.cuts])
+        return out
 
 
 SPLIT_PHASES = ("valid", "test")
@@ -211,18 +231,16 @@ def _params(reference: date, keep_types: Sequence[str], min_rating: float, user_
         user_filter = "AND list_contains($users, user_id)"
         params["users"] = list(user_ids)
     if view is not None:
-        params.update(protocol=view.protocol, visible=view.visible)
-        return _KEPT_SPLIT.format(visible=_VISIBLE, user_filter=user_filter), params
+        params.update(view.params())
+        return _KEPT_SPLIT.format(visible=view.ctes + _VISIBLE_ROWS, user_filter=user_filter), params
     end = datetime.combine(reference + timedelta(days=1), datetime.min.time())  # the whole reference day counts
     params.update(ref=reference, end=end)
     return _KEPT.format(user_filter=user_filter), params
 
 
 def user_cuts(con: duckdb.DuckDBPyConnection, view: SplitView) -> dict[str, datetime]:
-    """Each user's cut under `view`: the first timestamp of their newest visible interaction."""
-    return dict(con.execute(
-        "SELECT user_id, max(ts) FROM splits WHERE protocol = ? AND list_contains(?, split) GROUP BY user_id",
-        [view.protocol, view.visible]).fetchall())
+    """Each user's cut under `view`: the first timestamp of their newest visible interaction (or the given cut)."""
+    return dict(con.execute(view.ctes + "SELECT user_id, cut FROM vis", view.params()).fetchall())
 
 
 @dataclass
@@ -512,7 +530,7 @@ def compress_stats(
     if view is None:
         marked = f"SELECT *, ts < $end AS visible FROM behaviors {where}"
     else:
-        marked = _SPLIT_CTES + f"""SELECT b.*, coalesce(b.ts <= vis.cut, false) AND NOT EXISTS (
+        marked = view.ctes + f"""SELECT b.*, coalesce(b.ts <= vis.cut, false) AND NOT EXISTS (
                 SELECT 1 FROM hidden h WHERE h.user_id = b.user_id AND h.item_id = b.item_id) AS visible
             FROM behaviors b LEFT JOIN vis USING (user_id) {where.replace('user_id', 'b.user_id')}"""
     rows = con.execute(

@@ -56,14 +56,14 @@ def make_backend(opts: LLMOptions) -> Backend:
     if opts.backend == "llama-cpp":
         from recgpt_cli.llm.llama_cpp_backend import LlamaCppBackend
 
-        return LlamaCppBackend(Path(opts.model) if opts.model else None)
+        return LlamaCppBackend(aligned_model(opts.model, "model.gguf") if opts.model else None)
     if opts.backend == "hf":
         if not opts.model:
             raise BadInput("--backend hf needs --model DIR (a transformers model directory)",
                            "convert the embedded model once with `python -m recgpt_cli.llm.convert OUT_DIR`")
         from recgpt_cli.llm.hf_backend import HFBackend
 
-        return HFBackend(Path(opts.model))
+        return HFBackend(aligned_model(opts.model, "hf"))
     if opts.backend == "openai":
         from recgpt_cli.llm.openai_backend import OpenAIBackend
 
@@ -71,6 +71,12 @@ def make_backend(opts: LLMOptions) -> Backend:
         return OpenAIBackend(base_url, model=opts.model, concurrency=opts.concurrency, timeout_s=opts.timeout,
                              retries=opts.retries)
     raise BadInput(f"--backend {opts.backend!r} cannot be built from options (the fake backend is for tests)")
+
+
+def aligned_model(model: str, part: str) -> Path:
+    """`--model DIR` for an `recgpt align sft` output dir means its GGUF (llama-cpp) or its hf/ dir (hf)."""
+    p = Path(model)
+    return p / part if p.is_dir() and (p / part).exists() and (p / "manifest.json").exists() else p
 
 
 def make_cache(opts: LLMOptions, *, task: str | None = None) -> Any:

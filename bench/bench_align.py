@@ -1,0 +1,157 @@
+"""Does alignment help (issue 9)? The embedded model before and after SFT on samples from logs, on the intent bench.
+
+    python bench/bench_align.py [--datasets sample_data,ml-100k] [--work bench/out/intent] [--out bench/out/align]
+                                [--per-task 120] [--steps N] [--device auto] [--json FILE]
+    python bench/bench_align.py --samples-only          # build + export the samples (to train elsewhere, e.g. a GPU)
+    python bench/bench_align.py --model DIR             # score an already trained model dir
+    python bench/bench_align.py --model DIR --users 50 --base-work /tmp/intent   # base answers cached there
+
+1. Samples (`recgpt align data --source logs`): per dataset, from the train part of the LOO split, for every user
+   except the intent bench's scored users (`bench_intent.pick_users`, written to `<out>/<dataset>-bench-users.txt`);
+   `--per-task` seeded samples per task and dataset (interests, tags).
+2. SFT (`recgpt align sft`): LoRA r=16 on the embedded model, one epoch (or `--steps`), batch 4; its train time and
+   peak memory come from the model's manifest.json.
+3. Scores: `bench_intent.run_dataset` with the aligned GGUF, on the same 100 held-out users, split-aware (test
+   phase), against the base model's rows and the non-LLM baselines of the same run (same tower, same metric code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import bench_intent  # noqa: E402
+from recgpt_cli.align.data import LogsConfig, build_from_logs  # noqa: E402
+from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
+from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
+from recgpt_cli.splits import load_split  # noqa: E402
+from recgpt_cli.store import open_db  # noqa: E402
+from recgpt_cli.tokens import token_counter  # noqa: E402
+
+RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_size=4, max_length=1024, seed=0,
+              save_every=10, gguf_type="q8_0")
+
+
+def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int) -> list[Sample]:
+    db = work / f"{name}.duckdb"
+    bench_intent.load(name, db)
+    con = open_db(db, read_only=True)
+    users = bench_intent.pick_users(load_split(con, bench_intent.PROTOCOL), 100, 0)
+    (out / f"{name}-bench-users.txt").write_text("\n".join(users) + "\n")
+    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=3, tags_per_call=3)
+    built = list(build_from_logs(con, ["interests", "tags"], cfg, exclude=users, token_counter=token_counter()))
+    con.close()
+    rng = np.random.default_rng(seed)
+    picked: list[Sample] = []
+    for task in ("interest_mining", "tag_prediction"):
+        pool = [s for s in built if s.task == task]
+        idx = sorted(rng.choice(len(pool), size=min(per_task, len(pool)), replace=False).tolist())
+        picked += [pool[i] for i in idx]
+        print(f"{name}: {task} {len(pool)} built, {len(idx)} kept", file=sys.stderr)
+    assert not {s.user_id for s in picked} & set(users), "a scored user leaked into the training samples"
+    return picked
+
+
+def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
+    ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work)
+    return bench_intent.run_dataset(name, ns)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="sample_data,ml-100k")
+    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "intent"), help="the intent bench's work dir")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "align"))
+    ap.add_argument("--per-task", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default=None, help="a trained model dir: skip building and training")
+    ap.add_argument("--samples-only", action="store_true")
+    ap.add_argument("--users", type=int, default=None, help="score the first N of the intent bench's 100 users "
+                    "(the aligned model is slower to serve: q8_0, longer answers)")
+    ap.add_argument("--base-work", default=None, help="work dir whose LLM cache holds the base model's answers "
+                    "(a bench_intent --work); default --work")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    names = args.datasets.split(",")
+    model_dir = Path(args.model) if args.model else out / "model"
+    if args.model is None:
+        samples = [s for name in names for s in build_samples(name, Path(args.work), out, args.per_task, 0)]
+        store = open_samples(out / "samples.duckdb")
+        save_samples(store, samples)
+        store.close()
+        (out / "samples.jsonl").write_bytes(b"".join(orjson.dumps(s.to_json()) + b"\n" for s in samples))
+        print(f"{len(samples)} samples -> {out / 'samples.jsonl'}", file=sys.stderr)
+        if args.samples_only:
+            return
+        cfg = SFTConfig(**RECIPE, max_steps=args.steps, device=args.device)  # type: ignore[arg-type]
+        r = train_sft(samples, model_dir, cfg, progress=lambda e: e["step"] % 10 == 0 and print(
+            f"  step {e['step']}/{e['of']} loss {e['loss']:.3f} {e['tokens_per_s']:.0f} tok/s", file=sys.stderr))
+        print(f"trained: {r.steps} steps, {r.train_s:.0f}s, loss {r.first_loss:.3f} -> {r.last_loss:.3f}",
+              file=sys.stderr)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    for name in names:
+        aligned = [r for r in score(name, args, str(model_dir / "model.gguf"), args.work) if r["source"] == "llm"]
+        # the base model on the same users, DB and tower (its answers cached by bench_intent under --base-work)
+        base_rows = score(name, args, None, args.base_work or args.work)
+        for r in base_rows:
+            if r["source"] == "llm":
+                r["source"] = "llm base"
+        for r in aligned:
+            r["source"] = "llm sft-logs"
+            r.update(train_s=manifest["train_s"], peak_memory_mb=manifest["peak_memory_mb"],
+                     device=manifest["device"], steps=manifest["steps"], samples=manifest["samples"])
+        results += [r for r in base_rows if "all users" not in r["source"] and r["source"] != "oracle"] + aligned
+    console = Console(width=250)
+    for t in tables(results):
+        console.print(t)
+    console.print(f"scoring {time.perf_counter() - started:.0f}s; model {model_dir}: {manifest['steps']} steps on "
+                  f"{manifest['samples']} samples, {manifest['train_s']:.0f}s on {manifest['device']}, peak "
+                  f"{manifest['peak_memory_mb']:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "manifest": manifest}, indent=1))
+
+
+def tables(results: list[dict[str, Any]]) -> list[Table]:
+    a = Table(title="Alignment on the intent bench (LOO test phase, 100 held-out users per dataset)")
+    cols = ["dataset", "source", "hr@30", "tagitem_hit@50", "kept_share", "valid_share", "bad_reason_share",
+            "interest_f1", "llm_s_per_user"]
+    for c in cols:
+        a.add_column(c, justify="left" if c in ("dataset", "source") else "right")
+    for r in results:
+        a.add_row(*(bench_intent.fmt(r.get(c, float("nan"))) for c in cols))
+    b = Table(title="TAR retrieval with those tags (beta = 1 ignores tags)")
+    mcols = ["ndcg@10", "hit@10", "categorydiversity@10", "exploration@10", "giniindex@10"]
+    for c in ["dataset", "source", "beta", *mcols]:
+        b.add_column(c, justify="left" if c in ("dataset", "source") else "right")
+    for r in results:
+        if not r["source"].startswith("llm"):
+            continue
+        for beta in bench_intent.BETAS:
+            m = r[f"beta={beta}"]
+            b.add_row(r["dataset"], r["source"], str(beta), *(bench_intent.fmt(m[c]) for c in mcols))
+    return [a, b]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Alignment training data (RecGPT §2.1.2, §2.2.2): chat samples rendered with the prompt files and variables the
+stages serve with (train = serve), each an assistant reply in the JSON the stage's schema decodes.
+
+Source `logs` (§2.2.2 "incremental learning", the paper's own recipe), from a store with a split:
+
+- For each user not excluded (`exclude` = the users a benchmark scores) and `cuts` cut points in the user's
+  *train* interactions (never valid or test), the history is compressed as it was at the cut
+  (`compress.SplitView(cuts=...)`, the same split-aware compression `compress` uses).
+- Interests from logs: the leaf categories the user engaged with at least MIN_LEAF_ITEMS times before the cut,
+  most first; "long-term" when they span two or more months, else "short-term"; the reason counts the items and
+  names the newest one. They must pass the interest stage's own rules (`interests.clean_interests`).
+- Tags from logs: for each such interest, the items the user engaged with in the `window_days` after the cut in
+  that interest's categories, each written as a tag from its title (brand, sizes and the part after a comma
+  dropped: the paper's "modifier + core word" shape), with a reason that cites the newest history item of the
+  same category. Purification (§2.2.2 step 1) = the tag stage's own rules with the catalogue: a tag whose φ
+  category is not the interest's (`implausible`), that no item carries (`invalid`), that repeats the last 30
+  days (`stale`), names an unsearched brand, or is vague, is dropped. Balancing (step 3): at most MAX_TAGS_PER_USER
+  tags per user and at most MAX_PER_CATEGORY samples per user and category.
+
+Samples (`align.samples.Sample`) are content-addressed and stored in DuckDB or JSONL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from recgpt_cli.align.samples import TASKS, Sample, reply_json
+from recgpt_cli.catalogue import Catalogue
+from recgpt_cli.compress import SplitView, compress_users
+from recgpt_cli.errors import BadInput
+from recgpt_cli.interests import MinedInterest, clean_interests, mining_variables, resolve_prompt
+from recgpt_cli.llm.prompts import Prompt
+from recgpt_cli.splits import load_split, make_split, split_info
+from recgpt_cli.tags import MIN_TAG_CHARS, PredictedTag, clean_tags, tag_variables
+from recgpt_cli.tokens import TokenCounter, count_tokens
+
+MIN_HISTORY = 5  # train interactions before a cut
+MIN_LEAF_ITEMS = 2  # a category engaged with fewer times is not an interest
+MAX_TAGS_PER_USER = 80  # §2.2.2 step 3
+MAX_PER_CATEGORY = 2  # samples per user and category, §2.2.2 step 3
+TAG_MAX_WORDS = 5
+REASON_CHARS = 100  # PredictedTag.reason's bound
+INTEREST_REASON_CHARS = 120  # MinedInterest.reason's bound
+
+# ---- tags and interests from logs ----
+
+_SIZE = re.compile(r"\b[\w.-]*\d[\w.-]*\b")
+
+
+def title_tag(title: str, brand: str | None) -> str:
+    """A tag from an item title: lower-case, brand and anything with a digit (sizes, years) dropped, cut at the
+    first comma or parenthesis, at most TAG_MAX_WORDS words ("Brightnest Nonstick Cookware Set, 28cm" -> "nonstick
+    cookware set"; "Toy Story (1995)" -> "toy story")."""
+    text = re.split(r"[,(\[]", title, maxsplit=1)[0]
+    if brand:
+        text = re.sub(rf"(?i)(?<![\w]){re.escape(brand)}(?![\w])", " ", text)
+    text = _SIZE.sub(" ", text).lower()
+    words = [w for w in (w.strip("-:;'\".&/") for w in text.split()) if w][:TAG_MAX_WORDS]
+    return _clip(" ".join(words), 40)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0]
+
+
+@dataclass(frozen=True)
+class Engagement:
+    item_id: str
+    ts: datetime
+    title: str
+    leaf: str | None
+    brand: str | None
+
+
+def log_interests(history: Sequence[Engagement], cut: datetime, max_interests: int) -> list[dict[str, Any]]:
+    """Interests from logs at `cut`: categories engaged with >= MIN_LEAF_ITEMS times, most first (ties: newest
+    first, then name); stage long-term when they span >= 2 months."""
+    by_leaf: dict[str, list[Engagement]] = defaultdict(list)
+    for e in history:
+        if e.leaf:
+            by_leaf[e.leaf].append(e)
+    ranked = sorted((leaf for leaf, es in by_leaf.items() if len(es) >= MIN_LEAF_ITEMS),
+                    key=lambda leaf: (-len(by_leaf[leaf]), -max(e.ts for e in by_leaf[leaf]).timestamp(), leaf))
+    out = []
+    for leaf in ranked[:max_interests]:
+        es = sorted(by_leaf[leaf], key=lambda e: e.ts)
+        months = {(e.ts.year, e.ts.month) for e in es}
+        newest = es[-1]
+        reason = f"{len(es)} {leaf.lower()} items over {len(months)} month{'s' * (len(months) > 1)}, lately " \
+                 f"{title_tag(newest.title, newest.brand) or newest.title}"
+        out.append({"interest": leaf.lower(), "stage": "long-term" if len(months) >= 2 else "short-term",
+                    "reason": _clip(reason, INTEREST_REASON_CHARS), "leaf": leaf})
+    return out
+
+
+def tag_reason(interest: str, cited: Engagement) -> str:
+    """A reason that cites the user's history: the newest engaged item of the interest's category."""
+    return _clip(f"after {title_tag(cited.title, cited.brand) or cited.title} in your {interest} history",
+                 REASON_CHARS)
+
+
+@dataclass
+class LogsConfig:
+    protocol: str = "loo"
+    cuts: int = 2  # cut points per user, evenly spaced in the train interactions
+    window_days: int = 30  # targets: engagements this many days after the cut
+    max_interests: int = 3  # as the bench asks (mine-interests --max-interests)
+    tags_per_call: int = 3  # as the bench asks (predict-tags --max-tags-per-call)
+    history_tokens: int = 384  # compress budget, as the bench
+    seed: int = 0
+    max_users: int | None = None
+
+
+def _cut_points(n: int, cuts: int) -> list[int]:
+    """Indices i (history = interactions[:i]) evenly spaced, each with >= MIN_HISTORY before and >= 1 after."""
+    if n < MIN_HISTORY + 1:
+        return []
+    points = {int(round(n * (j + 1) / (cuts + 1))) for j in range(cuts)}
+    return sorted(i for i in points if MIN_HISTORY <= i <= n - 1)
+
+
+@dataclass
+class CutContext:
+    """One user at one cut: the compressed history as it was then, and what came before and after it."""
+
+    user_id: str
+    round: int
+    cut: datetime
+    record: dict[str, Any]  # the `compress` record (split-aware, cut at `cut`)
+    history: list[Engagement]  # train engagements up to the cut
+    future: list[Engagement]  # train engagements within `window_days` after it
+    interests: list[dict[str, Any]]  # interests from logs that pass the interest rules, with interest_id
+    leaf_of: dict[str, str]  # interest text -> its category
+
+
+def log_contexts(
+    con: duckdb.DuckDBPyConnection,
+    config: LogsConfig | None = None,
+    *,
+    exclude: Iterable[str] = (),
+    token_counter: TokenCounter = count_tokens,
+) -> Iterator[CutContext]:
+    """Every (user, cut) of the train interactions of users not in `exclude` that has an interest from logs."""
+    cfg = config or LogsConfig()
+    if split_info(con, cfg.protocol) is None:
+        raise BadInput(f"the store has no {cfg.protocol!r} split",
+                       f"make it first: recgpt train-towers --protocol {cfg.protocol} (or import then split)")
+    split = load_split(con, cfg.protocol)
+    info = {r[0]: (r[1], r[2], r[3]) for r in con.execute("SELECT item_id, title, category_leaf, brand FROM items")
+            .fetchall()}
+    skip = set(exclude)
+    train = split.train
+    order = np.lexsort((train.item, train.ts, train.user))
+    by_user: dict[str, list[Engagement]] = defaultdict(list)
+    for j in order:
+        uid = split.user_ids[int(train.user[j])]
+        if uid in skip:
+            continue
+        iid = split.item_ids[int(train.item[j])]
+        title, leaf, brand = info.get(iid, (iid, None, None))
+        by_user[uid].append(Engagement(iid, train.ts[j].astype("datetime64[us]").item(), title, leaf, brand))
+    users = sorted(by_user)
+    if cfg.max_users is not None:
+        rng = np.random.default_rng(cfg.seed)
+        users = sorted(rng.choice(users, size=min(cfg.max_users, len(users)), replace=False).tolist())
+    plans: list[dict[str, tuple[int, datetime]]] = [{} for _ in range(cfg.cuts)]
+    for uid in users:
+        es = by_user[uid]
+        for r, i in enumerate(_cut_points(len(es), cfg.cuts)):
+            plans[r][uid] = (i, es[i - 1].ts)
+    for r, plan in enumerate(plans):
+        if not plan:
+            continue
+        view = SplitView(cfg.protocol, "valid", cuts=tuple((u, t) for u, (_, t) in sorted(plan.items())))
+        # the reference date is each user's cut (the view's); `date` only matters for users without one
+        compressed = compress_users(con, date=max(t for _, t in plan.values()).date(), max_tokens=cfg.history_tokens,
+                                    user_ids=sorted(plan), token_counter=token_counter, view=view)
+        for user in compressed:
+            record = user.to_record()
+            i, cut = plan[user.user_id]
+            history, future = by_user[user.user_id][:i], by_user[user.user_id][i:]
+            future = [e for e in future if e.ts <= cut + timedelta(days=cfg.window_days)]
+            mined = log_interests(history, cut, cfg.max_interests)
+            kept, _ = clean_interests([MinedInterest(**{k: m[k] for k in ("interest", "stage", "reason")})
+                                       for m in mined], record, max_interests=cfg.max_interests)
+            if kept:
+                yield CutContext(user.user_id, r, cut, record, history, future, kept,
+                                 {m["interest"]: m["leaf"] for m in mined})
+
+
+def build_from_logs(
+    con: duckdb.DuckDBPyConnection,
+    tasks: Sequence[str],
+    config: LogsConfig | None = None,
+    *,
+    exclude: Iterable[str] = (),
+    catalogue: Catalogue | None = None,
+    token_counter: TokenCounter = count_tokens,
+    interest_prompt: str | Path | Prompt = "interest_mining",
+    tag_prompt: str | Path | Prompt = "tag_prediction",
+) -> Iterator[Sample]:
+    """Samples for `tasks` ("interests", "tags") from the train interactions of every user not in `exclude`."""
+    cfg = config or LogsConfig()
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise BadInput(f"--task {', '.join(unknown)}: logs build {', '.join(TASKS)}")
+    catalogue = catalogue or Catalogue.from_db(con)
+    ip = resolve_prompt(interest_prompt, "InterestList")
+    tp = resolve_prompt(tag_prompt, "TagList")
+    tags_by_user: Counter[str] = Counter()
+    per_category: Counter[tuple[str, str]] = Counter()
+    for ctx in log_contexts(con, cfg, exclude=exclude, token_counter=token_counter):
+        uid, record, day = ctx.user_id, ctx.record, ctx.cut.date()
+        meta = {"cut": ctx.cut.isoformat(), "round_cut": ctx.round, "split": cfg.protocol}
+        if "interests" in tasks:
+            variables = mining_variables(record, day=day, max_interests=cfg.max_interests)
+            target = reply_json({"interests": [{"interest": k["interest"], "stage": k["stage"],
+                                                "reason": k["reason"]} for k in ctx.interests]})
+            yield Sample("interest_mining", "logs", ip.render(variables), target, user_id=uid, category=None,
+                         meta=meta)
+        if "tags" not in tasks:
+            continue
+        for interest in ctx.interests:
+            leaf = ctx.leaf_of.get(interest["interest"])
+            if leaf is None or per_category[(uid, leaf)] >= MAX_PER_CATEGORY:
+                continue
+            if tags_by_user[uid] >= MAX_TAGS_PER_USER:
+                break
+            cited = max((e for e in ctx.history if e.leaf == leaf), key=lambda e: e.ts)
+            # a title with nothing left ("M (1931)" -> "m") is what the `vague` rule would drop anyway
+            candidates = [PredictedTag(item_tag=phrase, reason=tag_reason(interest["interest"], cited),
+                                       serves_interest=interest["interest_id"])
+                          for e in ctx.future if e.leaf == leaf
+                          for phrase in [title_tag(e.title, e.brand)] if len(phrase) >= MIN_TAG_CHARS]
+            room = min(cfg.tags_per_call, MAX_TAGS_PER_USER - tags_by_user[uid])
+            tags, _removed = clean_tags([(c, [interest]) for c in candidates], record, day=day, n_tags=room,
+                                        catalogue=catalogue)
+            if not tags:
+                continue
+            variables = tag_variables(record, [interest], day=day, n_tags=cfg.tags_per_call, focus=True)
+            target = reply_json({"tags": [{"item_tag": t["tag"], "reason": t["reason"],
+                                           "serves_interest": t["interest_id"]} for t in tags]})
+            tags_by_user[uid] += len(tags)
+            per_category[(uid, leaf)] += 1
+            yield Sample("tag_prediction", "logs", tp.render(variables), target, user_id=uid, category=leaf,
+                         meta={**meta, "interest": interest["interest"], "candidates": len(candidates),
+                               "kept": len(tags)})
+
+
+def ensure_split(con: duckdb.DuckDBPyConnection, protocol: str) -> None:
+    """Make the stored split if the store has none (seed 2020, as train-towers and evaluate)."""
+    if split_info(con, protocol) is None:
+        make_split(con, protocol)

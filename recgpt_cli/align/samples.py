@@ -1,0 +1,143 @@
+"""Alignment samples: one chat sample = the rendered prompt a stage serves (`messages`) + the reply to learn
+(`target`). Content-addressed (`Sample.hash` over task, messages and target), stored in DuckDB (`align_samples`:
+hash, task, source, round, user_id, category, messages, target, meta) and exportable as JSONL.
+
+Kept apart from the builders so training needs only orjson (a GPU box without DuckDB trains from a JSONL export).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from recgpt_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    import duckdb
+
+# `--task` names -> the stage prompt's task (front matter `task:`)
+TASKS = {"interests": "interest_mining", "tags": "tag_prediction"}
+
+SAMPLES_DDL = """
+CREATE TABLE IF NOT EXISTS align_samples (
+    hash VARCHAR PRIMARY KEY,
+    task VARCHAR NOT NULL,       -- prompt task: interest_mining, tag_prediction, ...
+    source VARCHAR NOT NULL,     -- logs | teacher | self-train
+    round INTEGER NOT NULL,      -- self-training round (0: built from data)
+    user_id VARCHAR,
+    category VARCHAR,            -- what balancing counted the sample under
+    messages JSON NOT NULL,      -- the rendered prompt, as the stage serves it
+    target VARCHAR NOT NULL,     -- the assistant reply (JSON in the schema's key order)
+    meta JSON,
+    created TIMESTAMP DEFAULT current_timestamp
+);
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One chat sample: `messages` (system + user, rendered by the stage's prompt file) and the reply `target`."""
+
+    task: str
+    source: str
+    messages: list[dict[str, str]]
+    target: str
+    round: int = 0
+    user_id: str | None = None
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(orjson.dumps([self.task, self.messages, self.target])).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hash": self.hash, "task": self.task, "source": self.source, "round": self.round,
+                "user_id": self.user_id, "category": self.category, "messages": self.messages,
+                "target": self.target, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Sample:
+        messages = row["messages"]
+        if not (isinstance(messages, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m)
+                                                   for m in messages)):
+            raise ValueError("`messages` must be a list of {role, content}")
+        if not isinstance(row["target"], str) or not isinstance(row["task"], str):
+            raise ValueError("`task` and `target` must be strings")
+        return cls(row["task"], row.get("source", "logs"), messages, row["target"], int(row.get("round", 0)),
+                   row.get("user_id"), row.get("category"), row.get("meta") or {})
+
+
+def reply_json(value: Any) -> str:
+    """The reply as llama.cpp's grammar lets the model write it: keys in schema order, `", "` separators."""
+    return orjson.dumps(value).decode().replace('","', '", "').replace('":', '": ').replace(',"', ', "')
+
+
+def open_samples(path: str | Path) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    from recgpt_cli.store import ensure_tables
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(p))
+    ensure_tables(con, SAMPLES_DDL)
+    return con
+
+
+def save_samples(con: duckdb.DuckDBPyConnection, samples: Iterable[Sample]) -> tuple[int, int]:
+    """Insert samples; one already stored (same hash) is kept once. Returns (new, already stored)."""
+    rows = [(s.hash, s.task, s.source, s.round, s.user_id, s.category, orjson.dumps(s.messages).decode(), s.target,
+             orjson.dumps(s.meta).decode()) for s in samples]
+    count = "SELECT count(*) FROM align_samples"
+    before = con.execute(count).fetchone()[0]  # type: ignore[index]
+    if rows:
+        con.executemany("INSERT INTO align_samples (hash, task, source, round, user_id, category, messages, target, "
+                        "meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+    after = con.execute(count).fetchone()[0]  # type: ignore[index]
+    return after - before, len(rows) - (after - before)
+
+
+def load_samples(path: str | Path, *, tasks: Sequence[str] | None = None, sources: Sequence[str] | None = None
+                 ) -> list[Sample]:
+    """Samples from a DuckDB store (`align_samples`) or a JSONL export (`.jsonl`), in a stable order (task, round,
+    hash); `tasks` takes `--task` names or prompt task names."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(f"{p}: no such sample file", "build one with `recgpt align data`")
+    out: list[Sample] = []
+    if p.suffix in (".jsonl", ".json"):
+        for n, line in enumerate(p.read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Sample.from_json(orjson.loads(line)))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise BadInput.at(str(p), n, f"not an alignment sample ({type(exc).__name__}: {exc})") from None
+    else:
+        import duckdb
+
+        try:
+            con = duckdb.connect(str(p), read_only=True)
+        except duckdb.Error as exc:
+            raise BadInput(f"{p}: not a DuckDB file or .jsonl export ({str(exc).splitlines()[0]})") from None
+        try:
+            rows = con.execute("SELECT task, source, messages, target, round, user_id, category, meta "
+                               "FROM align_samples").fetchall()
+        except duckdb.CatalogException:
+            raise BadInput(f"{p}: holds no align_samples table", "build one with `recgpt align data`") from None
+        finally:
+            con.close()
+        out = [Sample(t, s, orjson.loads(m), tg, r, u, c, orjson.loads(me) if me else {})
+               for t, s, m, tg, r, u, c, me in rows]
+    if tasks:
+        wanted = {TASKS.get(t, t) for t in tasks}
+        out = [s for s in out if s.task in wanted]
+    if sources:
+        out = [s for s in out if s.source in sources]
+    return sorted(out, key=lambda s: (s.task, s.round, s.hash))

@@ -1,0 +1,200 @@
+"""Self-training by rejection sampling (RecGPT §2.1.2 stage 3): the current model answers each input k times at a
+temperature above 0, the stage's rules keep the answers that pass, the passing answers become samples, and the
+model is trained again on them with the earlier samples.
+
+An answer passes when the rules remove none of its items and keep at least one (the strict form of the rule pass
+rate the bench reports). Per input the first passing answer is kept (dedupe by content hash across inputs), so an
+easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
+`min_gain`: that round gained nothing.
+
+    from recgpt_cli.align.self_train import rejection_samples
+    samples, stats = rejection_samples(contexts, llm, task="tags", k=4, round_no=1, catalogue=catalogue)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recgpt_cli.align.data import CutContext, LogsConfig
+from recgpt_cli.align.samples import Sample, reply_json
+from recgpt_cli.catalogue import Catalogue
+from recgpt_cli.errors import BadInput
+from recgpt_cli.interests import clean_interests, default_params, interest_list_model, mining_variables, resolve_prompt
+from recgpt_cli.llm.base import SamplingParams
+from recgpt_cli.llm.structured import StructuredLLM
+from recgpt_cli.tags import clean_tags, tag_list_model, tag_variables
+
+TEMPERATURE = 0.7
+
+
+@dataclass
+class RoundStats:
+    round: int
+    inputs: int = 0
+    answers: int = 0
+    passed: int = 0
+    failed_calls: int = 0
+    samples: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.answers if self.answers else 0.0
+
+
+def rejection_samples(
+    contexts: Iterable[CutContext],
+    llm: StructuredLLM,
+    *,
+    task: str,
+    k: int = 4,
+    round_no: int = 1,
+    config: LogsConfig | None = None,
+    catalogue: Catalogue | None = None,
+    temperature: float = TEMPERATURE,
+    source: str = "self-train",
+) -> tuple[list[Sample], RoundStats]:
+    """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
+    stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
+    temperature 0 and source `teacher`."""
+    if task not in ("interests", "tags"):
+        raise BadInput(f"--task {task}: self-training covers interests and tags")
+    if k < 1:
+        raise BadInput("--k must be at least 1")
+    cfg = config or LogsConfig()
+    stats = RoundStats(round_no)
+    seen: set[str] = set()
+    out: list[Sample] = []
+    for ctx in contexts:
+        for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats):
+            stats.inputs += 1
+            for items in answers:
+                if items is None:
+                    continue
+                sample = Sample("interest_mining" if task == "interests" else "tag_prediction", source,
+                                messages, reply_json({("interests" if task == "interests" else "tags"): items}),
+                                round=round_no, user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat()})
+                if sample.hash not in seen:
+                    seen.add(sample.hash)
+                    out.append(sample)
+                break  # the first passing answer per input
+    stats.samples = len(out)
+    return out, stats
+
+
+def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
+             temperature: float, stats: RoundStats) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
+    """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
+    day = ctx.cut.date()
+    if task == "interests":
+        prompt = resolve_prompt("interest_mining", "InterestList")
+        variables = mining_variables(ctx.record, day=day, max_interests=cfg.max_interests)
+
+        def check_interests(value: Any) -> list[Any] | None:
+            kept, removed = clean_interests(value.interests, ctx.record, max_interests=cfg.max_interests)
+            return _judge([{k: i[k] for k in ("interest", "stage", "reason")} for i in kept], removed, stats)
+
+        yield prompt.render(variables), _sample(llm, prompt, variables, interest_list_model(cfg.max_interests),
+                                                default_params(cfg.max_interests, chars_per_item=230), k,
+                                                temperature, stats, check_interests)
+        return
+    prompt = resolve_prompt("tag_prediction", "TagList")
+    for interest in ctx.interests:
+        variables = tag_variables(ctx.record, [interest], day=day, n_tags=cfg.tags_per_call, focus=True)
+
+        def check_tags(value: Any, shown: dict[str, Any] = interest) -> list[Any] | None:
+            kept, removed = clean_tags([(t, [shown]) for t in value.tags], ctx.record, day=day,
+                                       n_tags=cfg.tags_per_call, catalogue=catalogue)
+            return _judge([{"item_tag": t["tag"], "reason": t["reason"], "serves_interest": t["interest_id"]}
+                           for t in kept], removed, stats)
+
+        yield prompt.render(variables), _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call),
+                                                default_params(cfg.tags_per_call, chars_per_item=190), k,
+                                                temperature, stats, check_tags)
+
+
+def _sample(llm: StructuredLLM, prompt: Any, variables: dict[str, Any], output: Any, base: SamplingParams, k: int,
+            temperature: float, stats: RoundStats, check: Callable[[Any], list[Any] | None]) -> list[list[Any] | None]:
+    """k answers (seeds 0..k-1) at `temperature`; each the reply items when the rules pass it, else None."""
+    answers: list[list[Any] | None] = []
+    for seed in range(k):
+        params = SamplingParams(temperature=temperature, top_p=0.95, max_tokens=base.max_tokens, seed=seed)
+        gen = llm.generate(prompt, variables, output, params)
+        stats.answers += 1
+        if gen.value is None:
+            stats.failed_calls += 1
+            answers.append(None)
+        else:
+            answers.append(check(gen.value))
+    return answers
+
+
+def _judge(kept: list[dict[str, Any]], removed: dict[str, int], stats: RoundStats) -> list[Any] | None:
+    """The rules' verdict on one answer: its items when none was removed, else None (removals counted)."""
+    for rule, n in removed.items():
+        stats.removed[rule] = stats.removed.get(rule, 0) + n
+    if not kept or any(removed.values()):
+        return None
+    stats.passed += 1
+    return kept
+
+
+@dataclass
+class SelfTrainReport:
+    rounds: list[RoundStats]
+    models: list[Path]
+    stopped: str
+
+
+def self_train(
+    contexts: Callable[[], Iterable[CutContext]],
+    start_model: Path,
+    out: Path,
+    *,
+    make_llm: Callable[[Path], StructuredLLM],
+    train: Callable[[list[Sample], Path, Path], Path],
+    base_samples: Sequence[Sample] = (),
+    tasks: Sequence[str] = ("interests", "tags"),
+    rounds: int = 2,
+    k: int = 4,
+    min_gain: float = 0.01,
+    config: LogsConfig | None = None,
+    catalogue: Catalogue | None = None,
+    on_round: Callable[[RoundStats], None] | None = None,
+) -> SelfTrainReport:
+    """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
+    `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round."""
+    model = start_model
+    history: list[RoundStats] = []
+    models: list[Path] = []
+    stopped = f"ran {rounds} rounds"
+    for r in range(1, rounds + 1):
+        llm = make_llm(model)
+        new: list[Sample] = []
+        total = RoundStats(r)
+        for task in tasks:
+            samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
+                                               catalogue=catalogue)
+            new += samples
+            total.inputs += stats.inputs
+            total.answers += stats.answers
+            total.passed += stats.passed
+            total.failed_calls += stats.failed_calls
+            for rule, n in stats.removed.items():
+                total.removed[rule] = total.removed.get(rule, 0) + n
+        total.samples = len(new)
+        history.append(total)
+        if on_round is not None:
+            on_round(total)
+        if len(history) > 1 and total.pass_rate < history[-2].pass_rate + min_gain:
+            stopped = f"round {r} gained nothing (pass rate {total.pass_rate:.3f} vs {history[-2].pass_rate:.3f})"
+            break
+        if not new:
+            stopped = f"round {r}: no answer passed the rules"
+            break
+        model = train([*base_samples, *new], model, out / f"round-{r}")
+        models.append(model)
+    return SelfTrainReport(history, models, stopped)

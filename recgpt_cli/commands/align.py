@@ -1,0 +1,256 @@
+"""`recgpt align ...`: build alignment samples, fine-tune, export (RecGPT §2.1.2, §2.2.2; library: recgpt_cli/align)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
+
+app = typer.Typer(help="Align the stage LLMs: samples from logs, supervised fine-tuning (LoRA), GGUF export.",
+                  no_args_is_help=True)
+
+SamplesOpt = Annotated[Path, typer.Option("--samples", help="Sample store: DuckDB file (or a .jsonl export).")]
+
+
+@app.command("data")
+@friendly_errors
+def data(
+    db: DbOpt = Path("recgpt.duckdb"),
+    source: Annotated[str, typer.Option("--source", help="logs (the paper's incremental-learning recipe) or teacher "
+                                        "(a stronger model's answers that pass the rules).")] = "logs",
+    teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="teacher: llama-cpp, hf or openai.")
+                               ] = "openai",
+    teacher_model: Annotated[str | None, typer.Option("--teacher-model", help="teacher: a .gguf, a model dir, or "
+                                                      "the model name sent to the server.")] = None,
+    teacher_base_url: Annotated[str | None, typer.Option("--teacher-base-url", help="teacher: OpenAI-compatible "
+                                                         "server URL (vLLM, llama-server).")] = None,
+    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option).")] = [  # noqa: B006
+        "interests", "tags"],
+    samples: SamplesOpt = Path("align/samples.duckdb"),
+    jsonl: Annotated[str | None, typer.Option("--jsonl", help="Also write the new samples as JSONL (- = stdout).")
+                     ] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="Stored split whose train part the samples come from "
+                                          "(made if missing).")] = "loo",
+    exclude_users: Annotated[Path | None, typer.Option(
+        "--exclude-users", help="File with user ids (one a line) never to sample: the users an evaluation scores.")
+    ] = None,
+    cuts: Annotated[int, typer.Option("--cuts", min=1, help="Cut points per user in the train history.")] = 2,
+    window_days: Annotated[int, typer.Option("--window-days", min=1, help="Targets: engagements this many days "
+                                             "after the cut.")] = 30,
+    max_interests: Annotated[int, typer.Option("--max-interests", min=1, max=8, help="Interests per user, as "
+                                               "mine-interests --max-interests.")] = 3,
+    tags_per_call: Annotated[int, typer.Option("--tags-per-call", min=1, max=10, help="Tags per interest, as "
+                                               "predict-tags --max-tags-per-call.")] = 3,
+    history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")] = 384,
+    max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
+    from recgpt_cli.align.data import LogsConfig, build_from_logs, ensure_split
+    from recgpt_cli.align.samples import open_samples, save_samples
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.store import connect
+
+    if source not in ("logs", "teacher"):
+        raise BadInput(f"--source {source}: expected logs or teacher")
+    excluded: list[str] = []
+    if exclude_users is not None:
+        if not exclude_users.is_file():
+            raise BadInput(f"{exclude_users}: no such file")
+        excluded = [ln.strip() for ln in exclude_users.read_text().splitlines() if ln.strip()]
+    cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
+                     tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
+    with connect(db, create=False) as con:
+        ensure_split(con, protocol)
+        if source == "logs":
+            built = list(build_from_logs(con, task, cfg, exclude=excluded))
+        else:
+            built = _teacher_samples(con, task, cfg, excluded, teacher_backend, teacher_model, teacher_base_url,
+                                     quiet)
+    store = open_samples(samples)
+    try:
+        new, known = save_samples(store, built)
+    finally:
+        store.close()
+    if jsonl is not None:
+        with jsonl_writer(jsonl) as w:
+            for s in built:
+                w.write(s.to_json())
+    if not quiet:
+        by_task: dict[str, int] = {}
+        for s in built:
+            by_task[s.task] = by_task.get(s.task, 0) + 1
+        console.print(f"{samples}: {new} new samples ({known} already stored); "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(by_task.items())))
+
+
+def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[str], backend: str,
+                     model: str | None, base_url: str | None, quiet: bool) -> list:
+    """§2.1.2 stage 2: the teacher answers each input once (temperature 0); answers the rules pass become samples."""
+    from recgpt_cli.align.data import log_contexts
+    from recgpt_cli.align.self_train import rejection_samples
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.llm.factory import make_llm
+    from recgpt_cli.llm.options import LLMOptions
+    from recgpt_cli.tokens import token_counter
+
+    llm = make_llm(LLMOptions(backend=backend, model=model, base_url=base_url), task="align_teacher")
+    contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))  # type: ignore[arg-type]
+    catalogue = Catalogue.from_db(con)  # type: ignore[arg-type]
+    out = []
+    for t in tasks:
+        samples, stats = rejection_samples(contexts, llm, task=t, k=1, temperature=0.0, config=cfg,  # type: ignore
+                                           catalogue=catalogue, source="teacher")
+        out += samples
+        if not quiet:
+            console.print(f"teacher {t}: {stats.passed}/{stats.answers} answers pass the rules "
+                          f"({stats.pass_rate:.1%}); removed {stats.removed}")
+    return out
+
+
+@app.command("sft")
+@friendly_errors
+def sft(
+    samples: SamplesOpt = Path("align/samples.duckdb"),
+    out: Annotated[Path, typer.Option("--out", help="Output dir: adapter/, hf/, model.gguf, checkpoint/.")] = Path(
+        "models/aligned"),
+    base: Annotated[str | None, typer.Option(
+        "--from", help="Base: a .gguf, a transformers dir, or an aligned model dir (incremental learning). "
+        "Default: the embedded SmolLM2-135M.")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Train only these tasks (repeatable).")] = None,
+    method: Annotated[str, typer.Option("--method", help="lora or full.")] = "lora",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps (quick runs).")
+                         ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 5e-4 LoRA, 2e-5 full).")] = None,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1)] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", min=32, help="Tokens per sample; longer ones are "
+                                            "skipped and counted.")] = 1024,
+    stages: Annotated[str | None, typer.Option(
+        "--stages", help="Curriculum: task groups trained in order, e.g. 'interest_mining;tag_prediction'.")] = None,
+    save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.")] = 20,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: torch's default).")] = 0,
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="q8_0, f16 or f32.")] = "q8_0",
+    export: Annotated[bool, typer.Option("--export/--no-export", help="Merge and write hf/ + model.gguf (off: "
+                                         "adapter only; `recgpt align export` later).")] = True,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where the base GGUF is converted once.")] = Path(
+        ".recgpt-cache"),
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Supervised fine-tuning on alignment samples (LoRA by default); Ctrl-C or a kill resumes on rerun."""
+    from recgpt_cli.align.samples import load_samples
+    from recgpt_cli.align.sft import SFTConfig, train_sft
+
+    groups = [[t.strip() for t in g.split(",") if t.strip()] for g in stages.split(";")] if stages else []
+    cfg = SFTConfig(method=method, lora_r=lora_r, lora_alpha=2 * lora_r,
+                    lr=lr if lr is not None else (5e-4 if method == "lora" else 2e-5), epochs=epochs,
+                    max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
+                    save_every=save_every, device=device, threads=threads or None, gguf_type=gguf_type,
+                    stages=groups)
+    data = load_samples(samples, tasks=task)
+
+    def show(entry: dict) -> None:
+        if not quiet and (entry["step"] % 5 == 0 or entry["step"] == entry["of"]):
+            console.print(f"step {entry['step']}/{entry['of']} loss {entry['loss']:.4f} "
+                          f"{entry['tokens_per_s']:.0f} tok/s", highlight=False)
+
+    r = train_sft(data, out, cfg, base=base, cache_dir=cache_dir, export=export, progress=show)
+    if not quiet:
+        console.print(f"{out}: {r.steps} steps on {r.samples} samples ({r.skipped_long} too long), loss "
+                      f"{r.first_loss:.3f} -> {r.last_loss:.3f}, {r.train_s:.0f}s, {r.tokens_per_s:.0f} tok/s, "
+                      f"peak {r.peak_memory_mb:.0f} MB" + (f", resumed at step {r.resumed_from}" if r.resumed_from
+                                                            else ""))
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    out: Annotated[Path, typer.Argument(help="An `align sft` output dir with adapter/ (or hf/).")],
+    base: Annotated[str | None, typer.Option("--from", help="The base the adapter was trained on (default: the "
+                                             "embedded model).")] = None,
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="q8_0, f16 or f32.")] = "q8_0",
+    cache_dir: Annotated[Path, typer.Option("--cache-dir")] = Path(".recgpt-cache"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Merge a trained adapter into its base and write hf/ + model.gguf (serve with --model DIR)."""
+    from recgpt_cli.align.sft import export_trained
+
+    export_trained(out, base=base, cache_dir=cache_dir, gguf_type=gguf_type)
+    if not quiet:
+        console.print(f"{out}: wrote hf/ and model.gguf")
+
+
+@app.command("self-train")
+@friendly_errors
+def self_train(
+    db: DbOpt = Path("recgpt.duckdb"),
+    model: Annotated[Path, typer.Option("--model", help="The aligned model dir to start from (align sft --out).")
+                     ] = Path("models/aligned"),
+    samples: SamplesOpt = Path("align/samples.duckdb"),
+    out: Annotated[Path, typer.Option("--out", help="Round r's model goes to OUT/round-r.")] = Path(
+        "models/self-train"),
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="At most this many rounds; stops early when a "
+                                        "round's rule pass rate does not improve.")] = 2,
+    k: Annotated[int, typer.Option("--k", min=1, max=16, help="Answers per input (temperature 0.7).")] = 4,
+    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags.")] = [  # noqa: B006
+        "interests", "tags"],
+    protocol: Annotated[str, typer.Option("--protocol", help="Split whose train part gives the inputs.")] = "loo",
+    exclude_users: Annotated[Path | None, typer.Option("--exclude-users", help="User ids never to use.")] = None,
+    max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = 50,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="SFT steps per round.")] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rejection-sampling self-training (§2.1.2 stage 3): generate k answers, keep those the rules pass, retrain."""
+    from recgpt_cli.align.data import LogsConfig, log_contexts
+    from recgpt_cli.align.samples import load_samples, open_samples, save_samples
+    from recgpt_cli.align.self_train import RoundStats
+    from recgpt_cli.align.self_train import self_train as run_rounds
+    from recgpt_cli.align.sft import SFTConfig, train_sft
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.llm.factory import make_llm
+    from recgpt_cli.llm.options import LLMOptions
+    from recgpt_cli.store import connect
+    from recgpt_cli.tokens import token_counter
+
+    if not (model / "manifest.json").exists():
+        raise BadInput(f"{model}: not an aligned model dir", "train one with `recgpt align sft` first")
+    excluded = exclude_users.read_text().split() if exclude_users is not None else []
+    cfg = LogsConfig(protocol=protocol, max_users=max_users, seed=seed)
+    with connect(db, create=False, read_only=True) as con:
+        contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))
+        catalogue = Catalogue.from_db(con)
+    base = [s for s in load_samples(samples) if s.source != "self-train"] if samples.exists() else []
+
+    def train(data: list, from_model: Path, out_dir: Path) -> Path:
+        save_samples(store, [s for s in data if s.source == "self-train"])  # kept with their round, for audits
+        train_sft(data, out_dir, SFTConfig(max_steps=max_steps, device=device, seed=seed), base=from_model)
+        return out_dir
+
+    def report(stats: RoundStats) -> None:
+        if not quiet:
+            console.print(f"round {stats.round}: {stats.passed}/{stats.answers} answers pass the rules "
+                          f"({stats.pass_rate:.1%}), {stats.samples} new samples; removed {stats.removed}")
+
+    store = open_samples(samples)
+    try:
+        def llm_for(path: Path) -> object:
+            return make_llm(LLMOptions(model=str(path)), task="align_self_train")
+
+        result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
+                            base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
+                            on_round=report)
+    finally:
+        store.close()
+    if not quiet:
+        console.print(f"{result.stopped}; models: {', '.join(map(str, result.models)) or '(none)'}")

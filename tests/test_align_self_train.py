@@ -1,0 +1,92 @@
+"""recgpt_cli.align.self_train: rejection sampling keeps exactly the answers that pass the stage rules, and the
+round loop stops when a round gains nothing (fake backend, the hand-written store of test_align_data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from test_align_data import catalogue, make_store, words
+
+from recgpt_cli.align.data import LogsConfig, log_contexts
+from recgpt_cli.align.samples import Sample
+from recgpt_cli.align.self_train import RoundStats, rejection_samples, self_train
+from recgpt_cli.llm.base import FakeBackend, Message, SamplingParams
+from recgpt_cli.llm.structured import StructuredLLM
+from recgpt_cli.store import open_db
+
+GOOD_INTEREST = {"interest": "teapots", "stage": "long-term", "reason": "glass teapot with infuser viewed lately"}
+BAD_INTEREST = {"interest": "teapots", "stage": "long-term", "reason": "..."}
+GOOD_TAG = {"item_tag": "cast iron teapot", "reason": "after the glass teapot in your history",
+            "serves_interest": "I1"}
+
+
+def responder(good_seeds: set[int], greedy: bool = False):
+    def answer(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        user = messages[-1]["content"]
+        good = params.seed in good_seeds
+        assert (params.temperature == 0) if greedy else (params.temperature > 0)  # rejection sampling samples
+        if "List this user's interests" in user:
+            return orjson.dumps({"interests": [GOOD_INTEREST if good else BAD_INTEREST]}).decode()
+        if "for interest I1" in user:  # teapots: seed-dependent; "nice stuff" is vague
+            tag = GOOD_TAG if good else {**GOOD_TAG, "item_tag": "nice stuff"}
+            return orjson.dumps({"tags": [tag]}).decode()
+        # hiking boots: a jacket, outside the interest's categories (implausible), whatever the seed
+        return orjson.dumps({"tags": [{"item_tag": "insulated snow jacket", "reason": "warm on the trail in winter",
+                                       "serves_interest": "I2"}]}).decode()
+    return answer
+
+
+@pytest.fixture()
+def contexts(tmp_path: Path):
+    con = open_db(make_store(tmp_path / "a.duckdb"), read_only=True)
+    ctx = list(log_contexts(con, LogsConfig(cuts=1), exclude=["u2"], token_counter=words))
+    con.close()
+    return ctx
+
+
+def test_rejection_sampling_keeps_only_passing_answers(contexts: list) -> None:
+    llm = StructuredLLM(FakeBackend(responder({1})))
+    got, stats = rejection_samples(contexts, llm, task="interests", k=2, catalogue=catalogue())
+    assert (stats.inputs, stats.answers, stats.passed, stats.removed["bad_reason"]) == (1, 2, 1, 1)
+    assert [orjson.loads(s.target) for s in got] == [{"interests": [GOOD_INTEREST]}]
+    assert got[0].source == "self-train" and got[0].round == 1 and got[0].task == "interest_mining"
+
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, round_no=3, catalogue=catalogue())
+    # 2 interests x 2 answers; only the teapot answer of seed 1 passes; the jacket is implausible every time
+    assert (stats.inputs, stats.answers, stats.passed) == (2, 4, 1)
+    assert stats.removed["vague"] == 1 and stats.removed["implausible"] == 2
+    assert [orjson.loads(s.target) for s in got] == [{"tags": [GOOD_TAG]}] and got[0].round == 3
+    assert stats.pass_rate == pytest.approx(0.25)
+
+
+def test_loop_stops_when_a_round_gains_nothing(contexts: list, tmp_path: Path) -> None:
+    # the start model passes half of its interest answers, every later model all of them
+    def make_llm(model: Path) -> StructuredLLM:
+        return StructuredLLM(FakeBackend(responder({1} if model.name == "start" else {0, 1})))
+
+    trained: list[tuple[int, Path]] = []
+
+    def train(samples: list[Sample], from_model: Path, out: Path) -> Path:
+        trained.append((len(samples), from_model))
+        return out
+
+    seen: list[RoundStats] = []
+    report = self_train(lambda: contexts, tmp_path / "start", tmp_path, make_llm=make_llm, train=train,
+                        base_samples=[Sample("t", "logs", [], "{}")], tasks=("interests",), rounds=5, k=2,
+                        catalogue=catalogue(), on_round=seen.append)
+    assert [r.pass_rate for r in report.rounds] == [0.5, 1.0, 1.0]
+    assert "round 3 gained nothing" in report.stopped
+    assert report.models == [tmp_path / "round-1", tmp_path / "round-2"]
+    # each round trains on the logs samples + its own passing samples, from the previous round's model
+    assert trained == [(2, tmp_path / "start"), (2, tmp_path / "round-1")]
+    assert len(seen) == 3
+
+
+def test_teacher_answers_once_greedy_and_only_passing_answers_become_samples(contexts: list) -> None:
+    llm = StructuredLLM(FakeBackend(responder({0}, greedy=True)))
+    got, stats = rejection_samples(contexts, llm, task="tags", k=1, temperature=0.0, source="teacher",
+                                   catalogue=catalogue())
+    assert (stats.answers, stats.passed, stats.pass_rate) == (2, 1, 0.5)
+    assert [(s.source, orjson.loads(s.target)) for s in got] == [("teacher", {"tags": [GOOD_TAG]})]

@@ -1,0 +1,171 @@
+"""recgpt_cli.align.sft on the real embedded model (LoRA, tiny data, short contexts): loss goes down, the adapter
+saves and loads, an interrupted run resumes to the same weights, a kill -9 loses at most `save_every` steps, and
+the exported GGUF serves what was learned."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from recgpt_cli.align.samples import Sample
+from recgpt_cli.align.sft import SFTConfig, encode, train_sft
+from recgpt_cli.errors import BadInput
+
+pytestmark = pytest.mark.slow
+
+COLOURS = {"sky": "blue", "grass": "green", "snow": "white", "coal": "black", "blood": "red", "banana": "yellow",
+           "orange": "orange", "violet": "purple"}
+
+
+def samples() -> list[Sample]:
+    return [Sample("colour", "logs", [{"role": "system", "content": "Answer in JSON."},
+                                      {"role": "user", "content": f"Colour of {thing}?"}],
+                   f'{{"colour": "{colour}"}}') for thing, colour in COLOURS.items()]
+
+
+def cfg(**kw: object) -> SFTConfig:
+    base = dict(max_steps=6, batch_size=4, lr=3e-3, max_length=128, threads=2, save_every=100, gguf_type="f16",
+                warmup_steps=1)
+    return SFTConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(embedded_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("sft") / "run"
+    result = train_sft(samples(), out, cfg(max_steps=12), base=embedded_hf)
+    return out, result
+
+
+def test_prompt_is_masked_and_reply_ends_the_turn(embedded_hf: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_hf)
+    s = samples()[0]
+    ids, labels = encode(tok, s, 128)  # type: ignore[misc]
+    learned = [t for t in labels if t != -100]
+    assert tok.decode(learned) == '{"colour": "blue"}<|im_end|>'
+    assert ids[: len(ids) - len(learned)] == tok(tok.apply_chat_template(
+        s.messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert encode(tok, s, 10) is None  # too long: skipped, counted by train_sft
+
+
+def test_loss_decreases_and_outputs_are_written(trained: tuple[Path, object]) -> None:
+    out, r = trained
+    losses = r.losses  # type: ignore[attr-defined]
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < 0.5 * losses[0]
+    for part in ("adapter/adapter_config.json", "hf/config.json", "model.gguf", "manifest.json", "train_log.jsonl"):
+        assert (out / part).exists(), part
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == 12 and manifest["samples"] == 8 and manifest["config"]["method"] == "lora"
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 12
+
+
+def test_adapter_reloads_to_the_merged_model(trained: tuple[Path, object], embedded_hf: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, _ = trained
+    ids = torch.tensor([[1, 504, 3458, 282, 1345, 47]])
+    merged = AutoModelForCausalLM.from_pretrained(out / "hf", dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(embedded_hf, dtype=torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, out / "adapter").eval()
+    with torch.no_grad():
+        a, b = merged(ids).logits, with_adapter(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(embedded_hf, dtype=torch.float32).eval()(ids).logits
+    assert torch.allclose(a, b, atol=1e-3)
+    assert not torch.allclose(a, plain, atol=1e-2)  # training changed the model
+
+
+def test_exported_gguf_serves_what_was_learned(trained: tuple[Path, object]) -> None:
+    from recgpt_cli.llm.base import SamplingParams
+    from recgpt_cli.llm.factory import make_backend
+    from recgpt_cli.llm.options import LLMOptions
+
+    out, _ = trained
+    backend = make_backend(LLMOptions(model=str(out)))  # an aligned dir means its model.gguf
+    assert Path(backend.model_path).name == "model.gguf"  # type: ignore[attr-defined]
+    s = samples()[0]
+    text = backend.complete(s.messages, None, SamplingParams(max_tokens=12)).text
+    assert orjson.loads(text) == {"colour": "blue"}
+
+
+def test_interrupted_run_resumes_to_the_same_weights(embedded_hf: Path, tmp_path: Path) -> None:
+    import torch
+
+    whole = train_sft(samples(), tmp_path / "whole", cfg(), base=embedded_hf, export=False)
+
+    def stop_at_3(entry: dict) -> None:
+        if entry["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False, progress=stop_at_3)
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["step"] == 3
+    resumed = train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False)
+    assert resumed.resumed_from == 3 and resumed.losses == pytest.approx(whole.losses[3:], abs=1e-5)
+    a = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    b = torch.load(tmp_path / "cut" / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # other data in the same folder is refused, not mixed in
+    with pytest.raises(BadInput, match="other data or settings"):
+        train_sft(samples()[:4], tmp_path / "cut", cfg(), base=embedded_hf, export=False)
+
+
+def test_kill_9_loses_at_most_save_every_steps(embedded_hf: Path, tmp_path: Path) -> None:
+    data = tmp_path / "s.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(s.to_json()) + b"\n" for s in samples()))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "recgpt_cli", "align", "sft", "--samples", str(data), "--out", str(out), "--from",
+           str(embedded_hf), "--max-steps", "10", "--save-every", "2", "--max-length", "128", "--lr", "3e-3",
+           "--no-export", "--threads", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress = out / "checkpoint" / "progress.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (progress.exists() and json.loads(progress.read_text())["step"] >= 4):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = json.loads(progress.read_text())["step"]
+    assert 4 <= saved < 10
+    logged = len((out / "train_log.jsonl").read_text().splitlines())
+    assert logged - saved < 2 + 1  # at most save_every steps (plus the one in flight) are lost
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed at step {saved}" in " ".join(r.stderr.split())
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 10
+
+
+def test_readme_align_commands_end_to_end(embedded_hf: Path, tmp_path: Path) -> None:
+    """`align data` on sample_data -> `align sft` (2 steps) -> a stage served by the aligned dir's GGUF."""
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    db, samples, out = tmp_path / "s.duckdb", tmp_path / "samples.duckdb", tmp_path / "aligned"
+    run = CliRunner().invoke
+    r = run(app, ["import", "jsonl", "--db", str(db), "--users", str(sample / "users.jsonl"), "--items",
+                  str(sample / "items.jsonl"), "--behaviors", str(sample / "behaviors.jsonl")])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["align", "data", "--db", str(db), "--samples", str(samples), "--max-users", "6", "--task", "tags"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["align", "sft", "--samples", str(samples), "--out", str(out), "--from", str(embedded_hf),
+                  "--max-steps", "2", "--batch-size", "1", "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    assert (out / "model.gguf").exists() and "2 steps" in " ".join(r.output.split())
+    compressed = tmp_path / "c.jsonl"
+    r = run(app, ["compress", "--db", str(db), "--out", str(compressed), "--split", "loo", "--phase", "test",
+                  "--users", "u001"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["mine-interests", str(compressed), "--model", str(out), "--max-interests", "2", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.splitlines()[0])["user_id"] == "u001"
