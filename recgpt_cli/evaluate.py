@@ -31,16 +31,9 @@ import numpy as np
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
 from recgpt_cli.metrics import compute_metrics, exploration_share, full_rank_topk, hit_matrix
-from recgpt_cli.splits import SplitData, leak_reason, load_split, make_split, split_info
+from recgpt_cli.splits import SplitData, ensure_split, leak_reason, load_split
 
 DEFAULT_KS = (10, 20)
-
-
-def ensure_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole", seed: int = 2020) -> SplitData:
-    """Load the stored split of `protocol`, making it (seeded) first if this DB has none."""
-    if split_info(con, protocol) is None:
-        make_split(con, protocol, seed=seed)
-    return load_split(con, protocol)
 
 
 def item_category_codes(con: duckdb.DuckDBPyConnection, split_data: SplitData) -> np.ndarray:

@@ -336,3 +336,10 @@ def load_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole") -> Spl
         phases[phase] = Interactions(users, items, np.asarray(rows["ts"], dtype="datetime64[us]"))
     return SplitData(protocol, user_ids, item_ids, user_index, item_index,
                      phases["train"], phases["valid"], phases["test"])
+
+
+def ensure_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole", seed: int = 2020) -> SplitData:
+    """Load the stored split of `protocol`, making it (seeded) first if this DB has none."""
+    if split_info(con, protocol) is None:
+        make_split(con, protocol, seed=seed)
+    return load_split(con, protocol)

@@ -39,7 +39,7 @@ from recgpt_cli.compress import SplitView, compress_users
 from recgpt_cli.errors import BadInput
 from recgpt_cli.interests import MinedInterest, clean_interests, mining_variables, resolve_prompt
 from recgpt_cli.llm.prompts import Prompt
-from recgpt_cli.splits import load_split, make_split, split_info
+from recgpt_cli.splits import load_split, split_info
 from recgpt_cli.tags import MIN_TAG_CHARS, PredictedTag, clean_tags, tag_variables
 from recgpt_cli.tokens import TokenCounter, count_tokens
 
@@ -255,9 +255,3 @@ def build_from_logs(
             yield Sample("tag_prediction", "logs", tp.render(variables), target, user_id=uid, category=leaf,
                          meta={**meta, "interest": interest["interest"], "candidates": len(candidates),
                                "kept": len(tags)})
-
-
-def ensure_split(con: duckdb.DuckDBPyConnection, protocol: str) -> None:
-    """Make the stored split if the store has none (seed 2020, as train-towers and evaluate)."""
-    if split_info(con, protocol) is None:
-        make_split(con, protocol)

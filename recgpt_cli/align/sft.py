@@ -397,16 +397,16 @@ def export_trained(out: str | Path, *, base: str | Path | None = None, cache_dir
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out)
-    if not (out / "adapter" / "adapter_config.json").exists():
-        if (out / "hf" / "config.json").exists():  # full fine-tune: only the GGUF is missing
-            base_dir, template = resolve_base(base, Path(cache_dir))
-            from recgpt_cli.align.gguf_export import export_gguf
+    from recgpt_cli.align.gguf_export import export_gguf
 
-            export_gguf(out / "hf", out / "model.gguf", template=template, out_type=gguf_type)
-            return out
+    out = Path(out)
+    has_adapter = (out / "adapter" / "adapter_config.json").exists()
+    if not has_adapter and not (out / "hf" / "config.json").exists():
         raise BadInput(f"{out}: no adapter/ or hf/ to export", "train with `recgpt align sft` first")
     base_dir, template = resolve_base(base, Path(cache_dir))
+    if not has_adapter:  # full fine-tune: the weights are in hf/, only the GGUF is missing
+        export_gguf(out / "hf", out / "model.gguf", template=template, out_type=gguf_type)
+        return out
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(out / "adapter")).merge_and_unload()

@@ -50,10 +50,11 @@ def data(
     quiet: QuietOpt = False,
 ) -> None:
     """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
-    from recgpt_cli.align.data import LogsConfig, build_from_logs, ensure_split
+    from recgpt_cli.align.data import LogsConfig, build_from_logs
     from recgpt_cli.align.samples import open_samples, save_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.splits import ensure_split
     from recgpt_cli.store import connect
 
     if source not in ("logs", "teacher"):
