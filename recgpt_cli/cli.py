@@ -62,7 +62,7 @@ def _register() -> None:
     app.command("train-towers")(towers.train_towers)
     app.command("retrieve")(retrieve.retrieve)
     app.command("explain")(explain.explain)
-    app.command("judge")(judge.judge)
+    app.add_typer(judge.app, name="judge")
     app.command("evaluate")(evaluate.evaluate)
     app.command("run")(run.run)
     app.add_typer(align.app, name="align")

@@ -90,3 +90,40 @@ def test_teacher_answers_once_greedy_and_only_passing_answers_become_samples(con
                                    catalogue=catalogue())
     assert (stats.answers, stats.passed, stats.pass_rate) == (2, 1, 0.5)
     assert [(s.source, orjson.loads(s.target)) for s in got] == [("teacher", {"tags": [GOOD_TAG]})]
+
+
+def test_a_trained_judge_filters_what_the_rules_pass(contexts: list) -> None:
+    """§3.2: with a judge, a rule-passing answer also needs the judge's pass on every item."""
+    llm = StructuredLLM(FakeBackend(responder({0, 1})))
+    seen: list[tuple[str, dict]] = []
+
+    def judge(task: str, sample: dict) -> bool:
+        seen.append((task, sample))
+        return False
+
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, catalogue=catalogue(), judge=judge)
+    assert got == [] and stats.passed == 0 and stats.removed["judge"] == 2  # the two teapot answers
+    assert {(t, s["tag"], s["interest"]) for t, s in seen} == {("tags", "cast iron teapot", "teapots")}
+    assert seen[0][1]["behaviors"]  # the judge sees the history, as `recgpt judge` would
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, catalogue=catalogue(), judge=lambda t, s: True)
+    assert [orjson.loads(s.target) for s in got] == [{"tags": [GOOD_TAG]}]
+
+
+def test_the_judge_is_used_only_when_it_beats_the_rules() -> None:
+    from recgpt_cli.align.self_train import judge_beats_rules
+
+    gold_path = Path(__file__).resolve().parents[1] / "sample_data" / "gold" / "tags.jsonl"
+    gold = [orjson.loads(line) for line in gold_path.read_bytes().splitlines() if line.strip()]
+    yes = orjson.dumps(dict.fromkeys(("relevance", "consistency", "specificity", "validity"), "Yes")).decode()
+    always_yes = StructuredLLM(FakeBackend(lambda m, s, p: yes))
+    better, accs = judge_beats_rules(always_yes, gold, "tags")
+    assert not better and accs["judge_acc"] == accs["rules_acc"]  # passing everything adds nothing to the rules
+
+    by_tag = {g["tag"]: g["labels"] for g in gold}
+
+    def oracle(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        tag = messages[-1]["content"].split("Predicted Tag: ", 1)[1].split("\n", 1)[0]
+        return orjson.dumps(by_tag[tag]).decode()
+
+    better, accs = judge_beats_rules(StructuredLLM(FakeBackend(oracle)), gold, "tags")
+    assert better and accs["judge_acc"] > accs["rules_acc"]

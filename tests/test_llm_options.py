@@ -91,12 +91,14 @@ def test_load_prompt_prefers_file(tmp_path: Path) -> None:
 
 
 def test_every_llm_command_and_run_take_the_same_options() -> None:
-    """One option set, declared once: the four LLM commands and `run` list the same LLM options."""
+    """One option set, declared once: the LLM commands, `judge check` and `run` list the same LLM options."""
     from recgpt_cli.cli import app as recgpt
 
-    commands = typer.main.get_command(recgpt).commands  # type: ignore[attr-defined]
+    commands = dict(typer.main.get_command(recgpt).commands)  # type: ignore[attr-defined]
+    judge = commands["judge"].commands  # the judge group: judging itself, and the milestone check
+    commands.update({"judge": judge["run"], "judge check": judge["check"]})
     opts = {name: {o for p in commands[name].params for o in p.opts}
-            for name in ("mine-interests", "predict-tags", "explain", "judge", "run")}
+            for name in ("mine-interests", "predict-tags", "explain", "judge", "judge check", "run")}
     llm = {"--backend", "--model", "--base-url", "--concurrency", "--timeout", "--retries", "--no-cache",
            "--cache-dir", "--temperature", "--max-tokens"}
     for name, have in opts.items():

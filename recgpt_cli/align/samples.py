@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # `--task` names -> the stage prompt's task (front matter `task:`)
 TASKS = {"interests": "interest_mining", "tags": "tag_prediction"}
+# `--task judge` -> the judge prompts' tasks (samples built from the judge label buffer, recgpt_cli/judge/training.py)
+JUDGE_TASKS = ("judge_interests", "judge_tags", "judge_explanations")
 
 SAMPLES_DDL = """
 CREATE TABLE IF NOT EXISTS align_samples (
@@ -136,7 +138,7 @@ def load_samples(path: str | Path, *, tasks: Sequence[str] | None = None, source
         out = [Sample(t, s, orjson.loads(m), tg, r, u, c, orjson.loads(me) if me else {})
                for t, s, m, tg, r, u, c, me in rows]
     if tasks:
-        wanted = {TASKS.get(t, t) for t in tasks}
+        wanted = {name for t in tasks for name in (JUDGE_TASKS if t == "judge" else (TASKS.get(t, t),))}
         out = [s for s in out if s.task in wanted]
     if sources:
         out = [s for s in out if s.source in sources]

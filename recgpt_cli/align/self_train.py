@@ -3,7 +3,9 @@ temperature above 0, the stage's rules keep the answers that pass, the passing a
 model is trained again on them with the earlier samples.
 
 An answer passes when the rules remove none of its items and keep at least one (the strict form of the rule pass
-rate the bench reports). Per input the first passing answer is kept (dedupe by content hash across inputs), so an
+rate the bench reports), and, when a trained judge is given (§3.2: `judge` = `judge_filter(...)`, used once
+`judge_beats_rules` says it agrees with held-out labels better than the rules alone), the judge passes every item.
+Per input the first passing answer is kept (dedupe by content hash across inputs), so an
 easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
 `min_gain`: that round gained nothing.
 
@@ -56,6 +58,7 @@ def rejection_samples(
     catalogue: Catalogue | None = None,
     temperature: float = TEMPERATURE,
     source: str = "self-train",
+    judge: JudgeFilter | None = None,
 ) -> tuple[list[Sample], RoundStats]:
     """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
     stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
@@ -69,7 +72,7 @@ def rejection_samples(
     seen: set[str] = set()
     out: list[Sample] = []
     for ctx in contexts:
-        for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats):
+        for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge):
             stats.inputs += 1
             for items in answers:
                 if items is None:
@@ -86,7 +89,8 @@ def rejection_samples(
 
 
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
-             temperature: float, stats: RoundStats) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
+             temperature: float, stats: RoundStats, judge: JudgeFilter | None = None
+             ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
     day = ctx.cut.date()
     if task == "interests":
@@ -95,6 +99,12 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
 
         def check_interests(value: Any) -> list[Any] | None:
             kept, removed = clean_interests(value.interests, ctx.record, max_interests=cfg.max_interests)
+            if judge is not None and kept and not any(removed.values()):
+                base = {"user_id": ctx.user_id, "attributes": ctx.record.get("attributes") or {},
+                        "behaviors": ctx.record.get("compressed", "")}
+                failed = sum(not judge("interests", {**base, "interest": i["interest"], "reason": i["reason"]})
+                             for i in kept)
+                removed = {**removed, "judge": failed}
             return _judge([{k: i[k] for k in ("interest", "stage", "reason")} for i in kept], removed, stats)
 
         yield prompt.render(variables), _sample(llm, prompt, variables, interest_list_model(cfg.max_interests),
@@ -108,6 +118,12 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
         def check_tags(value: Any, shown: dict[str, Any] = interest) -> list[Any] | None:
             kept, removed = clean_tags([(t, [shown]) for t in value.tags], ctx.record, day=day,
                                        n_tags=cfg.tags_per_call, catalogue=catalogue)
+            if judge is not None and kept and not any(removed.values()):
+                base = {"user_id": ctx.user_id, "attributes": ctx.record.get("attributes") or {},
+                        "behaviors": ctx.record.get("compressed", ""), "interests": [shown["interest"]],
+                        "interest": shown["interest"]}
+                failed = sum(not judge("tags", {**base, "tag": t["tag"], "reason": t["reason"]}) for t in kept)
+                removed = {**removed, "judge": failed}
             return _judge([{"item_tag": t["tag"], "reason": t["reason"], "serves_interest": t["interest_id"]}
                            for t in kept], removed, stats)
 
@@ -142,6 +158,39 @@ def _judge(kept: list[dict[str, Any]], removed: dict[str, int], stats: RoundStat
     return kept
 
 
+JudgeFilter = Callable[[str, dict[str, Any]], bool]  # (judge task, flat judge sample) -> passes
+
+
+def judge_filter(llm: StructuredLLM, *, use_rules: bool = True) -> JudgeFilter:
+    """A trained judge (§3.2) as a rejection filter: True when it passes the sample on every criterion."""
+    from recgpt_cli.judge import judge_samples
+
+    def passes(task: str, sample: dict[str, Any]) -> bool:
+        rows = list(judge_samples([{**sample, "sample_id": "candidate"}], llm, task, use_rules=use_rules))
+        return bool(rows and rows[0]["pass"])
+
+    return passes
+
+
+def judge_beats_rules(llm: StructuredLLM, heldout: Sequence[dict[str, Any]], task: str
+                      ) -> tuple[bool, dict[str, float]]:
+    """Whether judge + rules agree with held-out labels (gold format rows) more often than the rules alone
+    (ACC on the sample's pass/fail): the paper's condition for letting a judge filter training data."""
+    from recgpt_cli.judge import agreement, get_task, judge_samples
+    from recgpt_cli.judge.rules import apply_rules
+
+    spec = get_task(task)
+    judged = list(judge_samples(heldout, llm, task, use_rules=True))
+    rules = []
+    for g in heldout:
+        v = {c: spec.criteria[c][1][0] for c in spec.criteria}
+        apply_rules(task, g, v)
+        rules.append({"task": task, "sample_id": g["sample_id"], "verdicts": v, "pass": spec.sample_passes(v)})
+    acc_judge = agreement(judged, heldout, task)["overall"]["acc"]
+    acc_rules = agreement(rules, heldout, task)["overall"]["acc"]
+    return acc_judge > acc_rules, {"judge_acc": acc_judge, "rules_acc": acc_rules}
+
+
 @dataclass
 class SelfTrainReport:
     rounds: list[RoundStats]
@@ -164,6 +213,7 @@ def self_train(
     config: LogsConfig | None = None,
     catalogue: Catalogue | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
+    judge: JudgeFilter | None = None,
 ) -> SelfTrainReport:
     """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
     `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round."""
@@ -177,7 +227,7 @@ def self_train(
         total = RoundStats(r)
         for task in tasks:
             samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
-                                               catalogue=catalogue)
+                                               catalogue=catalogue, judge=judge)
             new += samples
             total.inputs += stats.inputs
             total.answers += stats.answers

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
+from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
 
 app = typer.Typer(help="Align the stage LLMs: samples from logs, supervised fine-tuning (LoRA), GGUF export.",
                   no_args_is_help=True)
@@ -19,15 +19,24 @@ SamplesOpt = Annotated[Path, typer.Option("--samples", help="Sample store: DuckD
 @friendly_errors
 def data(
     db: DbOpt = Path("recgpt.duckdb"),
-    source: Annotated[str, typer.Option("--source", help="logs (the paper's incremental-learning recipe) or teacher "
-                                        "(a stronger model's answers that pass the rules).")] = "logs",
+    source: Annotated[str, typer.Option("--source", help="logs (the paper's incremental-learning recipe), teacher "
+                                        "(a stronger model's answers that pass the rules) or labels (judge "
+                                        "samples from the judge label buffer, --task judge).")] = "logs",
+    buffer: Annotated[Path, typer.Option("--buffer", help="labels: the judge label buffer (`recgpt judge annotate "
+                                         "/ derive`).")] = Path("judge_labels.duckdb"),
+    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="labels: per task and class (pass / "
+                                               "fail), the newest labels kept.")] = 600,
+    heldout_share: Annotated[float, typer.Option("--heldout-share", min=0.0, max=0.9, help="labels: share of users "
+                                                 "kept out of training, written next to --samples for `judge "
+                                                 "check`.")] = 0.2,
     teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="teacher: llama-cpp, hf or openai.")
                                ] = "openai",
     teacher_model: Annotated[str | None, typer.Option("--teacher-model", help="teacher: a .gguf, a model dir, or "
                                                       "the model name sent to the server.")] = None,
     teacher_base_url: Annotated[str | None, typer.Option("--teacher-base-url", help="teacher: OpenAI-compatible "
                                                          "server URL (vLLM, llama-server).")] = None,
-    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option).")] = [  # noqa: B006
+    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option); judge with "
+                                            "--source labels.")] = [  # noqa: B006
         "interests", "tags"],
     samples: SamplesOpt = Path("align/samples.duckdb"),
     jsonl: Annotated[str | None, typer.Option("--jsonl", help="Also write the new samples as JSONL (- = stdout).")
@@ -57,13 +66,12 @@ def data(
     from recgpt_cli.splits import ensure_split
     from recgpt_cli.store import connect
 
-    if source not in ("logs", "teacher"):
-        raise BadInput(f"--source {source}: expected logs or teacher")
-    excluded: list[str] = []
-    if exclude_users is not None:
-        if not exclude_users.is_file():
-            raise BadInput(f"{exclude_users}: no such file")
-        excluded = [ln.strip() for ln in exclude_users.read_text().splitlines() if ln.strip()]
+    if source not in ("logs", "teacher", "labels"):
+        raise BadInput(f"--source {source}: expected logs, teacher or labels")
+    if source == "labels" or "judge" in task:
+        _judge_data(buffer, task, samples, jsonl, max_per_class, heldout_share, quiet)
+        return
+    excluded = user_list(exclude_users)
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
                      tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
     with connect(db, create=False) as con:
@@ -88,6 +96,51 @@ def data(
             by_task[s.task] = by_task.get(s.task, 0) + 1
         console.print(f"{samples}: {new} new samples ({known} already stored); "
                       + ", ".join(f"{k} {v}" for k, v in sorted(by_task.items())))
+
+
+def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None, max_per_class: int,
+                heldout_share: float, quiet: bool) -> None:
+    """`align data --source labels --task judge`: judge samples from the label buffer (§3.2), held-out users
+    written as `judge-heldout-<task>.jsonl` beside the sample store."""
+    from recgpt_cli.align.samples import open_samples, save_samples
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.judge.buffer import open_buffer
+    from recgpt_cli.judge.training import JudgeDataConfig, heldout_record, samples_from_buffer
+
+    if task != ["judge"] and task != ["interests", "tags"]:
+        raise BadInput(f"--source labels builds judge samples: use --task judge, not {' '.join(task)}")
+    if not buffer.is_file():
+        raise BadInput(f"{buffer}: no such label buffer", "label with `recgpt judge annotate` or `recgpt judge derive`")
+    con = open_buffer(buffer)
+    try:
+        built, held, counts = samples_from_buffer(con, ("interests", "tags", "explanations"),
+                                                  JudgeDataConfig(heldout_share=heldout_share,
+                                                                  max_per_class=max_per_class))
+    finally:
+        con.close()
+    if not built:
+        raise BadInput(f"{buffer}: no fully labelled samples", "label some first (recgpt judge annotate / derive)")
+    store = open_samples(samples)
+    try:
+        new, known = save_samples(store, built)
+    finally:
+        store.close()
+    for t, rows in held.items():
+        with jsonl_writer(str(Path(samples).parent / f"judge-heldout-{t}.jsonl")) as w:
+            for r in rows:
+                w.write(heldout_record(r))
+    if jsonl is not None:
+        with jsonl_writer(jsonl) as w:
+            for s in built:
+                w.write(s.to_json())
+    if not quiet:
+        for t, c in counts.items():
+            console.print(f"judge {t}: {c['rows']} labelled, {c['heldout']} held out, {c['kept']} kept (newest per "
+                          f"class), {c['augmented']} minority variants -> {c['samples']} samples "
+                          f"({c['pass']} pass / {c['fail']} fail)", highlight=False)
+        console.print(f"{samples}: {new} new samples ({known} already stored); held-out labels in "
+                      f"{Path(samples).parent}/judge-heldout-<task>.jsonl", highlight=False)
 
 
 def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[str], backend: str,
@@ -189,6 +242,28 @@ def export(
         console.print(f"{out}: wrote hf/ and model.gguf")
 
 
+def _judge_gate(judge_model: Path | None, heldout: Path | None, quiet: bool) -> Any:
+    """The trained judge as a rejection filter, or None when none is given or it does not beat the rules."""
+    from recgpt_cli.align.self_train import judge_beats_rules, judge_filter
+    from recgpt_cli.commands.llm_options import LLMOptions
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import iter_jsonl
+    from recgpt_cli.llm.factory import make_llm
+
+    if judge_model is None:
+        return None
+    if heldout is None or not heldout.is_file():
+        raise BadInput("--judge-model needs --judge-heldout FILE (held-out tag labels) to show it beats the rules")
+    llm = make_llm(LLMOptions(model=str(judge_model)), task="judge")
+    rows = [rec for _, rec in iter_jsonl(heldout)]
+    better, accs = judge_beats_rules(llm, rows, "tags")  # type: ignore[arg-type]
+    if not quiet:
+        console.print(f"judge {judge_model}: ACC {accs['judge_acc']:.3f} vs rules {accs['rules_acc']:.3f} on "
+                      f"{len(rows)} held-out labels -> " + ("filtering with it" if better else "not used"),
+                      highlight=False)
+    return judge_filter(llm) if better else None  # type: ignore[arg-type]
+
+
 @app.command("self-train")
 @friendly_errors
 def self_train(
@@ -201,6 +276,13 @@ def self_train(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="At most this many rounds; stops early when a "
                                         "round's rule pass rate does not improve.")] = 2,
     k: Annotated[int, typer.Option("--k", min=1, max=16, help="Answers per input (temperature 0.7).")] = 4,
+    judge_model: Annotated[Path | None, typer.Option("--judge-model", help="A trained judge (align sft --task "
+                                                     "judge) that must also pass each kept answer, used only when "
+                                                     "it beats the rules on --judge-heldout.")] = None,
+    judge_heldout: Annotated[Path | None, typer.Option("--judge-heldout", help="Held-out tag labels (gold format, "
+                                                       "e.g. judge-heldout-tags.jsonl from `align data --source "
+                                                       "labels`) the judge must agree with better than the rules."
+                                                       )] = None,
     task: Annotated[list[str], typer.Option("--task", help="interests and/or tags.")] = [  # noqa: B006
         "interests", "tags"],
     protocol: Annotated[str, typer.Option("--protocol", help="Split whose train part gives the inputs.")] = "loo",
@@ -226,7 +308,7 @@ def self_train(
 
     if not (model / "manifest.json").exists():
         raise BadInput(f"{model}: not an aligned model dir", "train one with `recgpt align sft` first")
-    excluded = exclude_users.read_text().split() if exclude_users is not None else []
+    excluded = user_list(exclude_users)
     cfg = LogsConfig(protocol=protocol, max_users=max_users, seed=seed)
     with connect(db, create=False, read_only=True) as con:
         contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))
@@ -243,6 +325,7 @@ def self_train(
             console.print(f"round {stats.round}: {stats.passed}/{stats.answers} answers pass the rules "
                           f"({stats.pass_rate:.1%}), {stats.samples} new samples; removed {stats.removed}")
 
+    judge = _judge_gate(judge_model, judge_heldout, quiet)
     store = open_samples(samples)
     try:
         def llm_for(path: Path) -> object:
@@ -250,7 +333,7 @@ def self_train(
 
         result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
                             base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
-                            on_round=report)
+                            on_round=report, judge=judge)
     finally:
         store.close()
     if not quiet:

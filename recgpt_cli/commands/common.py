@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from recgpt_cli.errors import RecgptError
+from recgpt_cli.errors import BadInput, RecgptError
 
 # Logs and progress go to stderr; stdout is for data.
 console = Console(stderr=True)
@@ -104,3 +104,12 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def user_list(path: Path | None) -> list[str]:
+    """User ids from a file, one a line (`--exclude-users`: the users an evaluation scores); [] without a file."""
+    if path is None:
+        return []
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file", "one user id a line")
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]

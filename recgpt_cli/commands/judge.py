@@ -1,4 +1,5 @@
-"""`recgpt judge`: per-criterion LLM verdicts (§3) and agreement with human labels (§4.3, Table 9)."""
+"""`recgpt judge`: per-criterion LLM verdicts (§3) and agreement with human labels (§4.3, Table 9); the human loop
+(`judge annotate`), labels derived from data (`judge derive`) and milestone checks (`judge check`) (§3.2)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,43 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
+from recgpt_cli.commands import judge_annotate
+from recgpt_cli.commands.common import (
+    DbOpt,
+    InOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SkipBadOpt,
+    console,
+    friendly_errors,
+    user_list,
+)
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.io import STDIO, Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.schema import stage_row
 
+
+class JudgeGroup(TyperGroup):
+    """`recgpt judge --task T FILE` stays the judging command; `recgpt judge annotate|derive|check ...` are the
+    human-loop subcommands. Anything that is not a subcommand name goes to `run`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=JudgeGroup, no_args_is_help=False, help="Judge interests, tags or explanations (§3): "
+                  "`recgpt judge --task T FILE`, plus annotate / derive / check for the human loop (§3.2).")
 InArg = Annotated[str | None, typer.Argument(help="Stage output or samples JSONL (or - for stdin); same as --in.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="interests | tags | explanations")]
 
 
+@app.command("run")
 @friendly_errors
 @llm_options(date=False)
 def judge(
@@ -118,3 +145,109 @@ def agreement_table(report: dict[str, Any]) -> Table:
                   f"{m['label_acc']:.4f}" if "label_acc" in m else "", f"{m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}")
     return t
 
+
+
+app.command("annotate")(judge_annotate.annotate)
+
+
+@app.command("derive")
+@friendly_errors
+def derive(
+    db: DbOpt = Path("recgpt.duckdb"),
+    buffer: Annotated[Path, typer.Option("--buffer", help="Judge label buffer (DuckDB, created if missing).")] = Path(
+        "judge_labels.duckdb"),
+    task: Annotated[list[str], typer.Option("--task", help="interests, tags, explanations (repeatable).")] = [  # noqa: B006
+        "interests", "tags", "explanations"],
+    truth: Annotated[Path | None, typer.Option("--truth", help="Ground-truth interests JSONL (sample_data's "
+                                               "truth_interests.jsonl): labels only, never prompts.")] = None,
+    exclude_users: Annotated[Path | None, typer.Option(
+        "--exclude-users", help="User ids (one a line) never to label: the users a benchmark scores.")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="Stored split whose train part is used.")] = "loo",
+    cuts: Annotated[int, typer.Option("--cuts", min=1, help="Cut points per user.")] = 2,
+    history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens of the "
+                                                "history the judge sees (short: cheap to train on).")] = 128,
+    max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Label judge samples from data (§3.2 at scale): ground truth (--truth) or behaviour after a cut."""
+    from recgpt_cli.align.data import LogsConfig
+    from recgpt_cli.judge import get_task
+    from recgpt_cli.judge.buffer import open_buffer
+    from recgpt_cli.judge.derive import derive_labels, load_truth, store_derived
+    from recgpt_cli.splits import ensure_split
+    from recgpt_cli.store import connect
+
+    for t in task:
+        get_task(t)
+    excluded = user_list(exclude_users)
+    cfg = LogsConfig(protocol=protocol, cuts=cuts, history_tokens=history_tokens, seed=seed, max_users=max_users)
+    truth_map = load_truth(truth) if truth is not None else None
+    with connect(db, create=False) as con:
+        ensure_split(con, protocol)
+        labels = list(derive_labels(con, task, cfg, truth=truth_map, exclude=excluded))
+    buf = open_buffer(buffer)
+    try:
+        counts = store_derived(buf, labels)
+    finally:
+        buf.close()
+    for t, c in counts.items():
+        console.print(f"[bold]judge derive[/] {t}: {c['samples']} samples ({c['new_samples']} new), {c['labels']} "
+                      f"labels stored in {buffer}", highlight=False)
+
+
+@app.command("check")
+@friendly_errors
+@llm_options(date=False)
+def check(
+    task: TaskOpt,
+    against: Annotated[Path, typer.Option("--against", help="Fresh human labels JSONL (gold format: sample fields "
+                                          "+ labels), e.g. `judge annotate --export`.")],
+    min_f1: Annotated[float, typer.Option("--min-f1", min=0.0, max=1.0, help="Fail (exit 1) when the judge's "
+                                          "overall F1 on these labels is below this.")] = 0.7,
+    buffer: Annotated[Path, typer.Option("--buffer", help="DuckDB file the check is recorded in (judge_checks).")
+                      ] = Path("judge_labels.duckdb"),
+    no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+    llm_opts: LLMOptions = LLMOptions(),
+) -> None:
+    """Milestone check (§3.2): agreement with fresh labels (Table 9 form), recorded; exit 1 below --min-f1."""
+    import duckdb
+
+    from recgpt_cli.errors import RecgptError
+    from recgpt_cli.judge import agreement, get_task, judge_samples
+    from recgpt_cli.judge.check import check_history, record_check
+    from recgpt_cli.judge.run import JUDGE_PARAMS
+    from recgpt_cli.llm.factory import make_llm
+
+    spec = get_task(task)
+    gold = _load_labels(against, spec)
+    llm = make_llm(llm_opts, task="judge")
+    rows = list(judge_samples(gold, llm, task, prompt=llm_opts.load_prompt(spec.prompt),
+                              params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
+                              quiet=quiet))
+    report = agreement(rows, gold, task)
+    judge_name = f"{llm_opts.backend}:{llm_opts.model or 'embedded'}" + ("" if no_rules else " + rules")
+    try:
+        con = duckdb.connect(str(buffer))
+    except duckdb.Error as exc:
+        raise BadInput(f"{buffer}: cannot open ({str(exc).splitlines()[0]})") from None
+    try:
+        passed = record_check(con, report, judge=judge_name, labels=str(against), min_f1=min_f1)
+        history = check_history(con, task)
+    finally:
+        con.close()
+    Console().print(agreement_table(report))
+    trend = Table(title=f"milestone checks — {task} (newest first)")
+    for col in ("when (UTC)", "judge", "labels", "n", "ACC", "F1", "min F1", "passed"):
+        trend.add_column(col)
+    for h in history:
+        trend.add_row(str(h["ts"])[:19], h["judge"], Path(h["labels"]).name, str(h["n"]), f"{h['acc']:.3f}",
+                      f"{h['f1']:.3f}", "" if h["min_f1"] is None else f"{h['min_f1']:.2f}", "yes" if h["passed"]
+                      else "NO")
+    Console().print(trend)
+    if not passed:
+        f1 = report["overall"]["f1"]
+        raise RecgptError(f"judge {task}: F1 {f1:.3f} on {report['n']} fresh labels is below --min-f1 {min_f1:.2f}; "
+                          "the judge no longer agrees with people: realign it (label more, then `recgpt align sft "
+                          "--task judge`)")

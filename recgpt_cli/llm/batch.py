@@ -114,7 +114,7 @@ class BatchRun(Generic[O]):
             return
         # A bounded window of futures: input order is kept and a huge stdin is never read all at once.
         pool = DaemonPool(self._concurrency)
-        finished = False
+        finished, grace = False, 0.0
         try:
             window: deque[Future[O]] = deque()
             for record in self._records:
@@ -124,8 +124,13 @@ class BatchRun(Generic[O]):
             while window:
                 yield window.popleft().result()
             finished = True
+        except Exception:
+            # An error (not Ctrl-C): give in-flight calls a moment to end, so no worker is still inside native code
+            # (the cache's DuckDB) when the interpreter exits — that aborts the process instead of exit 1.
+            grace = ERROR_GRACE_S
+            raise
         finally:
-            pool.close(wait=finished)  # idle workers are joined; on Ctrl-C or an error nobody waits
+            pool.close(wait=True if finished else grace)  # idle workers are joined; on Ctrl-C nobody waits
 
     def _run(self) -> Iterator[O]:
         t0 = time.perf_counter()
@@ -163,6 +168,9 @@ class BatchRun(Generic[O]):
             a - b for a, b in zip(now, self._usage0, strict=True))
 
 
+ERROR_GRACE_S = 5.0  # after an error, how long in-flight calls may take to finish before the stage exits
+
+
 class DaemonPool:
     """`concurrency` daemon worker threads. Unlike ThreadPoolExecutor, nothing joins them: on Ctrl-C (or any
     error) `close` cancels the queued work and returns, and the interpreter exits without waiting for calls
@@ -180,7 +188,9 @@ class DaemonPool:
         self._jobs.put((fut, fn, arg))
         return fut
 
-    def close(self, wait: bool = False) -> None:
+    def close(self, wait: bool | float = False) -> None:
+        """Cancel queued work and stop the workers; `wait` True joins them, a number joins for at most that many
+        seconds in all, False returns at once."""
         while True:  # cancel what has not started
             try:
                 job = self._jobs.get_nowait()
@@ -190,9 +200,13 @@ class DaemonPool:
                 job[0].cancel()
         for _ in self._workers:
             self._jobs.put(None)
-        if wait:
+        if wait is True:
             for t in self._workers:
                 t.join()
+        elif wait:
+            deadline = time.monotonic() + float(wait)
+            for t in self._workers:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while True:
