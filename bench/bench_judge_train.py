@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--caps", default="interests=40,tags=60,explanations=35", help="newest labels kept per class")
     ap.add_argument("--history-tokens", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-steps", type=int, default=None, help="stop early (a smoke run)")
     args = ap.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def main() -> None:
         print(json.dumps({"task": task, **counts}), flush=True)
         (work / f"judge-heldout-{task}.jsonl").write_bytes(b"".join(orjson.dumps(heldout_record(r)) + b"\n"
                                                                     for r in held))
-    cfg = SFTConfig(batch_size=4, max_length=768, threads=args.threads, save_every=10, lr=args.lr, epochs=1)
+    cfg = SFTConfig(batch_size=4, max_length=768, threads=args.threads, save_every=10, lr=args.lr, epochs=1,
+                    max_steps=args.max_steps)
     r = train_sft(samples, work / "judge-model", cfg, progress=lambda e: print(json.dumps(e), flush=True))
     print(json.dumps({"steps": r.steps, "samples": r.samples, "train_s": round(r.train_s, 1),
                       "tokens_per_s": round(r.tokens_per_s, 1), "peak_memory_mb": round(r.peak_memory_mb),

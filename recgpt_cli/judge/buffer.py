@@ -172,8 +172,10 @@ def add_labelled(con: duckdb.DuckDBPyConnection, task: str, rows: Iterable[tuple
     with transaction(con):
         new, hashes = _insert_items(con, task, (s for s, _ in pairs))
         current = current_labels(con, task, sources=[source])
-        rows_out = [(h, task, c, lab, annotator, source, stamp)
-                    for h, (_, labels) in zip(hashes, pairs, strict=True) for c, lab in labels.items()
+        latest: dict[tuple[str, str], str] = {}  # the same sample twice in one call: its last labels win
+        for h, (_, labels) in zip(hashes, pairs, strict=True):
+            latest.update({(h, c): lab for c, lab in labels.items()})
+        rows_out = [(h, task, c, lab, annotator, source, stamp) for (h, c), lab in latest.items()
                     if current.get(h, {}).get(c) != lab]
         if rows_out:
             con.executemany("INSERT INTO judge_labels (sample_hash, task, criterion, label, annotator, source, ts) "
