@@ -171,7 +171,7 @@ def test_cli_annotate_with_piped_keys_then_export(tmp_path: Path) -> None:
     f = write_samples(tmp_path / "samples.jsonl", 3)
     db = tmp_path / "labels.duckdb"
     runner = CliRunner()
-    args = ["annotate", "--task", "tags", str(f), "--db", str(db), "--annotator", "ann"]
+    args = ["annotate", "--task", "tags", str(f), "--buffer", str(db), "--annotator", "ann"]
     r = runner.invoke(cli_app(), args, input="y n y y\np p p f\nn q")
     assert r.exit_code == 0, r.output
     assert "labelled 9, skipped 0, undone 0; 1 of 3 samples remaining" in r.stderr
@@ -190,7 +190,7 @@ def test_cli_annotate_with_piped_keys_then_export(tmp_path: Path) -> None:
     # input ends before the work does: EOF quits, labels so far are kept
     r = runner.invoke(cli_app(), args, input="n n n")
     assert r.exit_code == 0 and "labelled 3, skipped 0, undone 0; 0 of 3 samples remaining" in r.stderr
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--db", str(db), "--export", "-"])
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--buffer", str(db), "--export", "-"])
     assert r.exit_code == 0, r.output
     rows = [orjson.loads(line) for line in r.stdout.splitlines()]
     assert [row["sample_id"] for row in rows] == ["paper-t3-pet-case", "paper-t3-pillowcase", "paper-t3-calcium"]
@@ -200,20 +200,20 @@ def test_cli_annotate_with_piped_keys_then_export(tmp_path: Path) -> None:
 def test_cli_import_and_errors(tmp_path: Path) -> None:
     db = tmp_path / "labels.duckdb"
     runner = CliRunner()
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--db", str(db), "--import", str(GOLD_TAGS),
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--buffer", str(db), "--import", str(GOLD_TAGS),
                                   "--source", "gold"])
     assert r.exit_code == 0, r.output
     assert "48 rows, 48 new samples, 192 labels stored (0 already there)" in r.stderr
     assert "48 tags samples, 48 fully labelled" in r.stderr
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--db", str(db)])
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--buffer", str(db)])
     assert r.exit_code == 2 and "nothing to do" in r.stderr
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tag", "--db", str(db), "--export", "-"])
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tag", "--buffer", str(db), "--export", "-"])
     assert r.exit_code == 2 and "unknown judge task 'tag'" in r.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(orjson.dumps(next(iter_jsonl(GOLD_TAGS))[1]) + b"\n" + b'{"sample_id": "x", "user_id": "u"}\n')
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", str(bad), "--db", str(db)], input="q")
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", str(bad), "--buffer", str(db)], input="q")
     assert r.exit_code == 2 and f"{bad}:2: missing or empty field(s): tag" in r.stderr
-    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--db", str(db), "--import", str(bad)])
+    r = runner.invoke(cli_app(), ["annotate", "--task", "tags", "--buffer", str(db), "--import", str(bad)])
     assert r.exit_code == 2 and f"{bad}:2: missing 'labels' object" in r.stderr
 
 
@@ -236,7 +236,7 @@ def test_raw_single_keys_through_a_pseudo_terminal(tmp_path: Path) -> None:
     master, slave = os.openpty()
     env = {**os.environ, "COLUMNS": "110", "LINES": "50", "TERM": "xterm", "RECGPT_DEBUG": ""}
     proc = subprocess.Popen(
-        [sys.executable, "-c", PTY_SCRIPT, "annotate", "--task", "tags", str(f), "--db", str(db),
+        [sys.executable, "-c", PTY_SCRIPT, "annotate", "--task", "tags", str(f), "--buffer", str(db),
          "--annotator", "pty"], stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, start_new_session=True)
     seen = b""
     deadline = time.monotonic() + 60

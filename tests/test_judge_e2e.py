@@ -24,7 +24,7 @@ def test_readme_judge_commands_end_to_end(embedded_hf: Path, tmp_path: Path) -> 
     r = run(app, ["import", "jsonl", "--db", str(db), "--users", str(sample / "users.jsonl"), "--items",
                   str(sample / "items.jsonl"), "--behaviors", str(sample / "behaviors.jsonl")])
     assert r.exit_code == 0, r.output
-    r = run(app, ["judge", "annotate", "--task", "tags", "--import", str(sample / "gold" / "tags.jsonl"), "--db",
+    r = run(app, ["judge", "annotate", "--task", "tags", "--import", str(sample / "gold" / "tags.jsonl"), "--buffer",
                   str(buf)])
     assert r.exit_code == 0, r.output
     r = run(app, ["judge", "derive", "--db", str(db), "--buffer", str(buf), "--truth",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
+from recgpt_cli.commands.common import BufferOpt, DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
 
 app = typer.Typer(help="Align the stage LLMs: samples from logs, supervised fine-tuning (LoRA), GGUF export.",
                   no_args_is_help=True)
@@ -22,8 +22,7 @@ def data(
     source: Annotated[str, typer.Option("--source", help="logs (the paper's incremental-learning recipe), teacher "
                                         "(a stronger model's answers that pass the rules) or labels (judge "
                                         "samples from the judge label buffer, --task judge).")] = "logs",
-    buffer: Annotated[Path, typer.Option("--buffer", help="labels: the judge label buffer (`recgpt judge annotate "
-                                         "/ derive`).")] = Path("judge_labels.duckdb"),
+    buffer: BufferOpt = Path("judge_labels.duckdb"),
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="labels: per task and class (pass / "
                                                "fail), the newest labels kept.")] = 600,
     heldout_share: Annotated[float, typer.Option("--heldout-share", min=0.0, max=0.9, help="labels: share of users "

@@ -27,6 +27,8 @@ def set_debug(value: bool) -> None:
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB file holding users, items, behaviours and stage outputs.")]
+BufferOpt = Annotated[Path, typer.Option("--buffer", help="Judge label buffer: a DuckDB file (created if missing) "
+                                         "holding judge samples, labels and milestone checks.")]
 InOpt = Annotated[str, typer.Option("--in", help="Input JSONL file, or - for stdin.")]
 OutOpt = Annotated[str, typer.Option("--out", help="Output JSONL file, or - for stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; runs with the same seed give the same output.")]

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from recgpt_cli.commands import judge_annotate
 from recgpt_cli.commands.common import (
+    BufferOpt,
     DbOpt,
     InOpt,
     OutOpt,
@@ -154,8 +155,7 @@ app.command("annotate")(judge_annotate.annotate)
 @friendly_errors
 def derive(
     db: DbOpt = Path("recgpt.duckdb"),
-    buffer: Annotated[Path, typer.Option("--buffer", help="Judge label buffer (DuckDB, created if missing).")] = Path(
-        "judge_labels.duckdb"),
+    buffer: BufferOpt = Path("judge_labels.duckdb"),
     task: Annotated[list[str], typer.Option("--task", help="interests, tags, explanations (repeatable).")] = [  # noqa: B006
         "interests", "tags", "explanations"],
     truth: Annotated[Path | None, typer.Option("--truth", help="Ground-truth interests JSONL (sample_data's "
@@ -204,8 +204,7 @@ def check(
                                           "+ labels), e.g. `judge annotate --export`.")],
     min_f1: Annotated[float, typer.Option("--min-f1", min=0.0, max=1.0, help="Fail (exit 1) when the judge's "
                                           "overall F1 on these labels is below this.")] = 0.7,
-    buffer: Annotated[Path, typer.Option("--buffer", help="DuckDB file the check is recorded in (judge_checks).")
-                      ] = Path("judge_labels.duckdb"),
+    buffer: BufferOpt = Path("judge_labels.duckdb"),
     no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,

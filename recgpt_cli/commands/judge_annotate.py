@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from recgpt_cli.commands.common import console, friendly_errors
+from recgpt_cli.commands.common import BufferOpt, console, friendly_errors
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import STDIO, iter_jsonl, source_name
 
@@ -21,8 +21,7 @@ FileArg = Annotated[str | None, typer.Argument(
 def annotate(
     task: Annotated[str, typer.Option("--task", help="interests | tags | explanations")],
     file: FileArg = None,
-    db: Annotated[Path, typer.Option("--db", help="DuckDB label buffer (created if missing).")] = Path(
-        "judge_labels.duckdb"),
+    db: BufferOpt = Path("judge_labels.duckdb"),
     annotator: Annotated[str, typer.Option("--annotator", envvar="USER", help="Who labels (default: $USER).")
                          ] = "annotator",
     import_path: Annotated[Path | None, typer.Option(
@@ -46,7 +45,7 @@ def annotate(
         raise BadInput("give FILE to label interactively, or --import/--export, not both")
     if file is None and not (import_path or export):
         raise BadInput("nothing to do: give a samples FILE to label, or --import / --export",
-                       f"recgpt judge annotate --task {task} samples.jsonl --db {db}")
+                       f"recgpt judge annotate --task {task} samples.jsonl --buffer {db}")
     samples = _read_samples(file, task) if file is not None else []
     con = open_buffer(db)
     try:
@@ -73,7 +72,7 @@ def annotate(
                 keys.close()
     finally:
         con.close()
-    resume = shlex.join(["recgpt", "judge", "annotate", "--task", task, file, "--db", str(db),
+    resume = shlex.join(["recgpt", "judge", "annotate", "--task", task, file, "--buffer", str(db),
                          "--annotator", annotator] + (["--source", source] if source else []))
     console.print(f"[bold]annotate {task}[/]: labelled {stats.labelled}, skipped {stats.skipped}, undone "
                   f"{stats.undone}; {stats.remaining} of {stats.samples} samples remaining", highlight=False,
@@ -81,7 +80,7 @@ def annotate(
     if stats.remaining:
         console.print(f"  resume with: {resume}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"  all labelled; export with: recgpt judge annotate --task {task} --db {db} --export "
+        console.print(f"  all labelled; export with: recgpt judge annotate --task {task} --buffer {db} --export "
                       "labels.jsonl", highlight=False, soft_wrap=True)
 
 
