@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recgpt_cli.judge import agreement, get_task, judge_samples  # noqa: E402
-from recgpt_cli.judge.rules import apply_rules  # noqa: E402
+from recgpt_cli.judge.rules import apply_rules, rules_only  # noqa: E402
 from recgpt_cli.judge.run import JudgeStats  # noqa: E402
 from recgpt_cli.llm.structured import StructuredLLM  # noqa: E402
 
@@ -70,16 +70,6 @@ def with_rules(task: str, gold: list[dict[str, Any]], judged: list[dict[str, Any
         v = dict(row["verdicts"])
         apply_rules(task, by_id[row["sample_id"]], v)
         out.append({**row, "verdicts": v, "pass": spec.sample_passes(v)})
-    return out
-
-
-def rules_only(task: str, gold: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    spec = get_task(task)
-    out = []
-    for g in gold:
-        v = {c: spec.criteria[c][1][0] for c in spec.criteria}
-        apply_rules(task, g, v)
-        out.append({"task": task, "sample_id": g["sample_id"], "verdicts": v, "pass": spec.sample_passes(v)})
     return out
 
 

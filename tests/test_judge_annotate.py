@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 import typer
 from rich.console import Console, RenderableType
 from typer.testing import CliRunner
@@ -229,7 +228,6 @@ app(sys.argv[1:], prog_name="recgpt judge")
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") and sys.platform != "darwin", reason="needs a pty")
 def test_raw_single_keys_through_a_pseudo_terminal(tmp_path: Path) -> None:
     f = write_samples(tmp_path / "samples.jsonl", 2)
     db = tmp_path / "labels.duckdb"

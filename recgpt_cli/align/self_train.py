@@ -176,18 +176,12 @@ def judge_beats_rules(llm: StructuredLLM, heldout: Sequence[dict[str, Any]], tas
                       ) -> tuple[bool, dict[str, float]]:
     """Whether judge + rules agree with held-out labels (gold format rows) more often than the rules alone
     (ACC on the sample's pass/fail): the paper's condition for letting a judge filter training data."""
-    from recgpt_cli.judge import agreement, get_task, judge_samples
-    from recgpt_cli.judge.rules import apply_rules
+    from recgpt_cli.judge import agreement, judge_samples
+    from recgpt_cli.judge.rules import rules_only
 
-    spec = get_task(task)
     judged = list(judge_samples(heldout, llm, task, use_rules=True))
-    rules = []
-    for g in heldout:
-        v = {c: spec.criteria[c][1][0] for c in spec.criteria}
-        apply_rules(task, g, v)
-        rules.append({"task": task, "sample_id": g["sample_id"], "verdicts": v, "pass": spec.sample_passes(v)})
     acc_judge = agreement(judged, heldout, task)["overall"]["acc"]
-    acc_rules = agreement(rules, heldout, task)["overall"]["acc"]
+    acc_rules = agreement(rules_only(task, list(heldout)), heldout, task)["overall"]["acc"]
     return acc_judge > acc_rules, {"judge_acc": acc_judge, "rules_acc": acc_rules}
 
 

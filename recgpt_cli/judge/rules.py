@@ -77,3 +77,17 @@ RULES = {"interests": interest_rules, "tags": tag_rules, "explanations": explana
 def apply_rules(task: str, sample: dict[str, Any], verdicts: dict[str, str]) -> list[str]:
     """Downgrade `verdicts` in place; return the names of the rules that fired."""
     return RULES[task](sample, verdicts)
+
+
+def rules_only(task: str, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Judge rows of the rules alone: every criterion passes unless a rule proves it fails (the baseline a trained
+    judge must beat, §3.2)."""
+    from recgpt_cli.judge.criteria import get_task
+
+    spec = get_task(task)
+    out = []
+    for sample in samples:
+        v = {c: spec.criteria[c][1][0] for c in spec.criteria}
+        apply_rules(task, sample, v)
+        out.append({"task": task, "sample_id": sample["sample_id"], "verdicts": v, "pass": spec.sample_passes(v)})
+    return out
