@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def test_train_resume_after_kill_matches_uninterrupted(tmp_path: Path):
     assert other.resumed_from_epoch == 0 and len(other.history) == 1
 
 
+def test_run_saved_before_a_field_existed_still_resumes(tmp_path: Path):
+    # a field added later (here init_std, item_features) is missing from an older config.json: the run did what
+    # the field's default does, so it resumes; a value other than the default starts over
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 2}))
+    path = tmp_path / "m" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["init_std"], saved["item_features"]
+    path.write_text(json.dumps(saved))
+    more = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 3}))
+    assert more.resumed_from_epoch == 2
+    other = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 1, "init_std": 0.02}))
+    assert other.resumed_from_epoch == 0
+
+
 def test_training_learns_and_score_all_reorders(tmp_path: Path):
     con = make_shop_db(tmp_path / "shop.duckdb")
     report = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 6}))
@@ -163,6 +179,39 @@ def test_tower_options_learn_and_reload(tmp_path: Path, options: dict):
     assert model.net.item_tower.id_residual is options.get("item_id_residual", False)
     split = load_split(con, "recbole")
     assert top_item_in_own_category(score_all(model, split), split) > 0.7
+
+
+def test_ids_only_item_tower_is_the_id_embedding_and_reloads(tmp_path: Path):
+    # --no-item-features: h_v = EMB(item id) alone (SASRec's item table), no feature tables, no DNN
+    con = make_shop_db(tmp_path / "shop.duckdb")
+    report = train_towers(con, tmp_path / "m", TowerConfig(**{**TINY, "epochs": 6, "item_features": False}))
+    assert report.history[-1]["loss"] < report.history[0]["loss"]
+    model = load_model(tmp_path / "m")
+    tower = model.net.item_tower
+    assert tower.dnn is None and len(tower.emb) == 1 and model.config["item_features"] is False
+    feats = torch.as_tensor(model.feats.item_feats)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tower.emb[0](feats[:, 0]), dim=-1)
+        assert torch.allclose(model.net.items(feats), expected)
+        # the other feature columns do not matter any more
+        assert torch.allclose(model.net.items(torch.cat([feats[:, :1], torch.zeros_like(feats[:, 1:])], 1)), expected)
+
+
+def test_init_std_starts_every_embedding_small_with_zero_padding():
+    from recgpt_cli.towers.model import TAR, TowerShapes
+    shapes = TowerShapes(n_users=50, item_field_sizes=[400, 30, 30], behaviors=["click", "buy"], vocab_size=40)
+    torch.manual_seed(0)
+    small = TAR(shapes, dim=32, init_std=0.02, user_tower="sequential", max_seq_len=20)
+    default = TAR(shapes, dim=32, user_tower="sequential", max_seq_len=20)
+    tables = [m for m in small.modules() if isinstance(m, torch.nn.Embedding)]
+    assert len(tables) >= 6  # item fields, user id, tag words, positions, behaviours
+    for emb in tables:
+        w = emb.weight.detach()
+        rows = w if emb.padding_idx is None else torch.cat([w[: emb.padding_idx], w[emb.padding_idx + 1:]])
+        assert abs(float(rows.std()) - 0.02) < 0.005
+        if emb.padding_idx is not None:
+            assert float(w[emb.padding_idx].abs().sum()) == 0.0
+    assert float(default.item_tower.emb[0].weight.detach().std()) > 0.5  # 0 = torch's N(0, 1) as before
 
 
 USERS = dict(batching="users", batch_size=8, n_negatives="all", history_dropout=0.3, lr_schedule="cosine")

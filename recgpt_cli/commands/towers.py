@@ -55,6 +55,9 @@ def train_towers(
     item_id_residual: Annotated[bool | None, _opt("--item-id-residual/--no-item-id-residual",
                                                   help="h_v = EMB(item id) + DNN(features) instead of DNN alone.")
                                 ] = None,
+    item_features: Annotated[bool | None, _opt("--item-features/--no-item-features", help="Item tower over the "
+                                               "item's features (paper); --no-item-features = EMB(item id) "
+                                               "alone.")] = None,
     history_dropout: Annotated[float | None, _opt("--history-dropout", min=0.0, max=0.9,
                                                   help="Share of history items hidden per training step.")] = None,
     batching: Annotated[str | None, _opt("--batching", help="pairs (paper: a row per engaged pair), users (a row per "
@@ -70,6 +73,8 @@ def train_towers(
     ensemble: Annotated[int | None, _opt("--ensemble", min=1, help="Train K members (seeds seed..seed+K-1) and "
                                          "serve their averaged scores as one model.")] = None,
     normalize: Annotated[bool | None, _opt("--normalize/--no-normalize", help="Unit-length tower outputs.")] = None,
+    init_std: Annotated[float | None, _opt("--init-std", min=0.0, help="Embeddings start N(0, this); 0 = torch's "
+                                           "default N(0, 1).")] = None,
     max_seq_len: Annotated[int | None, _opt("--max-seq-len", min=1, help="History entries kept per (user, "
                                             "behaviour); the sequential tower reads this many.")] = None,
     category_levels: Annotated[int | None, _opt("--category-levels", min=0, help="Category levels the item tower "
@@ -97,9 +102,10 @@ def train_towers(
                    tag_weight=tag_weight, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                    n_negatives=_negatives(negatives), in_batch=in_batch, temperature=temperature, logq=logq,
                    user_tower=user_tower, pooling=pooling, n_layers=layers, n_heads=heads, dropout=dropout,
-                   use_user_id=user_id, item_id_residual=item_id_residual, history_dropout=history_dropout,
+                   use_user_id=user_id, item_id_residual=item_id_residual,
+                   item_features=item_features, history_dropout=history_dropout,
                    batching=batching, loss_weighting=loss_weighting, lr_schedule=lr_schedule,
-                   history_embedding=history_embedding, ensemble=ensemble, normalize=normalize,
+                   history_embedding=history_embedding, ensemble=ensemble, normalize=normalize, init_std=init_std,
                    max_seq_len=max_seq_len, n_levels=category_levels, n_buckets=buckets, patience=patience,
                    eval_every=eval_every, seed=seed)
     cfg = replace(cfg, device=device, threads=threads, resume=resume,

@@ -48,7 +48,9 @@ def resumable_features(out: Path, cfg: TowerConfig, split: SplitData) -> tuple[T
     if not (cfg.resume and ckpt.exists() and cfg_path.exists()):
         return None
     saved = json.loads(cfg_path.read_text())
-    if any(saved.get(k) != v for k, v in learned_config(cfg).items()):
+    # a field added after the run was saved takes its default, which is what that run did
+    defaults = learned_config(TowerConfig())
+    if any(saved.get(k, defaults[k]) != v for k, v in learned_config(cfg).items()):
         return None
     feats = TowerFeatures.load(out / "features.npz")
     # the split was rebuilt since (new data): the checkpoint belongs to another dataset

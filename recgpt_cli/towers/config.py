@@ -52,6 +52,7 @@ class TowerConfig:
     dropout: float = 0.2  # sequential user tower: dropout on embeddings, attention and FFN
     use_user_id: bool = True  # EMB(user id) in the pooled user tower (paper); False = history only
     item_id_residual: bool = False  # h_v = EMB(item id) + DNN(features) instead of DNN alone
+    item_features: bool = True  # False: h_v = EMB(item id) alone, no feature DNN (SASRec's item embedding)
     history_dropout: float = 0.0  # share of sequence entries hidden per training step (0 = paper)
     # "pairs" (paper): one row per engaged (user, item), the target left out of the history. "users": one row per
     # user, history_dropout hides part of the history and the softmax must find ALL the user's train items
@@ -66,6 +67,7 @@ class TowerConfig:
     history_embedding: str = "tower"  # history items as item-tower outputs (paper) or "separate" id embeddings
     ensemble: int = 1  # K > 1: train K members (seeds seed..seed+K-1) and serve their averaged cosine scores
     normalize: bool = True  # unit-length tower outputs
+    init_std: float = 0.0  # > 0: every embedding table starts N(0, init_std) (SASRec/GPT: 0.02); 0 = torch's N(0, 1)
     max_seq_len: int = 200  # history entries kept per (user, behaviour); the sequential tower reads this many
     n_levels: int = 3  # category levels embedded by the item tower
     n_buckets: int = 10  # price / popularity quantile buckets
@@ -99,6 +101,8 @@ def check_config(cfg: TowerConfig) -> None:
         raise ValueError("--history-dropout hides pooled history; the sequential tower uses --dropout")
     if cfg.user_tower == "sequential" and cfg.dim % cfg.n_heads:
         raise ValueError(f"--dim {cfg.dim} must be a multiple of --heads {cfg.n_heads}")
+    if cfg.init_std < 0:
+        raise ValueError(f"--init-std {cfg.init_std}: must be >= 0")
     for name in ("eval_every", "patience", "ensemble", "n_layers", "n_heads", "epochs", "max_seq_len"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{option_name(name)} {getattr(cfg, name)}: must be >= 1")

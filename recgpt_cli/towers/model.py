@@ -8,6 +8,9 @@ Beyond the paper, `user_tower="sequential"` replaces the pooled user tower by ca
 user's ordered multi-behaviour history (SASRec, Kang & McAuley 2018): h_u is still one vector (the output at the
 most recent position), so retrieval, beta fusion and hnswlib are unchanged.
 
+`item_features=False` makes h_v = EMB(item id) alone (no feature DNN); with `normalize=False` and `init_std` 0.02 the
+sequential tower is SASRec trained with cross-entropy.
+
 Scores are inner products: y_col = h_u . h_v, y_sem = h_t . h_v (§2.3.1). Index 0 of every embedding table means
 "missing / padding" so unknown features embed to a learned null vector.
 """
@@ -37,18 +40,20 @@ def mlp(d_in: int, dim: int) -> nn.Sequential:
 
 
 class ItemTower(nn.Module):
-    def __init__(self, field_sizes: list[int], dim: int, id_residual: bool = False) -> None:
+    def __init__(self, field_sizes: list[int], dim: int, id_residual: bool = False, features: bool = True) -> None:
         super().__init__()
         # id_residual: h_v = EMB(id) + DNN(...), a direct path for the id next to the feature MLP
         self.id_residual = id_residual
+        # features=False: h_v = EMB(id) alone (SASRec's item table); only the id field is embedded
+        sizes = field_sizes if features else field_sizes[:1]
         # field 0 (item id) has no padding row; every other field uses id 0 for "missing"
-        self.emb = nn.ModuleList(
-            nn.Embedding(n, dim, padding_idx=0 if i > 0 else None) for i, n in enumerate(field_sizes)
-        )
-        self.dnn = mlp(dim * len(field_sizes), dim)
+        self.emb = nn.ModuleList(nn.Embedding(n, dim, padding_idx=0 if i > 0 else None) for i, n in enumerate(sizes))
+        self.dnn = mlp(dim * len(sizes), dim) if features else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """feats: (N, n_fields) int64 feature ids -> h_v: (N, dim)."""
+        if self.dnn is None:
+            return self.emb[0](feats[:, 0])
         parts = [emb(feats[:, j]) for j, emb in enumerate(self.emb)]
         h = self.dnn(torch.cat(parts, dim=-1))
         return h + parts[0] if self.id_residual else h
@@ -194,9 +199,10 @@ class TAR(nn.Module):
     """User-Item-Tag Retrieval: three parallel towers into one d-dimensional space (§2.3.1)."""
 
     def __init__(self, shapes: TowerShapes, dim: int = 64, pooling: str = "mean", normalize: bool = True,
-                 use_user_id: bool = True, item_id_residual: bool = False, history_embedding: str = "tower",
+                 use_user_id: bool = True, item_id_residual: bool = False, item_features: bool = True,
+                 history_embedding: str = "tower",
                  user_tower: str = "pooled", max_seq_len: int = 200, n_layers: int = 2, n_heads: int = 1,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, init_std: float = 0.0) -> None:
         super().__init__()
         self.shapes = shapes
         self.dim = dim
@@ -204,12 +210,19 @@ class TAR(nn.Module):
         # the item tower, so "watched A" (input side) and "will like A" (target side) can differ, as in FISM/Mult-DAE
         self.history_emb = nn.Embedding(shapes.item_field_sizes[0], dim) if history_embedding == "separate" else None
         self.normalize = normalize  # unit vectors make beta-fusion and temperature behave the same across towers
-        self.item_tower = ItemTower(shapes.item_field_sizes, dim, item_id_residual)
+        self.item_tower = ItemTower(shapes.item_field_sizes, dim, item_id_residual, item_features)
         self.user_tower = UserTower(shapes.n_users, len(shapes.behaviors), dim, pooling, use_user_id)
         # user_tower="sequential": the pooled tower above is replaced by causal self-attention over the history
         self.seq_tower = (SequentialUserTower(len(shapes.behaviors), dim, max_seq_len, n_layers, n_heads, dropout)
                           if user_tower == "sequential" else None)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
+        if init_std > 0:  # small embeddings keep unnormalised dot-product logits near 0 at the start (SASRec)
+            for emb in self.modules():
+                if isinstance(emb, nn.Embedding):
+                    nn.init.normal_(emb.weight, std=init_std)
+                    if emb.padding_idx is not None:
+                        with torch.no_grad():
+                            emb.weight[emb.padding_idx].zero_()
 
     def unit(self, h: torch.Tensor) -> torch.Tensor:
         """Tower output into the shared space: unit length when `normalize`."""

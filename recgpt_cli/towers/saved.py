@@ -90,10 +90,11 @@ def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
     def one() -> TAR:
         return TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
                    use_user_id=config.get("use_user_id", True), item_id_residual=config.get("item_id_residual", False),
+                   item_features=config.get("item_features", True),
                    history_embedding=config.get("history_embedding", "tower"),
                    user_tower=config.get("user_tower", "pooled"), max_seq_len=config.get("max_seq_len", 200),
                    n_layers=config.get("n_layers", 2), n_heads=config.get("n_heads", 1),
-                   dropout=config.get("dropout", 0.2))
+                   dropout=config.get("dropout", 0.2), init_std=config.get("init_std", 0.0))
 
     k = int(config.get("ensemble", 1))
     return one() if k <= 1 else TAREnsemble([one() for _ in range(k)])
