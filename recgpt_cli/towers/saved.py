@@ -20,6 +20,7 @@ import torch
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.splits import SplitData
+from recgpt_cli.towers.config import TowerConfig
 from recgpt_cli.towers.data import TowerFeatures, encode, gather_sequences
 from recgpt_cli.towers.model import TAR, TAREnsemble, TowerShapes
 
@@ -87,16 +88,17 @@ def write_static(directory: Path, model: TowerModel) -> None:
 
 def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
     """The (untrained) module a saved config describes; `ensemble` > 1 = that many member TARs."""
-    def one() -> TAR:
-        return TAR(shapes, dim=config["dim"], pooling=config["pooling"], normalize=config["normalize"],
-                   use_user_id=config.get("use_user_id", True), item_id_residual=config.get("item_id_residual", False),
-                   item_features=config.get("item_features", True),
-                   history_embedding=config.get("history_embedding", "tower"),
-                   user_tower=config.get("user_tower", "pooled"), max_seq_len=config.get("max_seq_len", 200),
-                   n_layers=config.get("n_layers", 2), n_heads=config.get("n_heads", 1),
-                   dropout=config.get("dropout", 0.2), init_std=config.get("init_std", 0.0))
+    # a field missing from an older config.json takes its TowerConfig default (what that run did), as on resume
+    c = {**asdict(TowerConfig()), **config}
 
-    k = int(config.get("ensemble", 1))
+    def one() -> TAR:
+        return TAR(shapes, dim=c["dim"], pooling=c["pooling"], normalize=c["normalize"], use_user_id=c["use_user_id"],
+                   item_id_residual=c["item_id_residual"], item_features=c["item_features"],
+                   history_embedding=c["history_embedding"], user_tower=c["user_tower"],
+                   max_seq_len=c["max_seq_len"], n_layers=c["n_layers"], n_heads=c["n_heads"], dropout=c["dropout"],
+                   init_std=c["init_std"])
+
+    k = int(c["ensemble"])
     return one() if k <= 1 else TAREnsemble([one() for _ in range(k)])
 
 
