@@ -60,3 +60,34 @@ def test_track_reads_tokens_from_llm_usage() -> None:
     assert len(list(t)) == 3
     assert (t.stats.items, t.stats.calls, t.stats.completion_tokens) == (3, 3, 6)
     assert "3 items, 3 LLM calls (0 cached, 0 failed)" in t.stats.summary()
+
+
+def test_ctrl_c_delivered_to_a_worker_thread_still_interrupts_the_wait() -> None:
+    """The kernel may hand SIGINT to any thread; sent straight to a worker blocked in a hung call, the main
+    thread's wait must still raise KeyboardInterrupt (an untimed Future.result() waited for the call forever)."""
+    import signal
+
+    import pytest
+
+    release, started = threading.Event(), threading.Event()
+    workers: list[int] = []
+
+    def hang(i: int) -> int:
+        workers.append(threading.get_ident())
+        started.set()
+        release.wait(30)  # a server that never answers
+        return i
+
+    def kill_worker() -> None:
+        started.wait(10)
+        time.sleep(0.2)  # the main thread is inside the wait by now
+        signal.pthread_kill(workers[0], signal.SIGINT)
+
+    threading.Thread(target=kill_worker, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(run_batch(range(2), hang, desc="t", quiet=True, concurrency=2))
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -120,9 +121,9 @@ class BatchRun(Generic[O]):
             for record in self._records:
                 window.append(pool.submit(self._fn, record))
                 if len(window) >= 2 * self._concurrency:
-                    yield window.popleft().result()
+                    yield _result(window.popleft())
             while window:
-                yield window.popleft().result()
+                yield _result(window.popleft())
             finished = True
         except Exception:
             # An error (not Ctrl-C): give in-flight calls a moment to end, so no worker is still inside native code
@@ -166,6 +167,17 @@ class BatchRun(Generic[O]):
         s = self.stats
         s.calls, s.prompt_tokens, s.completion_tokens, s.calls_cached, s.calls_failed = (
             a - b for a, b in zip(now, self._usage0, strict=True))
+
+
+def _result(fut: Future[O]) -> O:
+    """fut.result(), waking every 0.2 s: Ctrl-C is delivered to whichever thread the kernel picks (a worker inside
+    a socket read, a DuckDB thread); a main thread blocked in an untimed wait would not see it until a call
+    returns, and with a hung server none does."""
+    while True:
+        try:
+            return fut.result(timeout=0.2)
+        except FuturesTimeout:
+            continue
 
 
 ERROR_GRACE_S = 5.0  # after an error, how long in-flight calls may take to finish before the stage exits
