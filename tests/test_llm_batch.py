@@ -83,6 +83,8 @@ def test_ctrl_c_delivered_to_a_worker_thread_still_interrupts_the_wait() -> None
         time.sleep(0.2)  # the main thread is inside the wait by now
         signal.pthread_kill(workers[0], signal.SIGINT)
 
+    # Python's own Ctrl-C handler, whatever the runner inherited (a background launch ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=kill_worker, daemon=True).start()
     t0 = time.monotonic()
     try:
@@ -91,3 +93,4 @@ def test_ctrl_c_delivered_to_a_worker_thread_still_interrupts_the_wait() -> None
         assert time.monotonic() - t0 < 5
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)

@@ -32,6 +32,13 @@ def rows(path: Path) -> list[dict]:
     return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
 
 
+def _foreground_sigint() -> None:
+    """The child starts as a command typed at a terminal does. A test runner started in the background of a script
+    (`cmd &` without job control) ignores SIGINT, children inherit that and Python then installs no
+    KeyboardInterrupt handler, so the Ctrl-C below never arrived (fresh-clone CI runs launched so failed here)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_case1_ctrl_c_with_hung_server_exits_130_within_2s(fake_server: FakeServer, tmp_path: Path) -> None:
     """Case 1: Ctrl-C while every call hangs, default --concurrency 4: exit 130 within 2 s (was: still running
     300 s later)."""
@@ -39,7 +46,8 @@ def test_case1_ctrl_c_with_hung_server_exits_130_within_2s(fake_server: FakeServ
     src = compressed_users(tmp_path / "c.jsonl", n=6)
     proc = subprocess.Popen([sys.executable, "-m", "recgpt_cli", "mine-interests", str(src), "--out",
                              str(tmp_path / "i.jsonl"), *llm_args(fake_server, tmp_path / "cache")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
+                            preexec_fn=_foreground_sigint)
     deadline = time.monotonic() + 30
     while fake_server.in_flight < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
