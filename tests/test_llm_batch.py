@@ -94,3 +94,17 @@ def test_ctrl_c_delivered_to_a_worker_thread_still_interrupts_the_wait() -> None
     finally:
         release.set()
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_call_that_raises_timeouterror_surfaces_instead_of_being_waited_on() -> None:
+    """A socket timeout is a TimeoutError, the same class a timed Future.result() raises while waiting: the wait
+    must tell the two apart (re-raise the call's error at once, not retry it forever)."""
+    import pytest
+
+    def times_out(i: int) -> int:
+        raise TimeoutError(f"call {i} timed out")
+
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="call 0"):
+        list(run_batch(range(2), times_out, desc="t", quiet=True, concurrency=2))
+    assert time.monotonic() - t0 < 5

@@ -30,8 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -173,11 +172,9 @@ def _result(fut: Future[O]) -> O:
     """fut.result(), waking every 0.2 s: Ctrl-C is delivered to whichever thread the kernel picks (a worker inside
     a socket read, a DuckDB thread); a main thread blocked in an untimed wait would not see it until a call
     returns, and with a hung server none does."""
-    while True:
-        try:
-            return fut.result(timeout=0.2)
-        except FuturesTimeout:
-            continue
+    while not fut.done():  # not result(timeout=): a call that itself raised TimeoutError would spin here
+        wait([fut], timeout=0.2)
+    return fut.result()
 
 
 ERROR_GRACE_S = 5.0  # after an error, how long in-flight calls may take to finish before the stage exits
