@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from recgpt_cli.splits import SplitData
-from recgpt_cli.towers.config import RUN_FIELDS, TowerConfig
+from recgpt_cli.towers.config import RUN_FIELDS, TowerConfig, with_defaults
 from recgpt_cli.towers.data import TowerFeatures
 
 
@@ -47,10 +47,8 @@ def resumable_features(out: Path, cfg: TowerConfig, split: SplitData) -> tuple[T
     ckpt, cfg_path = out / "checkpoint.pt", out / "config.json"
     if not (cfg.resume and ckpt.exists() and cfg_path.exists()):
         return None
-    saved = json.loads(cfg_path.read_text())
-    # a field added after the run was saved takes its default, which is what that run did
-    defaults = learned_config(TowerConfig())
-    if any(saved.get(k, defaults[k]) != v for k, v in learned_config(cfg).items()):
+    saved = with_defaults(json.loads(cfg_path.read_text()))
+    if any(saved[k] != v for k, v in learned_config(cfg).items()):
         return None
     feats = TowerFeatures.load(out / "features.npz")
     # the split was rebuilt since (new data): the checkpoint belongs to another dataset

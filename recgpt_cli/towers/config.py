@@ -78,6 +78,11 @@ class TowerConfig:
     resume: bool = True
 
 
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json with every field it predates set to its TowerConfig default (what that run did)."""
+    return {**asdict(TowerConfig()), **saved}
+
+
 # Fields that do not change what is learned: a checkpoint made with other values of these is still resumed.
 RUN_FIELDS = ("epochs", "patience", "eval_every", "device", "threads", "resume", "ensemble", "split_seed")
 _CHOICES = {"batching": ("pairs", "users", "next-item"), "lr_schedule": ("constant", "cosine"),

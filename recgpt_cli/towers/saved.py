@@ -20,7 +20,7 @@ import torch
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.splits import SplitData
-from recgpt_cli.towers.config import TowerConfig
+from recgpt_cli.towers.config import with_defaults
 from recgpt_cli.towers.data import TowerFeatures, encode, gather_sequences
 from recgpt_cli.towers.model import TAR, TAREnsemble, TowerShapes
 
@@ -88,8 +88,7 @@ def write_static(directory: Path, model: TowerModel) -> None:
 
 def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
     """The (untrained) module a saved config describes; `ensemble` > 1 = that many member TARs."""
-    # a field missing from an older config.json takes its TowerConfig default (what that run did), as on resume
-    c = {**asdict(TowerConfig()), **config}
+    c = with_defaults(config)
 
     def one() -> TAR:
         return TAR(shapes, dim=c["dim"], pooling=c["pooling"], normalize=c["normalize"], use_user_id=c["use_user_id"],
