@@ -36,8 +36,6 @@ from bench import bench_intent  # noqa: E402
 from recgpt_cli.align.data import LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
-from recgpt_cli.splits import load_split  # noqa: E402
-from recgpt_cli.store import open_db  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 
 RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_size=4, max_length=1024, seed=0,
@@ -45,10 +43,7 @@ RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_
 
 
 def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int) -> list[Sample]:
-    db = work / f"{name}.duckdb"
-    bench_intent.load(name, db)
-    con = open_db(db, read_only=True)
-    users = bench_intent.pick_users(load_split(con, bench_intent.PROTOCOL), 100, 0)
+    con, users = bench_intent.scored_store(name, work, read_only=True)
     (out / f"{name}-bench-users.txt").write_text("\n".join(users) + "\n")
     cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=3, tags_per_call=3)
     built = list(build_from_logs(con, ["interests", "tags"], cfg, exclude=users, token_counter=token_counter()))

@@ -88,6 +88,15 @@ def pick_users(split: SplitData, n: int, seed: int) -> list[str]:
     return sorted(split.user_ids[i] for i in pick)
 
 
+def scored_store(name: str, work: Path, *, read_only: bool = False) -> tuple[Any, list[str]]:
+    """The dataset's store `work/<name>.duckdb` (imported and split once) and the 100 users this bench scores, whom
+    every training set built from the store must leave out."""
+    db = work / f"{name}.duckdb"
+    load(name, db)
+    con = open_db(db, read_only=read_only)
+    return con, pick_users(load_split(con, PROTOCOL), 100, 0)
+
+
 def record(user_id: str, tags: list[str], interests: list[str] | None = None) -> dict[str, Any]:
     ints = interests if interests is not None else tags
     return {"user_id": user_id, "split": PROTOCOL, "phase": PHASE,

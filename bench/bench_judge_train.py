@@ -30,8 +30,6 @@ from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
 from recgpt_cli.judge.buffer import labelled, open_buffer  # noqa: E402
 from recgpt_cli.judge.derive import derive_labels, load_truth, store_derived  # noqa: E402
 from recgpt_cli.judge.training import JudgeDataConfig, build_judge_samples, heldout_record  # noqa: E402
-from recgpt_cli.splits import load_split  # noqa: E402
-from recgpt_cli.store import open_db  # noqa: E402
 
 
 def main() -> None:
@@ -45,10 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    db = work / "sample_data.duckdb"
-    bench_intent.load("sample_data", db)
-    con = open_db(db)
-    scored = bench_intent.pick_users(load_split(con, bench_intent.PROTOCOL), 100, 0)
+    con, scored = bench_intent.scored_store("sample_data", work)
     t0 = time.perf_counter()
     buf = open_buffer(work / "labels.duckdb")
     stored = store_derived(buf, derive_labels(con, ["interests", "tags", "explanations"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -154,7 +155,11 @@ def parse_user_interests(record: dict[str, Any]) -> UserInterests:
 def load_items(db: str | Path) -> dict[str, ItemInfo]:
     """All items from the DB (opened read-only, closed before any LLM work)."""
     with connect(db, read_only=True) as con:
-        rows = con.execute("SELECT item_id, title, coalesce(category_path, []), brand FROM items").fetchall()
+        return read_items(con)
+
+
+def read_items(con: duckdb.DuckDBPyConnection) -> dict[str, ItemInfo]:
+    rows = con.execute("SELECT item_id, title, coalesce(category_path, []), brand FROM items").fetchall()
     return {str(r[0]): ItemInfo(str(r[0]), str(r[1]), [str(c) for c in r[2]], r[3]) for r in rows}
 
 
@@ -291,7 +296,7 @@ def _generate_safe(
     return None, MAX_REGENERATIONS + 1, gens
 
 
-def _category_texts(leaves: Iterable[str], items: Mapping[str, ItemInfo]) -> dict[str, str]:
+def category_texts(leaves: Iterable[str], items: Mapping[str, ItemInfo]) -> dict[str, str]:
     """Item Information for a category-level table entry: its path and a few example titles."""
     by_leaf: dict[str, list[ItemInfo]] = {}
     for it in items.values():
@@ -362,7 +367,7 @@ def build_explanation_table(
     pending: list[dict[str, Any]] = []
     todo = [(pair, score) for pair, score in sorted(pairs.items()) if pair not in done]
     stats.pairs_existing += len(pairs) - len(todo)
-    item_text = _category_texts({leaf for (_, leaf), _ in todo}, items)
+    item_text = category_texts({leaf for (_, leaf), _ in todo}, items)
     brands = catalogue_brands(items)
 
     def one(job: tuple[tuple[str, str], float]) -> tuple[dict[str, Any] | None, list[Generation[Any]]]:

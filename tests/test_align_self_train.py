@@ -127,3 +127,38 @@ def test_the_judge_is_used_only_when_it_beats_the_rules() -> None:
 
     better, accs = judge_beats_rules(StructuredLLM(FakeBackend(oracle)), gold, "tags")
     assert better and accs["judge_acc"] > accs["rules_acc"]
+
+
+def test_explanation_samples_from_a_teacher_pass_the_safety_rules(tmp_path: Path) -> None:
+    """§2.4.1: one input per interest whose category the user engaged with after the cut; the explanation prompt
+    with that category's item information; explain's safety rules keep or drop each answer."""
+    from recgpt_cli.align.self_train import ExplainInputs
+
+    con = open_db(make_store(tmp_path / "a.duckdb"), read_only=True)
+    ctx = list(log_contexts(con, LogsConfig(cuts=1), exclude=["u2"], token_counter=words))
+    inputs = ExplainInputs.from_con(con)
+    con.close()
+    asked: list[str] = []
+
+    def answer(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        user = messages[-1]["content"]
+        asked.append(user)
+        if "User Interest: teapots" in user:
+            text = "Tea time, your way, with a fresh teapot" if params.seed == 1 else "Buy now, limited time deal!"
+        else:  # hiking boots: names a catalogue brand the item information does not
+            text = "Trailpeak boots for your next trail"
+        return orjson.dumps({"explanation": text}).decode()
+
+    llm = StructuredLLM(FakeBackend(answer))
+    got, stats = rejection_samples(ctx, llm, task="explanations", k=2, explain_inputs=inputs)
+    assert (stats.inputs, stats.answers, stats.passed) == (2, 4, 1)
+    assert stats.removed["hard_sell"] == 1 and stats.removed["foreign_brand"] == 2
+    assert [(s.task, orjson.loads(s.target)) for s in got] == [
+        ("explanation", {"explanation": "Tea time, your way, with a fresh teapot"})]
+    # the prompt is the explain stage's, with the category's item information and the cut date
+    assert "Item Information: category: Shop > Teapots; example items: Cast Iron Teapot" in got[0].messages[-1][
+        "content"]
+    assert f"Current Date: {ctx[0].cut.date().isoformat()}" in got[0].messages[-1]["content"]
+    assert len(asked) == 4
+    with pytest.raises(Exception, match="item information"):
+        rejection_samples(ctx, llm, task="explanations", k=1)

@@ -144,18 +144,28 @@ def test_kill_9_loses_at_most_save_every_steps(embedded_hf: Path, tmp_path: Path
     assert json.loads((out / "manifest.json").read_text())["steps"] == 10
 
 
+def sample_db(tmp_path: Path) -> Path:
+    """sample_data imported with `recgpt import jsonl`, as the README does."""
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    db = tmp_path / "s.duckdb"
+    files = [f"--{name}={sample / name}.jsonl" for name in ("users", "items", "behaviors")]
+    r = CliRunner().invoke(app, ["import", "jsonl", "--db", str(db), *files])
+    assert r.exit_code == 0, r.output
+    return db
+
+
 def test_readme_align_commands_end_to_end(embedded_hf: Path, tmp_path: Path) -> None:
     """`align data` on sample_data -> `align sft` (2 steps) -> a stage served by the aligned dir's GGUF."""
     from typer.testing import CliRunner
 
     from recgpt_cli.cli import app
 
-    sample = Path(__file__).resolve().parents[1] / "sample_data"
-    db, samples, out = tmp_path / "s.duckdb", tmp_path / "samples.duckdb", tmp_path / "aligned"
+    db, samples, out = sample_db(tmp_path), tmp_path / "samples.duckdb", tmp_path / "aligned"
     run = CliRunner().invoke
-    r = run(app, ["import", "jsonl", "--db", str(db), "--users", str(sample / "users.jsonl"), "--items",
-                  str(sample / "items.jsonl"), "--behaviors", str(sample / "behaviors.jsonl")])
-    assert r.exit_code == 0, r.output
     r = run(app, ["align", "data", "--db", str(db), "--samples", str(samples), "--max-users", "6", "--task", "tags"])
     assert r.exit_code == 0, r.output
     r = run(app, ["align", "sft", "--samples", str(samples), "--out", str(out), "--from", str(embedded_hf),
@@ -169,3 +179,24 @@ def test_readme_align_commands_end_to_end(embedded_hf: Path, tmp_path: Path) -> 
     r = run(app, ["mine-interests", str(compressed), "--model", str(out), "--max-interests", "2", "--no-cache"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[0])["user_id"] == "u001"
+
+
+def test_curriculum_file_trains_its_stages_in_order(embedded_hf: Path, tmp_path: Path) -> None:
+    """`align data --source curriculum` on sample_data -> `align sft --curriculum appendix-c` with the real model:
+    the foundation samples are trained first, the advanced ones after; stages without samples take no steps."""
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+
+    db, samples_db, out = sample_db(tmp_path), tmp_path / "samples.duckdb", tmp_path / "cur"
+    run = CliRunner().invoke
+    r = run(app, ["align", "data", "--db", str(db), "--source", "curriculum", "--task", "query_category",
+                  "--task", "advanced", "--max-per-category", "1", "--samples", str(samples_db)])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["align", "sft", "--samples", str(samples_db), "--out", str(out), "--from", str(embedded_hf),
+                  "--curriculum", "appendix-c", "--max-steps", "4", "--batch-size", "2", "--threads", "2",
+                  "--no-export"])
+    assert r.exit_code == 0, r.output
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in log] == [0, 0, 2, 2]  # foundation, then advanced (intermediate has no samples)
+    assert all(e["loss"] > 0 for e in log)

@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from recgpt_cli.align.samples import TASKS, Sample, reply_json
+from recgpt_cli.align.samples import Sample, reply_json
 from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.compress import SplitView, compress_users
 from recgpt_cli.errors import BadInput
@@ -211,9 +211,10 @@ def build_from_logs(
 ) -> Iterator[Sample]:
     """Samples for `tasks` ("interests", "tags") from the train interactions of every user not in `exclude`."""
     cfg = config or LogsConfig()
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in ("interests", "tags")]
     if unknown:
-        raise BadInput(f"--task {', '.join(unknown)}: logs build {', '.join(TASKS)}")
+        raise BadInput(f"--task {', '.join(unknown)}: logs build interests and tags",
+                       "explanation samples come from a teacher or self-training (--source teacher)")
     catalogue = catalogue or Catalogue.from_db(con)
     ip = resolve_prompt(interest_prompt, "InterestList")
     tp = resolve_prompt(tag_prompt, "TagList")

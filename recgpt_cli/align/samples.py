@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import duckdb
 
 # `--task` names -> the stage prompt's task (front matter `task:`)
-TASKS = {"interests": "interest_mining", "tags": "tag_prediction"}
+TASKS = {"interests": "interest_mining", "tags": "tag_prediction", "explanations": "explanation"}
 # `--task judge` -> the judge prompts' tasks (samples built from the judge label buffer, recgpt_cli/judge/training.py)
 JUDGE_TASKS = ("judge_interests", "judge_tags", "judge_explanations")
 

@@ -2,11 +2,13 @@
 temperature above 0, the stage's rules keep the answers that pass, the passing answers become samples, and the
 model is trained again on them with the earlier samples.
 
-An answer passes when the rules remove none of its items and keep at least one (the strict form of the rule pass
-rate the bench reports), and, when a trained judge is given (§3.2: `judge` = `judge_filter(...)`, used once
-`judge_beats_rules` says it agrees with held-out labels better than the rules alone), the judge passes every item.
-Per input the first passing answer is kept (dedupe by content hash across inputs), so an
-easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
+Tasks: interests, tags and explanations (§2.4.1's LLM_RE: per interest of a context whose category the user engaged
+with after the cut, the explanation prompt with that category's item information, as `explain --build-table` serves
+it; the safety rules of `explain` decide). An answer passes when the rules remove none of its items and keep at least
+one (the strict form of the rule pass rate the bench reports), and, when a trained judge is given (§3.2: `judge` =
+`judge_filter(...)`, used once `judge_beats_rules` says it agrees with held-out labels better than the rules alone),
+the judge passes every item. Per input the first passing answer is kept (dedupe by content hash across inputs), so
+an easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
 `min_gain`: that round gained nothing.
 
     from recgpt_cli.align.self_train import rejection_samples
@@ -15,21 +17,42 @@ easy input cannot flood a round. The loop stops when a round's pass rate does no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recgpt_cli.align.data import CutContext, LogsConfig
 from recgpt_cli.align.samples import Sample, reply_json
 from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.errors import BadInput
+from recgpt_cli.explain import EXPLAIN_PARAMS, EXPLANATION_MAX_CHARS, ExplanationOutput
 from recgpt_cli.interests import clean_interests, default_params, interest_list_model, mining_variables, resolve_prompt
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.structured import StructuredLLM
 from recgpt_cli.tags import clean_tags, tag_list_model, tag_variables
 
+if TYPE_CHECKING:
+    import duckdb
+
 TEMPERATURE = 0.7
+TASK_PROMPTS = {"interests": "interest_mining", "tags": "tag_prediction", "explanations": "explanation"}
+
+
+@dataclass(frozen=True)
+class ExplainInputs:
+    """What explanation samples need from the store: Item Information per category leaf (as `explain
+    --build-table` writes it) and the catalogue's brands (lower-case) for the factuality rules."""
+
+    item_texts: Mapping[str, str]
+    brands: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_con(cls, con: duckdb.DuckDBPyConnection) -> ExplainInputs:
+        from recgpt_cli.explain import catalogue_brands, category_texts, read_items
+
+        items = read_items(con)
+        return cls(category_texts({it.leaf for it in items.values()}, items), catalogue_brands(items))
 
 
 @dataclass
@@ -59,12 +82,15 @@ def rejection_samples(
     temperature: float = TEMPERATURE,
     source: str = "self-train",
     judge: JudgeFilter | None = None,
+    explain_inputs: ExplainInputs | None = None,
 ) -> tuple[list[Sample], RoundStats]:
     """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
     stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
-    temperature 0 and source `teacher`."""
-    if task not in ("interests", "tags"):
-        raise BadInput(f"--task {task}: self-training covers interests and tags")
+    temperature 0 and source `teacher`. Explanations need `explain_inputs`."""
+    if task not in TASK_PROMPTS:
+        raise BadInput(f"--task {task}: self-training covers {', '.join(TASK_PROMPTS)}")
+    if task == "explanations" and explain_inputs is None:
+        raise BadInput("explanation samples need the catalogue's item information (ExplainInputs.from_con)")
     if k < 1:
         raise BadInput("--k must be at least 1")
     cfg = config or LogsConfig()
@@ -72,14 +98,15 @@ def rejection_samples(
     seen: set[str] = set()
     out: list[Sample] = []
     for ctx in contexts:
-        for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge):
+        for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
+                                          explain_inputs):
             stats.inputs += 1
             for items in answers:
                 if items is None:
                     continue
-                sample = Sample("interest_mining" if task == "interests" else "tag_prediction", source,
-                                messages, reply_json({("interests" if task == "interests" else "tags"): items}),
-                                round=round_no, user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat()})
+                reply = {"explanation": items[0]} if task == "explanations" else {task: items}
+                sample = Sample(TASK_PROMPTS[task], source, messages, reply_json(reply), round=round_no,
+                                user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat()})
                 if sample.hash not in seen:
                     seen.add(sample.hash)
                     out.append(sample)
@@ -89,10 +116,15 @@ def rejection_samples(
 
 
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
-             temperature: float, stats: RoundStats, judge: JudgeFilter | None = None
+             temperature: float, stats: RoundStats, judge: JudgeFilter | None = None,
+             explain_inputs: ExplainInputs | None = None,
              ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
     day = ctx.cut.date()
+    if task == "explanations":
+        assert explain_inputs is not None
+        yield from _explanation_answers(ctx, llm, k, temperature, stats, judge, explain_inputs)
+        return
     if task == "interests":
         prompt = resolve_prompt("interest_mining", "InterestList")
         variables = mining_variables(ctx.record, day=day, max_interests=cfg.max_interests)
@@ -132,6 +164,38 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
                                                 temperature, stats, check_tags)
 
 
+def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperature: float, stats: RoundStats,
+                         judge: JudgeFilter | None, inputs: ExplainInputs
+                         ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
+    """One input per interest whose category the user engaged with after the cut (a recommendation that was
+    right): the explanation prompt for (interest, that category), checked by explain's safety rules."""
+    from recgpt_cli.llm.prompts import load_prompt
+    from recgpt_cli.safety import check_explanation, pii_terms_from_attributes, tidy_truncated
+
+    prompt = resolve_prompt(load_prompt("explanation"), "ExplanationOutput")
+    engaged = {e.leaf for e in ctx.future}
+    pii = pii_terms_from_attributes(ctx.record.get("attributes"))
+    for interest in ctx.interests:
+        leaf = ctx.leaf_of.get(interest["interest"])
+        if leaf is None or leaf not in engaged or leaf not in inputs.item_texts:
+            continue
+        facts = inputs.item_texts[leaf]
+        variables = {"interest": interest["interest"], "date": ctx.cut.date().isoformat(), "item": facts}
+
+        def check(value: Any, facts: str = facts, shown: str = interest["interest"]) -> list[Any] | None:
+            cut_off = len(value.explanation.strip()) >= EXPLANATION_MAX_CHARS - 1
+            text = tidy_truncated(value.explanation, EXPLANATION_MAX_CHARS)
+            res = check_explanation(text, pii_terms=pii, item_text=facts, brands=inputs.brands, cut_off=cut_off)
+            removed = {rule: 1 for rule in res.failures}
+            if judge is not None and res.ok:
+                sample = {"user_id": ctx.user_id, "interest": shown, "item": facts, "explanation": res.text}
+                removed["judge"] = int(not judge("explanations", sample))
+            return _judge([res.text] if res.ok else [], removed, stats)
+
+        yield prompt.render(variables), _sample(llm, prompt, variables, ExplanationOutput, EXPLAIN_PARAMS, k,
+                                                temperature, stats, check)
+
+
 def _sample(llm: StructuredLLM, prompt: Any, variables: dict[str, Any], output: Any, base: SamplingParams, k: int,
             temperature: float, stats: RoundStats, check: Callable[[Any], list[Any] | None]) -> list[list[Any] | None]:
     """k answers (seeds 0..k-1) at `temperature`; each the reply items when the rules pass it, else None."""
@@ -148,7 +212,7 @@ def _sample(llm: StructuredLLM, prompt: Any, variables: dict[str, Any], output: 
     return answers
 
 
-def _judge(kept: list[dict[str, Any]], removed: dict[str, int], stats: RoundStats) -> list[Any] | None:
+def _judge(kept: list[Any], removed: dict[str, int], stats: RoundStats) -> list[Any] | None:
     """The rules' verdict on one answer: its items when none was removed, else None (removals counted)."""
     for rule, n in removed.items():
         stats.removed[rule] = stats.removed.get(rule, 0) + n
@@ -208,6 +272,7 @@ def self_train(
     catalogue: Catalogue | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
     judge: JudgeFilter | None = None,
+    explain_inputs: ExplainInputs | None = None,
 ) -> SelfTrainReport:
     """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
     `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round."""
@@ -221,7 +286,7 @@ def self_train(
         total = RoundStats(r)
         for task in tasks:
             samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
-                                               catalogue=catalogue, judge=judge)
+                                               catalogue=catalogue, judge=judge, explain_inputs=explain_inputs)
             new += samples
             total.inputs += stats.inputs
             total.answers += stats.answers

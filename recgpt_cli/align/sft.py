@@ -240,6 +240,10 @@ def train_sft(
         by_stage.append(encoded)
     if not any(by_stage):
         raise BadInput(f"every sample is longer than --max-length {cfg.max_length} or outside --stages {groups}")
+    # a stage the data has no samples for (a curriculum file listing more than was built) takes no step budget;
+    # the log still numbers stages as `groups` does
+    stage_no = [i for i, b in enumerate(by_stage) if b]
+    by_stage = [b for b in by_stage if b]
     plan = _plan([len(b) for b in by_stage], cfg)
     identity = {"data": data_hash(samples), "config": cfg.fingerprint(), "base": str(base_dir)}
 
@@ -288,7 +292,7 @@ def train_sft(
             losses.append(value)
             tokens += int(batch["attention_mask"].sum())
             elapsed = time.perf_counter() - t0
-            entry = {"step": step + 1, "of": total, "stage": stage, "loss": round(value, 5),
+            entry = {"step": step + 1, "of": total, "stage": stage_no[stage], "loss": round(value, 5),
                      "lr": sched.get_last_lr()[0], "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1)}
             log.write(orjson.dumps(entry) + b"\n")
             log.flush()

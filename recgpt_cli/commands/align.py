@@ -20,8 +20,10 @@ SamplesOpt = Annotated[Path, typer.Option("--samples", help="Sample store: DuckD
 def data(
     db: DbOpt = Path("recgpt.duckdb"),
     source: Annotated[str, typer.Option("--source", help="logs (the paper's incremental-learning recipe), teacher "
-                                        "(a stronger model's answers that pass the rules) or labels (judge "
-                                        "samples from the judge label buffer, --task judge).")] = "logs",
+                                        "(a stronger model's answers that pass the rules), curriculum (Appendix "
+                                        "C's foundation/intermediate/advanced tasks from the catalogue and searches) "
+                                        "or labels (judge samples from the judge label buffer, --task judge).")
+                  ] = "logs",
     buffer: BufferOpt = Path("judge_labels.duckdb"),
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="labels: per task and class (pass / "
                                                "fail), the newest labels kept.")] = 600,
@@ -34,8 +36,10 @@ def data(
                                                       "the model name sent to the server.")] = None,
     teacher_base_url: Annotated[str | None, typer.Option("--teacher-base-url", help="teacher: OpenAI-compatible "
                                                          "server URL (vLLM, llama-server).")] = None,
-    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option); judge with "
-                                            "--source labels.")] = [  # noqa: B006
+    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option); "
+                                            "explanations with --source teacher; judge with --source labels; with "
+                                            "--source curriculum a subtask, a level (foundation, intermediate, "
+                                            "advanced) or curriculum (all, the default).")] = [  # noqa: B006
         "interests", "tags"],
     samples: SamplesOpt = Path("align/samples.duckdb"),
     jsonl: Annotated[str | None, typer.Option("--jsonl", help="Also write the new samples as JSONL (- = stdout).")
@@ -54,6 +58,11 @@ def data(
                                                "predict-tags --max-tags-per-call.")] = 3,
     history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")] = 384,
     max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = None,
+    max_per_category: Annotated[int, typer.Option("--max-per-category", min=1, help="curriculum: samples per "
+                                                  "subtask and category (a query's Yes/No pair counts once).")
+                                ] = 10,
+    session_minutes: Annotated[int, typer.Option("--session-minutes", min=1, help="curriculum: engagements this "
+                                                 "long after a search (and before the next) belong to it.")] = 60,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -65,18 +74,25 @@ def data(
     from recgpt_cli.splits import ensure_split
     from recgpt_cli.store import connect
 
-    if source not in ("logs", "teacher", "labels"):
-        raise BadInput(f"--source {source}: expected logs, teacher or labels")
+    if source not in ("logs", "teacher", "curriculum", "labels"):
+        raise BadInput(f"--source {source}: expected logs, teacher, curriculum or labels")
     if source == "labels" or "judge" in task:
         _judge_data(buffer, task, samples, jsonl, max_per_class, heldout_share, quiet)
         return
     excluded = user_list(exclude_users)
+    counts: dict[str, dict[str, int]] = {}
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
                      tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
     with connect(db, create=False) as con:
         ensure_split(con, protocol)
         if source == "logs":
             built = list(build_from_logs(con, task, cfg, exclude=excluded))
+        elif source == "curriculum":
+            from recgpt_cli.align.curriculum import CurriculumConfig, build_curriculum
+
+            wanted = ["curriculum"] if task == ["interests", "tags"] else task  # the option's default: all of it
+            built, counts = build_curriculum(con, wanted, CurriculumConfig(protocol, session_minutes,
+                                                                            max_per_category), exclude=excluded)
         else:
             built = _teacher_samples(con, task, cfg, excluded, teacher_backend, teacher_model, teacher_base_url,
                                      quiet)
@@ -90,6 +106,8 @@ def data(
             for s in built:
                 w.write(s.to_json())
     if not quiet:
+        for t, c in counts.items():
+            console.print(f"curriculum {t}: {c['built']} built, {c['kept']} kept after balancing", highlight=False)
         by_task: dict[str, int] = {}
         for s in built:
             by_task[s.task] = by_task.get(s.task, 0) + 1
@@ -146,7 +164,7 @@ def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[
                      model: str | None, base_url: str | None, quiet: bool) -> list:
     """§2.1.2 stage 2: the teacher answers each input once (temperature 0); answers the rules pass become samples."""
     from recgpt_cli.align.data import log_contexts
-    from recgpt_cli.align.self_train import rejection_samples
+    from recgpt_cli.align.self_train import ExplainInputs, rejection_samples
     from recgpt_cli.catalogue import Catalogue
     from recgpt_cli.llm.factory import make_llm
     from recgpt_cli.llm.options import LLMOptions
@@ -155,10 +173,11 @@ def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[
     llm = make_llm(LLMOptions(backend=backend, model=model, base_url=base_url), task="align_teacher")
     contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))  # type: ignore[arg-type]
     catalogue = Catalogue.from_db(con)  # type: ignore[arg-type]
+    explain_inputs = ExplainInputs.from_con(con) if "explanations" in tasks else None  # type: ignore[arg-type]
     out = []
     for t in tasks:
         samples, stats = rejection_samples(contexts, llm, task=t, k=1, temperature=0.0, config=cfg,  # type: ignore
-                                           catalogue=catalogue, source="teacher")
+                                           catalogue=catalogue, source="teacher", explain_inputs=explain_inputs)
         out += samples
         if not quiet:
             console.print(f"teacher {t}: {stats.passed}/{stats.answers} answers pass the rules "
@@ -187,6 +206,9 @@ def sft(
                                             "skipped and counted.")] = 1024,
     stages: Annotated[str | None, typer.Option(
         "--stages", help="Curriculum: task groups trained in order, e.g. 'interest_mining;tag_prediction'.")] = None,
+    curriculum: Annotated[str | None, typer.Option(
+        "--curriculum", help="Curriculum order file: a name in presets/curriculum (appendix-c) or a .toml; its "
+        "stages are trained in order (instead of --stages).")] = None,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.")] = 20,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: torch's default).")] = 0,
@@ -201,8 +223,15 @@ def sft(
     """Supervised fine-tuning on alignment samples (LoRA by default); Ctrl-C or a kill resumes on rerun."""
     from recgpt_cli.align.samples import load_samples
     from recgpt_cli.align.sft import SFTConfig, train_sft
+    from recgpt_cli.errors import BadInput
 
+    if stages and curriculum:
+        raise BadInput("--stages and --curriculum both give the stage order: use one")
     groups = [[t.strip() for t in g.split(",") if t.strip()] for g in stages.split(";")] if stages else []
+    if curriculum:
+        from recgpt_cli.align.curriculum import load_order
+
+        groups = [list(st.tasks) for st in load_order(curriculum)]
     cfg = SFTConfig(method=method, lora_r=lora_r, lora_alpha=2 * lora_r,
                     lr=lr if lr is not None else (5e-4 if method == "lora" else 2e-5), epochs=epochs,
                     max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
@@ -282,7 +311,7 @@ def self_train(
                                                        "e.g. judge-heldout-tags.jsonl from `align data --source "
                                                        "labels`) the judge must agree with better than the rules."
                                                        )] = None,
-    task: Annotated[list[str], typer.Option("--task", help="interests and/or tags.")] = [  # noqa: B006
+    task: Annotated[list[str], typer.Option("--task", help="interests, tags and/or explanations.")] = [  # noqa: B006
         "interests", "tags"],
     protocol: Annotated[str, typer.Option("--protocol", help="Split whose train part gives the inputs.")] = "loo",
     exclude_users: Annotated[Path | None, typer.Option("--exclude-users", help="User ids never to use.")] = None,
@@ -295,7 +324,7 @@ def self_train(
     """Rejection-sampling self-training (§2.1.2 stage 3): generate k answers, keep those the rules pass, retrain."""
     from recgpt_cli.align.data import LogsConfig, log_contexts
     from recgpt_cli.align.samples import load_samples, open_samples, save_samples
-    from recgpt_cli.align.self_train import RoundStats
+    from recgpt_cli.align.self_train import ExplainInputs, RoundStats
     from recgpt_cli.align.self_train import self_train as run_rounds
     from recgpt_cli.align.sft import SFTConfig, train_sft
     from recgpt_cli.catalogue import Catalogue
@@ -312,6 +341,7 @@ def self_train(
     with connect(db, create=False, read_only=True) as con:
         contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))
         catalogue = Catalogue.from_db(con)
+        explain_inputs = ExplainInputs.from_con(con) if "explanations" in task else None
     base = [s for s in load_samples(samples) if s.source != "self-train"] if samples.exists() else []
 
     def train(data: list, from_model: Path, out_dir: Path) -> Path:
@@ -332,7 +362,7 @@ def self_train(
 
         result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
                             base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
-                            on_round=report, judge=judge)
+                            on_round=report, judge=judge, explain_inputs=explain_inputs)
     finally:
         store.close()
     if not quiet:
