@@ -162,3 +162,38 @@ def test_explanation_samples_from_a_teacher_pass_the_safety_rules(tmp_path: Path
     assert len(asked) == 4
     with pytest.raises(Exception, match="item information"):
         rejection_samples(ctx, llm, task="explanations", k=1)
+
+
+def test_cli_teacher_explanations_are_stored_with_their_pass_rate(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`align data --source teacher --task explanations`: passing answers become samples and the run's pass counts
+    go to `align_pass_rates` next to them."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+    from recgpt_cli.llm import factory
+
+    store = make_store(tmp_path / "a.duckdb")
+    (tmp_path / "scored.txt").write_text("u2\n")
+
+    def teacher(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        assert params.temperature == 0  # a teacher answers once, greedy
+        good = "User Interest: teapots" in messages[-1]["content"]
+        return orjson.dumps({"explanation": "Tea time, your way, with a fresh teapot" if good
+                             else "Buy now, limited time deal!"}).decode()
+
+    monkeypatch.setattr(factory, "make_llm", lambda *a, **k: StructuredLLM(FakeBackend(teacher)))
+    samples = tmp_path / "s.duckdb"
+    r = CliRunner().invoke(app, ["align", "data", "--db", str(store), "--source", "teacher", "--task", "explanations",
+                                 "--teacher-base-url", "http://teacher", "--teacher-model", "big", "--cuts", "1",
+                                 "--exclude-users", str(tmp_path / "scored.txt"), "--samples", str(samples)])
+    assert r.exit_code == 0, r.output
+    assert "teacher explanations: 1/2 answers pass the rules (50.0%)" in " ".join(r.output.split())
+    con = duckdb.connect(str(samples), read_only=True)
+    rows = con.execute("SELECT source, task, model, inputs, answers, passed, samples, removed "
+                       "FROM align_pass_rates").fetchall()
+    got = con.execute("SELECT task, source, target FROM align_samples").fetchall()
+    con.close()
+    assert rows == [("teacher", "explanations", "big", 2, 2, 1, 1, '{"hard_sell":1}')]
+    assert got == [("explanation", "teacher", '{"explanation": "Tea time, your way, with a fresh teapot"}')]

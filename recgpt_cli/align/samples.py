@@ -41,6 +41,24 @@ CREATE TABLE IF NOT EXISTS align_samples (
 """
 
 
+# One row per (teacher run or self-training round, task): how many answers the rules (and judge) passed, so the
+# pass rate of each source is kept next to the samples it produced (§2.1.2 stages 2-3).
+PASS_RATES_DDL = """
+CREATE TABLE IF NOT EXISTS align_pass_rates (
+    created TIMESTAMP DEFAULT current_timestamp,
+    source VARCHAR NOT NULL,     -- teacher | self-train
+    round INTEGER NOT NULL,
+    task VARCHAR NOT NULL,       -- interests | tags | explanations
+    model VARCHAR,               -- the model that answered
+    inputs INTEGER NOT NULL,
+    answers INTEGER NOT NULL,
+    passed INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    removed JSON                 -- rule (or "judge") -> items it removed
+);
+"""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One chat sample: `messages` (system + user, rendered by the stage's prompt file) and the reply `target`."""
@@ -90,6 +108,18 @@ def open_samples(path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(p))
     ensure_tables(con, SAMPLES_DDL)
     return con
+
+
+def record_pass_rate(con: duckdb.DuckDBPyConnection, *, source: str, task: str, model: str | None, stats: Any
+                     ) -> None:
+    """Keep one run's pass counts (`self_train.RoundStats`) in the sample store."""
+    from recgpt_cli.store import ensure_tables
+
+    ensure_tables(con, PASS_RATES_DDL)
+    row = [source, stats.round, task, model, stats.inputs, stats.answers, stats.passed, stats.samples,
+           orjson.dumps(stats.removed).decode()]
+    con.execute("INSERT INTO align_pass_rates (source, round, task, model, inputs, answers, passed, samples, removed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
 
 def save_samples(con: duckdb.DuckDBPyConnection, samples: Iterable[Sample]) -> tuple[int, int]:

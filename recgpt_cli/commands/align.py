@@ -36,6 +36,11 @@ def data(
                                                       "the model name sent to the server.")] = None,
     teacher_base_url: Annotated[str | None, typer.Option("--teacher-base-url", help="teacher: OpenAI-compatible "
                                                          "server URL (vLLM, llama-server).")] = None,
+    judge_model: Annotated[Path | None, typer.Option("--judge-model", help="teacher: a trained judge that must also "
+                                                     "pass each kept answer, used only when it beats the rules on "
+                                                     "--judge-heldout.")] = None,
+    judge_heldout: Annotated[Path | None, typer.Option("--judge-heldout", help="teacher: held-out tag labels the "
+                                                       "judge must agree with better than the rules.")] = None,
     task: Annotated[list[str], typer.Option("--task", help="interests and/or tags (repeat the option); "
                                             "explanations with --source teacher; judge with --source labels; with "
                                             "--source curriculum a subtask, a level (foundation, intermediate, "
@@ -68,7 +73,7 @@ def data(
 ) -> None:
     """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
     from recgpt_cli.align.data import LogsConfig, build_from_logs
-    from recgpt_cli.align.samples import open_samples, save_samples
+    from recgpt_cli.align.samples import open_samples, record_pass_rate, save_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.splits import ensure_split
@@ -81,6 +86,7 @@ def data(
         return
     excluded = user_list(exclude_users)
     counts: dict[str, dict[str, int]] = {}
+    rates: list[tuple[str, Any]] = []
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
                      tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
     with connect(db, create=False) as con:
@@ -94,11 +100,14 @@ def data(
             built, counts = build_curriculum(con, wanted, CurriculumConfig(protocol, session_minutes,
                                                                             max_per_category), exclude=excluded)
         else:
-            built = _teacher_samples(con, task, cfg, excluded, teacher_backend, teacher_model, teacher_base_url,
-                                     quiet)
+            judge = _judge_gate(judge_model, judge_heldout, quiet)
+            built, rates = _teacher_samples(con, task, cfg, excluded, teacher_backend, teacher_model,
+                                            teacher_base_url, quiet, judge)
     store = open_samples(samples)
     try:
         new, known = save_samples(store, built)
+        for t, stats in rates:
+            record_pass_rate(store, source="teacher", task=t, model=teacher_model, stats=stats)
     finally:
         store.close()
     if jsonl is not None:
@@ -161,8 +170,10 @@ def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None,
 
 
 def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[str], backend: str,
-                     model: str | None, base_url: str | None, quiet: bool) -> list:
-    """§2.1.2 stage 2: the teacher answers each input once (temperature 0); answers the rules pass become samples."""
+                     model: str | None, base_url: str | None, quiet: bool, judge: Any = None
+                     ) -> tuple[list, list[tuple[str, Any]]]:
+    """§2.1.2 stage 2: the teacher answers each input once (temperature 0); answers the rules (and the judge, when
+    given) pass become samples. Returns them and each task's pass counts."""
     from recgpt_cli.align.data import log_contexts
     from recgpt_cli.align.self_train import ExplainInputs, rejection_samples
     from recgpt_cli.catalogue import Catalogue
@@ -174,15 +185,17 @@ def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[
     contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))  # type: ignore[arg-type]
     catalogue = Catalogue.from_db(con)  # type: ignore[arg-type]
     explain_inputs = ExplainInputs.from_con(con) if "explanations" in tasks else None  # type: ignore[arg-type]
-    out = []
+    out, rates = [], []
     for t in tasks:
         samples, stats = rejection_samples(contexts, llm, task=t, k=1, temperature=0.0, config=cfg,  # type: ignore
-                                           catalogue=catalogue, source="teacher", explain_inputs=explain_inputs)
+                                           catalogue=catalogue, source="teacher", explain_inputs=explain_inputs,
+                                           judge=judge)
         out += samples
+        rates.append((t, stats))
         if not quiet:
-            console.print(f"teacher {t}: {stats.passed}/{stats.answers} answers pass the rules "
-                          f"({stats.pass_rate:.1%}); removed {stats.removed}")
-    return out
+            console.print(f"teacher {t}: {stats.passed}/{stats.answers} answers pass the rules"
+                          f"{' and the judge' if judge else ''} ({stats.pass_rate:.1%}); removed {stats.removed}")
+    return out, rates
 
 
 @app.command("sft")
@@ -323,7 +336,7 @@ def self_train(
 ) -> None:
     """Rejection-sampling self-training (§2.1.2 stage 3): generate k answers, keep those the rules pass, retrain."""
     from recgpt_cli.align.data import LogsConfig, log_contexts
-    from recgpt_cli.align.samples import load_samples, open_samples, save_samples
+    from recgpt_cli.align.samples import load_samples, open_samples, record_pass_rate, save_samples
     from recgpt_cli.align.self_train import ExplainInputs, RoundStats
     from recgpt_cli.align.self_train import self_train as run_rounds
     from recgpt_cli.align.sft import SFTConfig, train_sft
@@ -350,6 +363,7 @@ def self_train(
         return out_dir
 
     def report(stats: RoundStats) -> None:
+        record_pass_rate(store, source="self-train", task=",".join(task), model=None, stats=stats)
         if not quiet:
             console.print(f"round {stats.round}: {stats.passed}/{stats.answers} answers pass the rules "
                           f"({stats.pass_rate:.1%}), {stats.samples} new samples; removed {stats.removed}")
