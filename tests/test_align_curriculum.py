@@ -218,6 +218,8 @@ def test_cli_curriculum_data_and_sft_order(store: Path, tmp_path: Path, monkeypa
     r = run(app, ["align", "data", "--db", str(store), "--source", "curriculum", "--task", "shopping",
                   "--samples", str(tmp_path / "s.duckdb")])
     assert r.exit_code == 2 and "--task shopping" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--source", "curriculum", "--max-users", "3"])
+    assert r.exit_code == 2 and "--max-per-category" in r.output
     seen: dict[str, Any] = {}
 
     def fake_train(data: list[Sample], out: Path, cfg: align_sft.SFTConfig, **kw: Any) -> Any:

@@ -84,6 +84,9 @@ def data(
     if source == "labels" or "judge" in task:
         _judge_data(buffer, task, samples, jsonl, max_per_class, heldout_share, quiet)
         return
+    if source == "curriculum" and max_users is not None:
+        raise BadInput("--max-users samples users for logs and teacher", "the curriculum's size is set by "
+                       "--max-per-category")
     excluded = user_list(exclude_users)
     counts: dict[str, dict[str, int]] = {}
     rates: list[tuple[str, Any]] = []
