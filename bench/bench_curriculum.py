@@ -92,12 +92,12 @@ def phi_baseline(con: Any, evalset: dict[str, list[Sample]]) -> dict[str, dict[s
     """The non-LLM rows: φ and the catalogue (see the module docstring)."""
     from collections import Counter
 
-    from recgpt_cli.align.curriculum import catalogue_items
     from recgpt_cli.align.data import title_tag
+    from recgpt_cli.explain import read_items
     from recgpt_cli.tag_category import fit_tag_category
 
     phi, _ = fit_tag_category(con, holdout=0.0)
-    items = catalogue_items(con)
+    items = read_items(con)
     domain = {it.leaf: it.domain for it in items.values() if it.leaf}
     brands = sorted({it.brand for it in items.values() if it.brand}, key=len, reverse=True)
 

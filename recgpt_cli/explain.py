@@ -73,6 +73,11 @@ class ItemInfo:
     def leaf(self) -> str:
         return self.category_path[-1] if self.category_path else ""
 
+    @property
+    def domain(self) -> str:
+        """Department > section: the first two levels of the category path."""
+        return " > ".join(self.category_path[:2])
+
 
 @dataclass
 class UserInterests:

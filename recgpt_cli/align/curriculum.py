@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from recgpt_cli.align.data import title_tag
 from recgpt_cli.align.samples import Sample, reply_json
 from recgpt_cli.errors import BadInput
+from recgpt_cli.explain import ItemInfo, read_items
 from recgpt_cli.interests import format_attributes
 from recgpt_cli.llm.prompts import Prompt, load_prompt
 from recgpt_cli.splits import split_info
@@ -180,22 +182,6 @@ class CurriculumConfig:
     max_per_category: int = 10  # per task and category (leaf)
 
 
-@dataclass(frozen=True)
-class CatalogueItem:
-    item_id: str
-    title: str
-    path: tuple[str, ...]
-    brand: str | None
-
-    @property
-    def leaf(self) -> str | None:
-        return self.path[-1] if self.path else None
-
-    @property
-    def domain(self) -> str:
-        return " > ".join(self.path[:2])
-
-
 @dataclass
 class Session:
     user_id: str
@@ -229,11 +215,6 @@ def _norm(query: str) -> str:
     return " ".join(query.lower().split())
 
 
-def catalogue_items(con: duckdb.DuckDBPyConnection) -> dict[str, CatalogueItem]:
-    rows = con.execute("SELECT item_id, title, category_path, brand FROM items").fetchall()
-    return {i: CatalogueItem(i, t, tuple(p or ()), b) for i, t, p, b in rows}
-
-
 def sessions(con: duckdb.DuckDBPyConnection, cfg: CurriculumConfig, exclude: Iterable[str] = ()) -> list[Session]:
     """Search sessions in the users' train periods that engaged with at least one visible item."""
     skip = set(exclude)
@@ -254,7 +235,7 @@ def _sample(prompt: Prompt, variables: dict[str, Any], reply: dict[str, Any], *,
                   category=category, meta=meta)
 
 
-def _query_category(ss: list[Session], items: dict[str, CatalogueItem], p: Prompt) -> Iterator[Sample]:
+def _query_category(ss: list[Session], items: dict[str, ItemInfo], p: Prompt) -> Iterator[Sample]:
     leaves: dict[str, Counter[str]] = defaultdict(Counter)
     for s in ss:
         leaf = items[s.main_item].leaf
@@ -272,7 +253,7 @@ def _stable_pick(key: str, options: Sequence[str]) -> str:
     return options[h % len(options)]
 
 
-def _query_item_relevance(ss: list[Session], items: dict[str, CatalogueItem], p: Prompt) -> Iterator[Sample]:
+def _query_item_relevance(ss: list[Session], items: dict[str, ItemInfo], p: Prompt) -> Iterator[Sample]:
     by_query: dict[str, list[Session]] = defaultdict(list)
     for s in ss:
         by_query[s.query].append(s)
@@ -287,18 +268,18 @@ def _query_item_relevance(ss: list[Session], items: dict[str, CatalogueItem], p:
             continue
         engaged_leaves = {items[i].leaf for s in group for i in s.engaged}
         others = [leaf for leaf in sorted(by_leaf) if leaf not in engaged_leaves]
-        hard = [leaf for leaf in others if items[by_leaf[leaf][0]].path[:1] == pos.path[:1]]
+        hard = [leaf for leaf in others if items[by_leaf[leaf][0]].category_path[:1] == pos.category_path[:1]]
         if not others:
             continue
         neg = items[_stable_pick(query, by_leaf[_stable_pick(query + "/leaf", hard or others)])]
         for item, label in ((pos, "Yes"), (neg, "No")):
-            yield _sample(p, {"query": query, "title": item.title, "category_path": " > ".join(item.path)},
+            yield _sample(p, {"query": query, "title": item.title, "category_path": " > ".join(item.category_path)},
                           {"relevant": label}, user_id=None, category=pos.leaf,
                           meta={"query": query, "item_id": item.item_id,
                                 "hard_negative": bool(hard) and label == "No"})
 
 
-def _title_key_info(items: dict[str, CatalogueItem], p: Prompt) -> Iterator[Sample]:
+def _title_key_info(items: dict[str, ItemInfo], p: Prompt) -> Iterator[Sample]:
     for it in sorted(items.values(), key=lambda it: it.item_id):
         product = title_tag(it.title, it.brand)
         if not it.leaf or len(product) < MIN_TAG_CHARS:
@@ -307,11 +288,11 @@ def _title_key_info(items: dict[str, CatalogueItem], p: Prompt) -> Iterator[Samp
                       user_id=None, category=it.leaf, meta={"item_id": it.item_id})
 
 
-def _what_to_buy(ss: list[Session], items: dict[str, CatalogueItem], attrs: dict[str, str], p: Prompt
+def _what_to_buy(ss: list[Session], items: dict[str, ItemInfo], attrs: dict[str, str], p: Prompt
                  ) -> Iterator[Sample]:
     for s in ss:
         it = items[s.main_item]
-        if it.leaf and len(it.path) >= 2:
+        if it.leaf and len(it.category_path) >= 2:
             yield _sample(p, {"attributes": attrs.get(s.user_id, "unknown"), "query": s.query},
                           {"domain": it.domain}, user_id=s.user_id, category=it.leaf,
                           meta={"item_id": it.item_id, "ts": s.ts.isoformat()})
@@ -321,7 +302,7 @@ def _words(text: str) -> set[str]:
     return {w for w in text.lower().split() if len(w) >= 3}
 
 
-def _query_rewriting(ss: list[Session], items: dict[str, CatalogueItem], p: Prompt) -> Iterator[Sample]:
+def _query_rewriting(ss: list[Session], items: dict[str, ItemInfo], p: Prompt) -> Iterator[Sample]:
     for s in ss:
         it = items[s.main_item]
         rewrite = title_tag(it.title, it.brand)
@@ -337,7 +318,7 @@ WHERE s.protocol = $protocol AND s.split = 'train' GROUP BY ALL ORDER BY s.user_
 """
 
 
-def _inductive(con: duckdb.DuckDBPyConnection, cfg: CurriculumConfig, items: dict[str, CatalogueItem],
+def _inductive(con: duckdb.DuckDBPyConnection, cfg: CurriculumConfig, items: dict[str, ItemInfo],
                skip: set[str], p: Prompt) -> Iterator[Sample]:
     by_user_leaf: dict[tuple[str, str], list[str]] = defaultdict(list)
     for user, item, _ts in con.execute(_TRAIN_ITEMS, {"protocol": cfg.protocol}).fetchall():
@@ -388,9 +369,9 @@ def build_curriculum(
         raise BadInput(f"the store has no {cfg.protocol!r} split",
                        f"make it first: recgpt train-towers --protocol {cfg.protocol} (or import then split)")
     skip = set(exclude)
-    items = catalogue_items(con)
+    items = read_items(con)
     ss = sessions(con, cfg, skip) if set(tasks) - {"title_key_info", "inductive_reasoning"} else []
-    attrs = {u: format_attributes(a if isinstance(a, dict) else _json(a)) or "unknown"
+    attrs = {u: format_attributes(orjson.loads(a) if a else {}) or "unknown"
              for u, a in con.execute("SELECT user_id, attributes FROM users").fetchall()}
     counts: dict[str, dict[str, int]] = {}
     out: list[Sample] = []
@@ -415,11 +396,3 @@ def build_curriculum(
         out += kept
     return out, counts
 
-
-def _json(value: Any) -> Any:
-    import orjson
-
-    try:
-        return orjson.loads(value) if isinstance(value, str | bytes) else value
-    except orjson.JSONDecodeError:
-        return None

@@ -169,10 +169,9 @@ def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperatur
                          ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """One input per interest whose category the user engaged with after the cut (a recommendation that was
     right): the explanation prompt for (interest, that category), checked by explain's safety rules."""
-    from recgpt_cli.llm.prompts import load_prompt
     from recgpt_cli.safety import check_explanation, pii_terms_from_attributes, tidy_truncated
 
-    prompt = resolve_prompt(load_prompt("explanation"), "ExplanationOutput")
+    prompt = resolve_prompt("explanation", "ExplanationOutput")
     engaged = {e.leaf for e in ctx.future}
     pii = pii_terms_from_attributes(ctx.record.get("attributes"))
     for interest in ctx.interests:
