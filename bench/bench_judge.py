@@ -1,7 +1,8 @@
 """Judge agreement with held-out labels (§4.3, Table 9 form): the base model, a trained judge, and baselines.
 
     python bench/bench_judge.py [--tasks interests,tags,explanations] [--limit N] [--model PATH.gguf]
-                                [--trained DIR] [--heldout DIR] [--heldout-limit N] [--threads N] [--json FILE]
+                                [--trained DIR [--no-base]] [--heldout DIR] [--heldout-limit N]
+                                [--threads N] [--json FILE]
 
 For each task and label set: always-pass, the code post-checks alone (every criterion passes unless a rule fires,
 recgpt_cli.judge.rules), the base LLM judge, base + rules, and with `--trained DIR` (a judge trained with
@@ -82,14 +83,18 @@ def main() -> None:
     ap.add_argument("--heldout", default=None, help="dir with judge-heldout-<task>.jsonl (derived labels)")
     ap.add_argument("--heldout-limit", type=int, default=40, help="held-out samples per task (evenly spread)")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all usable cores)")
+    ap.add_argument("--no-base", action="store_true", help="skip the base LLM judge (its rows are in bench/README.md; "
+                    "it passes everything) to halve a trained judge's run")
     ap.add_argument("--json", dest="json_out", default=None, help="also write all numbers here")
     args = ap.parse_args()
     console = Console()
-    judges = {"base": make_llm(args.model, args.threads)}
+    if args.no_base and not args.trained:
+        ap.error("--no-base needs --trained: nothing would be judged")
+    judges = {} if args.no_base else {"base": make_llm(args.model, args.threads)}
     if args.trained:
         judges["trained"] = make_llm(args.trained, args.threads)
-    results: dict[str, Any] = {"model": getattr(judges["base"].backend, "model_id", "?"), "trained": args.trained,
-                               "sets": {}}
+    results: dict[str, Any] = {"model": None if args.no_base else getattr(judges["base"].backend, "model_id", "?"),
+                               "trained": args.trained, "sets": {}}
     summary = Table(title="LLM judge vs held-out labels (positive = sample passes every criterion)")
     for col in ("labels", "task", "judge", "n", "pass rate", "gold pass", "ACC", "Precision", "Recall", "F1",
                 "s/sample"):

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from recgpt_cli.align.samples import Sample
-from recgpt_cli.align.sft import SFTConfig, encode, train_sft
+from recgpt_cli.align.sft import SFTConfig, _batch, autocast_dtype, encode, end_of_turn_id, reply_loss, train_sft
 from recgpt_cli.errors import BadInput
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,35 @@ def test_prompt_is_masked_and_reply_ends_the_turn(embedded_hf: Path) -> None:
     assert encode(tok, s, 10) is None  # too long: skipped, counted by train_sft
 
 
+def test_reply_loss_is_transformers_loss_on_fewer_logits(embedded_hf: Path) -> None:
+    """The output layer applied to the reply positions only gives the loss transformers computes from `labels`
+    over every position (replies of different lengths in one padded batch)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_hf)
+    model = AutoModelForCausalLM.from_pretrained(embedded_hf, dtype=torch.float32).eval()
+    rows = [r for r in (encode(tok, s, 128) for s in samples()[:3]) if r is not None]
+    rows[1] = (rows[1][0] + [1345, 47], rows[1][1] + [1345, 47])  # a longer reply: the others are padded
+    batch = _batch(rows, end_of_turn_id(tok), "cpu")
+    with torch.no_grad():
+        assert float(reply_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+def test_precision_resolution() -> None:
+    import torch
+
+    assert autocast_dtype("cpu", "fp32") is None and autocast_dtype("cuda", "fp32") is None
+    assert autocast_dtype("cpu", "bf16") is torch.bfloat16 and autocast_dtype("cuda", "auto") is torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert (autocast_dtype("cpu", "auto") is torch.bfloat16) == native
+    with pytest.raises(BadInput, match="--precision"):
+        SFTConfig(precision="fp8")
+
+
 def test_loss_decreases_and_outputs_are_written(trained: tuple[Path, object]) -> None:
+    import torch
+
     out, r = trained
     losses = r.losses  # type: ignore[attr-defined]
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < 0.5 * losses[0]
@@ -65,6 +93,7 @@ def test_loss_decreases_and_outputs_are_written(trained: tuple[Path, object]) ->
         assert (out / part).exists(), part
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["steps"] == 12 and manifest["samples"] == 8 and manifest["config"]["method"] == "lora"
+    assert manifest["precision"] == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 12
 
 
