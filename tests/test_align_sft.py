@@ -72,6 +72,16 @@ def test_reply_loss_is_transformers_loss_on_fewer_logits(embedded_hf: Path) -> N
         assert float(reply_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
 
 
+def test_gradient_checkpointing_gives_the_same_training(embedded_hf: Path, tmp_path: Path) -> None:
+    """Recomputing activations in the backward pass changes memory and time, not what is learned, so a
+    checkpointed run may resume a plain one."""
+    plain = train_sft(samples(), tmp_path / "a", cfg(max_steps=3), base=embedded_hf, export=False)
+    ckpt = train_sft(samples(), tmp_path / "b", cfg(max_steps=3, gradient_checkpointing=True), base=embedded_hf,
+                     export=False)
+    assert ckpt.losses == pytest.approx(plain.losses, abs=1e-4)
+    assert SFTConfig(gradient_checkpointing=True).fingerprint() == SFTConfig().fingerprint()
+
+
 def test_precision_resolution() -> None:
     import torch
 

@@ -230,6 +230,9 @@ def sft(
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: torch's default).")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16 autocast on CUDA and on CPUs with native "
                                            "bf16, else fp32), bf16 or fp32.")] = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Recompute activations in the backward pass: ~2.3x less memory, ~1.5x the "
+        "time (for machines with little RAM).")] = False,
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="q8_0, f16 or f32.")] = "q8_0",
     export: Annotated[bool, typer.Option("--export/--no-export", help="Merge and write hf/ + model.gguf (off: "
                                          "adapter only; `recgpt align export` later).")] = True,
@@ -254,7 +257,7 @@ def sft(
                     lr=lr if lr is not None else (5e-4 if method == "lora" else 2e-5), epochs=epochs,
                     max_steps=max_steps, batch_size=batch_size, max_length=max_length, seed=seed,
                     save_every=save_every, device=device, threads=threads or None, precision=precision,
-                    gguf_type=gguf_type, stages=groups)
+                    gradient_checkpointing=gradient_checkpointing, gguf_type=gguf_type, stages=groups)
     data = load_samples(samples, tasks=task)
 
     def show(entry: dict) -> None:
