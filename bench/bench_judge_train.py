@@ -1,6 +1,7 @@
 """Train the judge the way the README does, on sample_data, and time it (§3.2; issue 10's training recipe).
 
     python bench/bench_judge_train.py --work DIR [--threads 2] [--caps interests=40,tags=60,explanations=35]
+                                      [--history-tokens 128] [--lr 1e-3] [--epochs 1]
 
 Steps (library calls behind `recgpt judge derive`, `recgpt align data --source labels --task judge` and
 `recgpt align sft --task judge`): labels derived from sample_data's ground truth for every user except the
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--caps", default="interests=40,tags=60,explanations=35", help="newest labels kept per class")
     ap.add_argument("--history-tokens", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=None, help="stop early (a smoke run)")
     args = ap.parse_args()
     work: Path = args.work
@@ -60,7 +62,7 @@ def main() -> None:
         print(json.dumps({"task": task, **counts}), flush=True)
         (work / f"judge-heldout-{task}.jsonl").write_bytes(b"".join(orjson.dumps(heldout_record(r)) + b"\n"
                                                                     for r in held))
-    cfg = SFTConfig(batch_size=4, max_length=768, threads=args.threads, save_every=10, lr=args.lr, epochs=1,
+    cfg = SFTConfig(batch_size=4, max_length=768, threads=args.threads, save_every=10, lr=args.lr, epochs=args.epochs,
                     max_steps=args.max_steps)
     r = train_sft(samples, work / "judge-model", cfg, progress=lambda e: print(json.dumps(e), flush=True))
     print(json.dumps({"steps": r.steps, "samples": r.samples, "train_s": round(r.train_s, 1),
