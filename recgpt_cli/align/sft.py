@@ -318,7 +318,7 @@ def train_sft(
             stage, positions = plan[step]
             rows = [by_stage[stage][i] for i in positions]
             batch = _batch(rows, pad, device)
-            with torch.autocast(device_type=device, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp is not None):
                 loss = reply_loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
