@@ -21,7 +21,8 @@ Ratings are kept when value >= `min_rating` and shown as the behaviour `rating` 
 
 Token budget: when a user's lines exceed `max_tokens` (counted with the target model's tokenizer, see tokens.py),
 the oldest periods are dropped first until the text fits, and the record says `truncated` and how many periods went.
-(Should the newest period alone be over budget, its last lines are dropped too.)
+(Should the newest period alone be over budget, its last lines are dropped too, and of the first line that does not
+fit, the newest items that do are kept.)
 """
 
 from __future__ import annotations
@@ -417,13 +418,33 @@ def _fit(h: _History, periods: list[str], max_tokens: int | None, phrase: Callab
                 break
             k, lines, n = k + 1, cand, m
         return lines, k, n
-    lines = _render(h, periods[:1], phrase)  # the newest period alone is too long: keep its first lines that fit
-    while lines:
-        lines = lines[:-1]
-        n = exact(lines)
-        if n <= max_tokens:
-            break
-    return lines, 1, n
+    # The newest period alone is too long: keep its first lines that fit, then the newest items of the next line
+    # that fit (ml-100k users rate 100+ films in one day, one line: dropping whole lines would show nothing).
+    kept: Lines = []
+    for line, keys in _render(h, periods[:1], phrase):
+        if exact([*kept, (line, keys)]) <= max_tokens:
+            kept.append((line, keys))
+            continue
+        when = line.partition(" | ")[0]
+        lo, hi, part = 1, len(keys) - 1, None
+        while lo <= hi:  # binary search: the most leading (newest) items of this line that fit
+            mid = (lo + hi) // 2
+            piece = (f"{when} | {', '.join(_key_text(k, phrase) for k in keys[:mid])}", keys[:mid])
+            if exact([*kept, piece]) <= max_tokens:
+                part, lo = piece, mid + 1
+            else:
+                hi = mid - 1
+        if part is not None:
+            kept.append(part)
+        break
+    return kept, 1, exact(kept)
+
+
+def _key_text(key: str, phrase: Callable[[str], str]) -> str:
+    """One key's text in a line, as `_render` writes it."""
+    if key.startswith("\x00"):
+        return 'search:"' + key[1:].replace('"', "'") + '"'
+    return phrase(key)
 
 
 def _compress_one(h: _History, reference: date, max_tokens: int | None, phrase: Callable[[str], str],

@@ -156,6 +156,28 @@ def test_budget_smaller_than_newest_period_keeps_what_fits(con: duckdb.DuckDBPyC
     assert u1.truncated and u1.periods_dropped == 4 and u1.n_items_shown == 1
 
 
+def test_one_line_over_budget_keeps_its_newest_items(tmp_path: Path) -> None:
+    """A user whose whole history is one line (ml-100k: 100+ ratings in a day) keeps the newest items that fit
+    instead of showing nothing."""
+    con = open_db(tmp_path / "one.duckdb")
+    con.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL, NULL, '{}')", [(i, t, c, c[-1], b) for i, t, c, b in ITEMS]
+    )
+    con.executemany("INSERT INTO behaviors VALUES ('u9', ?, NULL, 'detail_view', CAST(? AS TIMESTAMP), NULL)",
+                    [("i1", "2025-06-28 08:00:00"), ("i2", "2025-06-28 09:00:00"), ("i5", "2025-06-28 10:00:00")])
+    full = by_user(con, user_ids=["u9"])["u9"]
+    assert full.compressed == ("2025-06-28(detail_view) | Sonix Noise Cancelling Headphones (Headphones), "
+                               "Trailpeak Waterproof Hiking Boots (Hiking Boots), Lumina Stainless Steel Cookware "
+                               "Set (Cookware)")
+    cut = by_user(con, max_tokens=13, user_ids=["u9"])["u9"]  # 7 words a line start + headphones, 6 the boots
+    assert cut.compressed == ("2025-06-28(detail_view) | Sonix Noise Cancelling Headphones (Headphones), "
+                              "Trailpeak Waterproof Hiking Boots (Hiking Boots)")
+    assert (cut.truncated, cut.n_items_shown, cut.n_tokens_compressed) == (True, 2, 13)
+    assert by_user(con, max_tokens=12, user_ids=["u9"])["u9"].n_items_shown == 1
+    assert by_user(con, max_tokens=6, user_ids=["u9"])["u9"].compressed == ""  # not even the newest item fits
+    con.close()
+
+
 def test_stats_count_kept_dropped_and_lost(con: duckdb.DuckDBPyConnection) -> None:
     stats = compress_stats(con, date=REF, max_tokens=2048)
     assert stats.by_type["click"] == {"kept": 0, "dropped": 2, "after_date": 0}
