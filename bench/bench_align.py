@@ -5,6 +5,7 @@
     python bench/bench_align.py --samples-only          # build + export the samples (to train elsewhere, e.g. a GPU)
     python bench/bench_align.py --model DIR             # score an already trained model dir
     python bench/bench_align.py --model DIR --users 50 --base-work /tmp/intent   # base answers cached there
+    python bench/bench_align.py --self-train-from DIR [--st-users 25 --k 4]    # + one self-training round
 
 1. Samples (`recgpt align data --source logs`): per dataset, from the train part of the LOO split, for every user
    except the intent bench's scored users (`bench_intent.pick_users`, written to `<out>/<dataset>-bench-users.txt`);
@@ -13,6 +14,11 @@
    peak memory come from the model's manifest.json.
 3. Scores: `bench_intent.run_dataset` with the aligned GGUF, on the same 100 held-out users, split-aware (test
    phase), against the base model's rows and the non-LLM baselines of the same run (same tower, same metric code).
+
+`--self-train-from DIR` (§2.1.2 stage 3, one round of `recgpt align self-train --task tags --pool`): the aligned
+model DIR answers k times at temperature 0.7 per tag input of `--st-users` seeded train users per dataset (never
+the scored users), the rules keep tags one by one, and DIR is trained again on `<out>/samples.jsonl` plus the kept
+samples (the recipe, one epoch) into `<out>/self-train`, which is then scored like any model.
 """
 
 from __future__ import annotations
@@ -59,6 +65,48 @@ def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int) ->
     return picked
 
 
+def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> Path:
+    """One pooled self-training round from `args.self_train_from` on tag inputs of train users (bench users
+    excluded); returns the new model dir. Generation and training are resumable (LLM cache, SFT checkpoints)."""
+    import os
+
+    from recgpt_cli.align.data import log_contexts
+    from recgpt_cli.align.samples import load_samples
+    from recgpt_cli.align.self_train import rejection_samples
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.llm.factory import make_llm
+    from recgpt_cli.llm.options import LLMOptions
+
+    start = Path(args.self_train_from)
+    model_dir = out / "self-train"
+    os.environ.setdefault("RECGPT_CACHE_DIR", str(out / "llm-cache"))
+    llm = make_llm(LLMOptions(model=str(start / "model.gguf")), task="align_self_train")
+    new: list[Sample] = []
+    for name in names:
+        con, users = bench_intent.scored_store(name, Path(args.work), read_only=True)
+        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=3, tags_per_call=3,
+                         max_users=args.st_users, seed=1)
+        contexts = list(log_contexts(con, cfg, exclude=users, token_counter=token_counter()))
+        catalogue = Catalogue.from_db(con)
+        con.close()
+        assert not {c.user_id for c in contexts} & set(users), "a scored user leaked into self-training"
+        t0 = time.perf_counter()
+        got, st = rejection_samples(contexts, llm, task="tags", k=args.k, config=cfg, catalogue=catalogue, pool=True)
+        print(f"{name}: self-train round 1: {len(contexts)} contexts, {st.inputs} tag inputs, {st.answers} answers, "
+              f"tag pass rate {st.kept_items}/{st.items} = {st.item_pass_rate:.3f}, whole answers {st.passed} "
+              f"({st.pass_rate:.3f}), {len(got)} samples, removed {st.removed}, {time.perf_counter() - t0:.0f}s",
+              file=sys.stderr)
+        new += got
+    base = load_samples(out / "samples.jsonl")
+    (out / "self-train-samples.jsonl").write_bytes(b"".join(orjson.dumps(s.to_json()) + b"\n" for s in new))
+    cfg_sft = SFTConfig(**RECIPE, max_steps=args.steps, device=args.device)  # type: ignore[arg-type]
+    r = train_sft([*base, *new], model_dir, cfg_sft, base=str(start), progress=lambda e: e["step"] % 10 == 0 and print(
+        f"  step {e['step']}/{e['of']} loss {e['loss']:.3f} {e['tokens_per_s']:.0f} tok/s", file=sys.stderr))
+    print(f"self-train: {r.steps} steps on {len(base)} + {len(new)} samples, {r.train_s:.0f}s, loss "
+          f"{r.first_loss:.3f} -> {r.last_loss:.3f}", file=sys.stderr)
+    return model_dir
+
+
 def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
     ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work)
     return bench_intent.run_dataset(name, ns)
@@ -78,6 +126,13 @@ def main() -> None:
                     "(the aligned model is slower to serve: q8_0, longer answers)")
     ap.add_argument("--base-work", default=None, help="work dir whose LLM cache holds the base model's answers "
                     "(a bench_intent --work); default --work")
+    ap.add_argument("--self-train-from", default=None, help="an aligned model dir: run one pooled self-training "
+                    "round from it (tags), then score the result")
+    ap.add_argument("--st-users", type=int, default=25, help="train users per dataset whose tag inputs the "
+                    "self-training round answers")
+    ap.add_argument("--k", type=int, default=4, help="answers per input in the self-training round")
+    ap.add_argument("--label", default=None, help="the scored model's row label (default sft-logs, or "
+                    "+ self-train)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -88,7 +143,10 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     names = args.datasets.split(",")
     model_dir = Path(args.model) if args.model else out / "model"
-    if args.model is None:
+    label = args.label or "sft-logs"
+    if args.self_train_from:
+        model_dir, label = self_train_round(names, args, out), args.label or "+ self-train"
+    elif args.model is None:
         samples = [s for name in names for s in build_samples(name, Path(args.work), out, args.per_task, 0)]
         store = open_samples(out / "samples.duckdb")
         save_samples(store, samples)
@@ -113,7 +171,7 @@ def main() -> None:
             if r["source"] == "llm":
                 r["source"] = "llm base"
         for r in aligned:
-            r["source"] = "llm sft-logs"
+            r["source"] = f"llm {label}"
             r.update(train_s=manifest["train_s"], peak_memory_mb=manifest["peak_memory_mb"],
                      device=manifest["device"], steps=manifest["steps"], samples=manifest["samples"])
         results += [r for r in base_rows if "all users" not in r["source"] and r["source"] != "oracle"] + aligned

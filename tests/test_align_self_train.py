@@ -61,6 +61,44 @@ def test_rejection_sampling_keeps_only_passing_answers(contexts: list) -> None:
     assert stats.pass_rate == pytest.approx(0.25)
 
 
+def test_pooled_tags_keep_each_passing_tag_once_and_ask_for_that_many(contexts: list) -> None:
+    """`pool=True`: the rules see the tags of all k answers together; survivors become one sample whose prompt asks
+    for exactly as many tags as its reply holds; the tag-level pass rate judges each answer alone."""
+    llm = StructuredLLM(FakeBackend(responder({1})))
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, catalogue=catalogue(), pool=True)
+    # teapots: seed 0 writes a vague tag, seed 1 a good one; hiking boots: an implausible jacket twice
+    assert (stats.inputs, stats.answers, stats.passed, stats.items, stats.kept_items) == (2, 4, 1, 4, 1)
+    assert stats.item_pass_rate == pytest.approx(0.25)
+    assert [orjson.loads(s.target) for s in got] == [{"tags": [GOOD_TAG]}]
+    assert "Recommend exactly 1 new products for interest I1" in got[0].messages[-1]["content"]
+    assert stats.removed["vague"] == 1 and stats.removed["implausible"] == 2
+
+    # both seeds write the same good tag: it is kept once (the pooled duplicate is removed), both answers pass alone
+    llm = StructuredLLM(FakeBackend(responder({0, 1})))
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, catalogue=catalogue(), pool=True)
+    assert [orjson.loads(s.target) for s in got] == [{"tags": [GOOD_TAG]}]
+    assert (stats.passed, stats.kept_items, stats.removed["duplicate"]) == (2, 2, 1)
+
+    # the judge drops the tags it fails instead of the whole input
+    got, stats = rejection_samples(contexts, llm, task="tags", k=2, catalogue=catalogue(), pool=True,
+                                   judge=lambda t, s: False)
+    assert got == [] and stats.removed["judge"] == 1
+    with pytest.raises(Exception, match="pooled"):
+        rejection_samples(contexts, llm, task="interests", k=1, pool=True)
+
+
+def test_pooled_rounds_compare_the_tag_pass_rate(contexts: list, tmp_path: Path) -> None:
+    def make_llm(model: Path) -> StructuredLLM:
+        return StructuredLLM(FakeBackend(responder({1} if model.name == "start" else {0, 1})))
+
+    report = self_train(lambda: contexts, tmp_path / "start", tmp_path, make_llm=make_llm,
+                        train=lambda samples, frm, out: out, tasks=("tags",), rounds=5, k=2, catalogue=catalogue(),
+                        pool=True)
+    # the jacket interest never passes: tag pass rate 1/4, then 2/4, then 2/4 again -> stop
+    assert [r.item_pass_rate for r in report.rounds] == [0.25, 0.5, 0.5]
+    assert "round 3 gained nothing (pass rate 0.500 vs 0.500)" in report.stopped
+
+
 def test_loop_stops_when_a_round_gains_nothing(contexts: list, tmp_path: Path) -> None:
     # the start model passes half of its interest answers, every later model all of them
     def make_llm(model: Path) -> StructuredLLM:
@@ -197,3 +235,40 @@ def test_cli_teacher_explanations_are_stored_with_their_pass_rate(tmp_path: Path
     con.close()
     assert rows == [("teacher", "explanations", "big", 2, 2, 1, 1, '{"hard_sell":1}')]
     assert got == [("explanation", "teacher", '{"explanation": "Tea time, your way, with a fresh teapot"}')]
+
+
+def test_cli_self_train_pools_tags_and_records_the_tag_pass_rate(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`align self-train --task tags` (pooled by default): the round's tag-level counts reach the console and the
+    store's `align_pass_rates`, its kept samples the sample store, and SFT starts from the given model."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from recgpt_cli.align import sft
+    from recgpt_cli.cli import app
+    from recgpt_cli.llm import factory
+
+    store = make_store(tmp_path / "a.duckdb")
+    start = tmp_path / "aligned"
+    start.mkdir()
+    (start / "manifest.json").write_text("{}")
+    (tmp_path / "scored.txt").write_text("u2\n")
+    monkeypatch.setattr(factory, "make_llm", lambda *a, **k: StructuredLLM(FakeBackend(responder({1}))))
+    trained: list[tuple[int, str]] = []
+    monkeypatch.setattr(sft, "train_sft", lambda data, out, cfg, base=None, **kw: trained.append((len(data), base)))
+    samples = tmp_path / "s.duckdb"
+    r = CliRunner().invoke(app, ["align", "self-train", "--db", str(store), "--model", str(start), "--samples",
+                                 str(samples), "--out", str(tmp_path / "st"), "--task", "tags", "--rounds", "1",
+                                 "--k", "2", "--exclude-users", str(tmp_path / "scored.txt")])
+    assert r.exit_code == 0, r.output
+    con = duckdb.connect(str(samples), read_only=True)
+    rate = con.execute("SELECT answers, passed, samples, items, kept_items FROM align_pass_rates").fetchall()
+    kept = con.execute("SELECT source, target FROM align_samples").fetchall()
+    con.close()
+    answers, passed, n, items, kept_items = rate[0]
+    assert len(rate) == 1 and n == len(kept) >= 1 and 0 < kept_items < items and passed <= answers
+    assert f"{kept_items}/{items} tags" in " ".join(r.output.split())
+    tags = [orjson.loads(t)["tags"] for _, t in kept]
+    assert {src for src, _ in kept} == {"self-train"} and [GOOD_TAG] in tags  # the vague teapot tags never
+    assert all(len(t) == 1 and t[0]["item_tag"] != "nice stuff" for t in tags)
+    assert trained == [(n, start)]

@@ -54,8 +54,13 @@ CREATE TABLE IF NOT EXISTS align_pass_rates (
     answers INTEGER NOT NULL,
     passed INTEGER NOT NULL,
     samples INTEGER NOT NULL,
-    removed JSON                 -- rule (or "judge") -> items it removed
+    removed JSON,                -- rule (or "judge") -> items it removed
+    items INTEGER,               -- tags written, each answer judged alone (tags task)
+    kept_items INTEGER           -- of those, kept by the rules
 );
+-- stores made before items / kept_items were recorded
+ALTER TABLE align_pass_rates ADD COLUMN IF NOT EXISTS items INTEGER;
+ALTER TABLE align_pass_rates ADD COLUMN IF NOT EXISTS kept_items INTEGER;
 """
 
 
@@ -117,9 +122,9 @@ def record_pass_rate(con: duckdb.DuckDBPyConnection, *, source: str, task: str, 
 
     ensure_tables(con, PASS_RATES_DDL)
     row = [source, stats.round, task, model, stats.inputs, stats.answers, stats.passed, stats.samples,
-           orjson.dumps(stats.removed).decode()]
-    con.execute("INSERT INTO align_pass_rates (source, round, task, model, inputs, answers, passed, samples, removed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+           orjson.dumps(stats.removed).decode(), getattr(stats, "items", None), getattr(stats, "kept_items", None)]
+    con.execute("INSERT INTO align_pass_rates (source, round, task, model, inputs, answers, passed, samples, removed, "
+                "items, kept_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
 
 def save_samples(con: duckdb.DuckDBPyConnection, samples: Iterable[Sample]) -> tuple[int, int]:

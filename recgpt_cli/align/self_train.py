@@ -11,6 +11,13 @@ the judge passes every item. Per input the first passing answer is kept (dedupe 
 an easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
 `min_gain`: that round gained nothing.
 
+`pool=True` (tags only) is rejection sampling per tag instead of per answer: the tags of the k answers to one input
+go through the rules together (so a tag repeated across answers counts once), the judge drops the tags it fails, and
+the survivors, at most `tags_per_call`, become one sample whose prompt is rendered again to ask for exactly that
+many. A small model whose answers each carry one stale or repeated tag never passes the strict form, so the strict
+form gives it nothing to learn from; pooled, every tag the rules keep is a target. Rounds then compare the tag-level
+pass rate (kept tags / tags written, each answer judged alone: the bench's "tag rule pass rate").
+
     from recgpt_cli.align.self_train import rejection_samples
     samples, stats = rejection_samples(contexts, llm, task="tags", k=4, round_no=1, catalogue=catalogue)
 """
@@ -63,11 +70,17 @@ class RoundStats:
     passed: int = 0
     failed_calls: int = 0
     samples: int = 0
-    removed: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)  # pooled: what the rules removed from the pooled tags
+    items: int = 0  # tags written (tags task), each answer judged alone by the rules
+    kept_items: int = 0
 
     @property
     def pass_rate(self) -> float:
         return self.passed / self.answers if self.answers else 0.0
+
+    @property
+    def item_pass_rate(self) -> float:
+        return self.kept_items / self.items if self.items else 0.0
 
 
 def rejection_samples(
@@ -83,12 +96,16 @@ def rejection_samples(
     source: str = "self-train",
     judge: JudgeFilter | None = None,
     explain_inputs: ExplainInputs | None = None,
+    pool: bool = False,
 ) -> tuple[list[Sample], RoundStats]:
     """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
     stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
-    temperature 0 and source `teacher`. Explanations need `explain_inputs`."""
+    temperature 0 and source `teacher`. Explanations need `explain_inputs`. `pool`: per-tag rejection (module
+    docstring)."""
     if task not in TASK_PROMPTS:
         raise BadInput(f"--task {task}: self-training covers {', '.join(TASK_PROMPTS)}")
+    if pool and task != "tags":
+        raise BadInput(f"pooled rejection sampling is for tags; {task} answers are judged whole")
     if task == "explanations" and explain_inputs is None:
         raise BadInput("explanation samples need the catalogue's item information (ExplainInputs.from_con)")
     if k < 1:
@@ -99,7 +116,7 @@ def rejection_samples(
     out: list[Sample] = []
     for ctx in contexts:
         for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
-                                          explain_inputs):
+                                          explain_inputs, pool):
             stats.inputs += 1
             for items in answers:
                 if items is None:
@@ -117,7 +134,7 @@ def rejection_samples(
 
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
              temperature: float, stats: RoundStats, judge: JudgeFilter | None = None,
-             explain_inputs: ExplainInputs | None = None,
+             explain_inputs: ExplainInputs | None = None, pool: bool = False,
              ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
     day = ctx.cut.date()
@@ -146,22 +163,52 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
     prompt = resolve_prompt("tag_prediction", "TagList")
     for interest in ctx.interests:
         variables = tag_variables(ctx.record, [interest], day=day, n_tags=cfg.tags_per_call, focus=True)
+        base = {"user_id": ctx.user_id, "attributes": ctx.record.get("attributes") or {},
+                "behaviors": ctx.record.get("compressed", ""), "interests": [interest["interest"]],
+                "interest": interest["interest"]}
 
-        def check_tags(value: Any, shown: dict[str, Any] = interest) -> list[Any] | None:
-            kept, removed = clean_tags([(t, [shown]) for t in value.tags], ctx.record, day=day,
-                                       n_tags=cfg.tags_per_call, catalogue=catalogue)
+        def rules(tags: list[Any], shown: dict[str, Any] = interest) -> tuple[list[dict[str, str]], dict[str, int]]:
+            kept, removed = clean_tags([(t, [shown]) for t in tags], ctx.record, day=day, n_tags=cfg.tags_per_call,
+                                       catalogue=catalogue)
+            stats.items += len(tags)
+            stats.kept_items += len(kept)
+            return kept, removed
+
+        def reply(kept: list[dict[str, str]]) -> list[dict[str, str]]:
+            return [{"item_tag": t["tag"], "reason": t["reason"], "serves_interest": t["interest_id"]} for t in kept]
+
+        def check_tags(value: Any, base: dict[str, Any] = base) -> list[Any] | None:
+            kept, removed = rules(value.tags)
             if judge is not None and kept and not any(removed.values()):
-                base = {"user_id": ctx.user_id, "attributes": ctx.record.get("attributes") or {},
-                        "behaviors": ctx.record.get("compressed", ""), "interests": [shown["interest"]],
-                        "interest": shown["interest"]}
                 failed = sum(not judge("tags", {**base, "tag": t["tag"], "reason": t["reason"]}) for t in kept)
                 removed = {**removed, "judge": failed}
-            return _judge([{"item_tag": t["tag"], "reason": t["reason"], "serves_interest": t["interest_id"]}
-                           for t in kept], removed, stats)
+            return _judge(reply(kept), removed, stats)
 
-        yield prompt.render(variables), _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call),
-                                                default_params(cfg.tags_per_call, chars_per_item=190), k,
-                                                temperature, stats, check_tags)
+        params = default_params(cfg.tags_per_call, chars_per_item=190)
+        if not pool:
+            yield prompt.render(variables), _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call), params,
+                                                    k, temperature, stats, check_tags)
+            continue
+        written: list[Any] = []
+        for value in _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call), params, k, temperature,
+                             stats, lambda v: [v]):
+            if value is not None:  # each answer is also judged alone: the tag and strict pass rates
+                alone, removed_alone = rules(value[0].tags)
+                stats.passed += bool(alone) and not any(removed_alone.values())
+                written += value[0].tags
+        kept, removed = clean_tags([(t, [interest]) for t in written], ctx.record, day=day,
+                                   n_tags=cfg.tags_per_call, catalogue=catalogue)
+        if judge is not None:
+            passed = [t for t in kept if judge("tags", {**base, "tag": t["tag"], "reason": t["reason"]})]
+            removed = {**removed, "judge": len(kept) - len(passed)}
+            kept = passed
+        for rule, n in removed.items():
+            stats.removed[rule] = stats.removed.get(rule, 0) + n
+        if kept:
+            # the prompt asks for exactly the number of tags its reply holds (train = serve)
+            yield prompt.render({**variables, "n_tags": len(kept)}), [reply(kept)]
+        else:
+            yield prompt.render(variables), [None]
 
 
 def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperature: float, stats: RoundStats,
@@ -272,9 +319,11 @@ def self_train(
     on_round: Callable[[RoundStats], None] | None = None,
     judge: JudgeFilter | None = None,
     explain_inputs: ExplainInputs | None = None,
+    pool: bool = False,
 ) -> SelfTrainReport:
     """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
-    `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round."""
+    `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round.
+    `pool`: tags are rejected one by one (module docstring) and rounds compare the tag-level pass rate."""
     model = start_model
     history: list[RoundStats] = []
     models: list[Path] = []
@@ -285,20 +334,24 @@ def self_train(
         total = RoundStats(r)
         for task in tasks:
             samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
-                                               catalogue=catalogue, judge=judge, explain_inputs=explain_inputs)
+                                               catalogue=catalogue, judge=judge, explain_inputs=explain_inputs,
+                                               pool=pool and task == "tags")
             new += samples
             total.inputs += stats.inputs
             total.answers += stats.answers
             total.passed += stats.passed
             total.failed_calls += stats.failed_calls
+            total.items += stats.items
+            total.kept_items += stats.kept_items
             for rule, n in stats.removed.items():
                 total.removed[rule] = total.removed.get(rule, 0) + n
         total.samples = len(new)
         history.append(total)
         if on_round is not None:
             on_round(total)
-        if len(history) > 1 and total.pass_rate < history[-2].pass_rate + min_gain:
-            stopped = f"round {r} gained nothing (pass rate {total.pass_rate:.3f} vs {history[-2].pass_rate:.3f})"
+        rate = (lambda st: st.item_pass_rate) if pool else (lambda st: st.pass_rate)
+        if len(history) > 1 and rate(total) < rate(history[-2]) + min_gain:
+            stopped = f"round {r} gained nothing (pass rate {rate(total):.3f} vs {rate(history[-2]):.3f})"
             break
         if not new:
             stopped = f"round {r}: no answer passed the rules"

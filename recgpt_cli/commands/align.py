@@ -338,6 +338,9 @@ def self_train(
     exclude_users: Annotated[Path | None, typer.Option("--exclude-users", help="User ids never to use.")] = None,
     max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = 50,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="SFT steps per round.")] = None,
+    pool: Annotated[bool, typer.Option("--pool/--whole", help="Tags: keep every tag the rules pass from the k "
+                                       "answers to an input (--pool), or only answers whose every tag passes "
+                                       "(--whole, the strict form).")] = True,
     device: Annotated[str, typer.Option("--device")] = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -373,8 +376,10 @@ def self_train(
     def report(stats: RoundStats) -> None:
         record_pass_rate(store, source="self-train", task=",".join(task), model=None, stats=stats)
         if not quiet:
+            tags = (f", {stats.kept_items}/{stats.items} tags ({stats.item_pass_rate:.1%})" if stats.items
+                    else "")
             console.print(f"round {stats.round}: {stats.passed}/{stats.answers} answers pass the rules "
-                          f"({stats.pass_rate:.1%}), {stats.samples} new samples; removed {stats.removed}")
+                          f"({stats.pass_rate:.1%}){tags}, {stats.samples} new samples; removed {stats.removed}")
 
     judge = _judge_gate(judge_model, judge_heldout, quiet)
     store = open_samples(samples)
@@ -384,7 +389,7 @@ def self_train(
 
         result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
                             base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
-                            on_round=report, judge=judge, explain_inputs=explain_inputs)
+                            on_round=report, judge=judge, explain_inputs=explain_inputs, pool=pool)
     finally:
         store.close()
     if not quiet:
