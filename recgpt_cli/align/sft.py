@@ -285,7 +285,10 @@ def train_sft(
     torch.manual_seed(cfg.seed)
     model: Any = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     if cfg.gradient_checkpointing:  # non-reentrant: gradients reach LoRA weights although the inputs need none
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name for it
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
