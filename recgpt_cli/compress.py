@@ -349,8 +349,7 @@ def _render(h: _History, periods: Sequence[str], phrase: Callable[[str], str]) -
             continue
         key = _key(item_id, query)
         if key not in text:
-            quoted = (query or "").replace('"', "'")
-            text[key] = phrase(item_id) if item_id is not None else f'search:"{quoted}"'
+            text[key] = _key_text(key, phrase)
         signature[key].add((rank[period], _TYPE_RANK[btype]))
         last[key] = max(last.get(key, last_ts), last_ts)
     groups: dict[tuple[tuple[int, int], ...], list[str]] = defaultdict(list)
@@ -441,7 +440,7 @@ def _fit(h: _History, periods: list[str], max_tokens: int | None, phrase: Callab
 
 
 def _key_text(key: str, phrase: Callable[[str], str]) -> str:
-    """One key's text in a line, as `_render` writes it."""
+    """One key's text in a line: the item's phrase, or a search (schema.Behavior: a search always has a query)."""
     if key.startswith("\x00"):
         return 'search:"' + key[1:].replace('"', "'") + '"'
     return phrase(key)

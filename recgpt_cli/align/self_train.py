@@ -167,11 +167,13 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
                 "behaviors": ctx.record.get("compressed", ""), "interests": [interest["interest"]],
                 "interest": interest["interest"]}
 
-        def rules(tags: list[Any], shown: dict[str, Any] = interest) -> tuple[list[dict[str, str]], dict[str, int]]:
+        def rules(tags: list[Any], shown: dict[str, Any] = interest, count: bool = True
+                  ) -> tuple[list[dict[str, str]], dict[str, int]]:
             kept, removed = clean_tags([(t, [shown]) for t in tags], ctx.record, day=day, n_tags=cfg.tags_per_call,
                                        catalogue=catalogue)
-            stats.items += len(tags)
-            stats.kept_items += len(kept)
+            if count:  # the tag pass rate counts answers, not the pooled list
+                stats.items += len(tags)
+                stats.kept_items += len(kept)
             return kept, removed
 
         def reply(kept: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -196,8 +198,7 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
                 alone, removed_alone = rules(value[0].tags)
                 stats.passed += bool(alone) and not any(removed_alone.values())
                 written += value[0].tags
-        kept, removed = clean_tags([(t, [interest]) for t in written], ctx.record, day=day,
-                                   n_tags=cfg.tags_per_call, catalogue=catalogue)
+        kept, removed = rules(written, count=False)
         if judge is not None:
             passed = [t for t in kept if judge("tags", {**base, "tag": t["tag"], "reason": t["reason"]})]
             removed = {**removed, "judge": len(kept) - len(passed)}
