@@ -6,6 +6,7 @@
     python bench/bench_align.py --model DIR             # score an already trained model dir
     python bench/bench_align.py --model DIR --users 50 --base-work /tmp/intent   # base answers cached there
     python bench/bench_align.py --self-train-from DIR [--st-users 25 --k 4]    # + one self-training round
+    python bench/bench_align.py --model DIR --constrain none                # free-text tags (default: the CLI's)
 
 1. Samples (`recgpt align data --source logs`): per dataset, from the train part of the LOO split, for every user
    except the intent bench's scored users (`bench_intent.pick_users`, written to `<out>/<dataset>-bench-users.txt`);
@@ -16,9 +17,10 @@
    phase), against the base model's rows and the non-LLM baselines of the same run (same tower, same metric code).
 
 `--self-train-from DIR` (§2.1.2 stage 3, one round of `recgpt align self-train --task tags --pool`): the aligned
-model DIR answers k times at temperature 0.7 per tag input of `--st-users` seeded train users per dataset (never
-the scored users), the rules keep tags one by one, and DIR is trained again on `<out>/samples.jsonl` plus the kept
-samples (the recipe, one epoch) into `<out>/self-train`, which is then scored like any model.
+model DIR answers k times at temperature 0.7 (decoded under `--constrain`) per tag input of `--st-users` seeded
+train users per dataset (never the scored users), the rules keep tags one by one, and DIR is trained again on
+`<out>/samples.jsonl` plus the kept samples (the recipe, one epoch) into `<out>/self-train`, which is then scored
+like any model.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bench import bench_intent  # noqa: E402
 from recgpt_cli.align.data import LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
+from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 
 RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_size=4, max_length=1024, seed=0,
@@ -91,7 +94,8 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
         con.close()
         assert not {c.user_id for c in contexts} & set(users), "a scored user leaked into self-training"
         t0 = time.perf_counter()
-        got, st = rejection_samples(contexts, llm, task="tags", k=args.k, config=cfg, catalogue=catalogue, pool=True)
+        got, st = rejection_samples(contexts, llm, task="tags", k=args.k, config=cfg, catalogue=catalogue, pool=True,
+                                    constrain=args.constrain)
         print(f"{name}: self-train round 1: {len(contexts)} contexts, {st.inputs} tag inputs, {st.answers} answers, "
               f"tag pass rate {st.kept_items}/{st.items} = {st.item_pass_rate:.3f}, whole answers {st.passed} "
               f"({st.pass_rate:.3f}), {len(got)} samples, removed {st.removed}, {time.perf_counter() - t0:.0f}s",
@@ -108,7 +112,8 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
 
 
 def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
-    ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work)
+    ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work,
+                            constrain=args.constrain)
     return bench_intent.run_dataset(name, ns)
 
 
@@ -133,11 +138,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4, help="answers per input in the self-training round")
     ap.add_argument("--label", default=None, help="the scored model's row label (default sft-logs, or "
                     "+ self-train)")
+    ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
+                    help="predict-tags --constrain for the scored models (base and aligned)")
+    ap.add_argument("--phase", default="test", choices=("test", "valid"),
+                    help="valid: score on the valid item with histories before it (to choose β; never test)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
+    bench_intent.PHASE = args.phase
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -169,9 +179,9 @@ def main() -> None:
         base_rows = score(name, args, None, args.base_work or args.work)
         for r in base_rows:
             if r["source"] == "llm":
-                r["source"] = "llm base"
+                r["source"] = f"llm base [{args.constrain}]"
         for r in aligned:
-            r["source"] = f"llm {label}"
+            r["source"] = f"llm {label} [{args.constrain}]"
             r.update(train_s=manifest["train_s"], peak_memory_mb=manifest["peak_memory_mb"],
                      device=manifest["device"], steps=manifest["steps"], samples=manifest["samples"])
         results += [r for r in base_rows if "all users" not in r["source"] and r["source"] != "oracle"] + aligned

@@ -14,6 +14,9 @@ sources on the same users:
 - recent-titles: titles of the user's most recent visible engagements;
 - oracle: titles of the user's held-out test items (the ceiling; it uses the answer).
 
+`--phase valid` does the same one step earlier (histories up to the train items, scored on the valid item), for
+choices such as β that must not look at test.
+
 Columns: interest P/R/F1 against sample_data's ground truth (φ maps texts to leaves), HR@30 tag→category, Hit@50 and
 Recall@50 of the items the tags alone retrieve (β = 0), tag quality rates (llm only: the rules' kept share; valid =
 matches a catalogue item; bad reason), LLM seconds and tokens per user; then TAR retrieval (a users-batching tower
@@ -51,12 +54,13 @@ from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
 from recgpt_cli.splits import SplitData, load_split, make_split  # noqa: E402
 from recgpt_cli.store import open_db  # noqa: E402
 from recgpt_cli.tag_category import fit_tag_category  # noqa: E402
-from recgpt_cli.tags import TagPredictor  # noqa: E402
+from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, TagPredictor  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
 
 SAMPLE = ROOT / "sample_data"
-PROTOCOL, PHASE = "loo", "test"
+PROTOCOL = "loo"
+PHASE = "test"  # `--phase valid` (main) re-binds it: histories cut before the valid item, scored on it (choosing β)
 BETAS = (1.0, 0.9, 0.7, 0.5)
 N_BASELINE_TAGS = 9  # the LLM is asked for 3 interests x 3 tags
 # users batching, history-only user tower, tag losses at 0.1 so that h_t means something (bench_retrieval's
@@ -117,7 +121,7 @@ def baseline_records(con: Any, split: SplitData, users: list[str]) -> dict[str, 
         part = split.phase(phase)
         for u, v, t in zip(part.user, part.item, part.ts, strict=True):
             ts[(int(u), int(v))] = t
-    test_ip, test_items = split.user_items("test")
+    test_ip, test_items = split.user_items(PHASE)
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in ("freq-categories", "pop-categories", "recent-titles",
                                                              "oracle")}
     for uid in users:
@@ -150,7 +154,7 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
     kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
     miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=3)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
-                             max_tags_per_call=3, catalogue=catalogue)
+                             max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain)
     seconds = prompt = completion = 0.0
     out = []
     started = time.perf_counter()
@@ -238,7 +242,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         row = {"dataset": name, "source": src, **evaluate_source(con, split, model, rows, path, catalogue, phi,
                                                                   truth, codes)}
         if src == "llm":
-            row.update(cost)
+            row.update(cost, constrain=args.constrain)
         else:  # no rules ran: the kept share and reasons say nothing for a non-LLM source
             row.update(kept_share=float("nan"), bad_reason_share=float("nan"))
         results.append(row)
@@ -281,11 +285,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-tokens", type=int, default=384, help="compress budget per user (prompt size)")
     ap.add_argument("--model", default=None, help="GGUF file (default: the embedded model)")
+    ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
+                    help="predict-tags --constrain (constrained decoding of the tags)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "intent"))
+    ap.add_argument("--phase", default="test", choices=("test", "valid"),
+                    help="valid: histories cut before the valid item and scored on it (to choose β; never test)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
 
+    global PHASE
+    PHASE = args.phase
     torch.set_num_threads(1)
     started = time.perf_counter()
     results = [r for name in args.datasets.split(",") for r in run_dataset(name, args)]

@@ -27,8 +27,26 @@ if TYPE_CHECKING:
 
     from recgpt_cli.tag_category import TagCategoryModel
 
+TAG_MAX_WORDS = 5
+TAG_MAX_CHARS = 40  # PredictedTag.tag's bound
 LEAF_MIN_P = 0.1  # φ's runner-up categories below this are noise, not a second meaning
 VALID_SHARE = 0.75  # share of a tag's content words one item must carry (2 of 2, 3 of 3 or 4, 4 of 5)
+
+
+_SIZE = re.compile(r"\b[\w.-]*\d[\w.-]*\b")
+
+
+def title_tag(title: str, brand: str | None) -> str:
+    """A tag from an item title: lower-case, brand and anything with a digit (sizes, years) dropped, cut at the
+    first comma or parenthesis, at most TAG_MAX_WORDS words ("Brightnest Nonstick Cookware Set, 28cm" -> "nonstick
+    cookware set"; "Toy Story (1995)" -> "toy story"). The shape alignment trains tags in and constrained
+    decoding offers (`Catalogue.phrases`)."""
+    text = re.split(r"[,(\[]", title, maxsplit=1)[0]
+    if brand:
+        text = re.sub(rf"(?i)(?<![\w]){re.escape(brand)}(?![\w])", " ", text)
+    text = _SIZE.sub(" ", text).lower()
+    text = " ".join([w for w in (w.strip("-:;'\".&/") for w in text.split()) if w][:TAG_MAX_WORDS])
+    return text if len(text) <= TAG_MAX_CHARS else text[: TAG_MAX_CHARS - 1].rsplit(" ", 1)[0]
 
 
 @dataclass
@@ -39,6 +57,7 @@ class Catalogue:
     leaves: list[str | None]
     brands: frozenset[str]  # lower-case brand names
     phi: TagCategoryModel | None = None
+    phrases: tuple[str, ...] = ()  # every item's `title_tag`, distinct, sorted (the constrained-decoding vocabulary)
     _index: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,14 +74,15 @@ class Catalogue:
     def from_items(cls, items: Iterable[tuple[str, Sequence[str] | None, str | None]],
                    phi: TagCategoryModel | None = None) -> Catalogue:
         """From (title, category path, brand) triples."""
-        words, leaves, brands = [], [], set()
+        words, leaves, brands, phrases = [], [], set(), set()
         for title, path, brand in items:
             text = " ".join([title or "", *(path or []), brand or ""])
             words.append(frozenset(content_words(text)))
             leaves.append(path[-1] if path else None)
             if brand and brand.strip():
                 brands.add(brand.strip().lower())
-        return cls(words, leaves, frozenset(brands), phi)
+            phrases.add(title_tag(title or "", brand))
+        return cls(words, leaves, frozenset(brands), phi, tuple(sorted(phrases - {""})))
 
     @classmethod
     def from_db(cls, con: duckdb.DuckDBPyConnection, *, with_phi: bool = True) -> Catalogue:

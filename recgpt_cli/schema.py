@@ -247,6 +247,7 @@ class TagsRecord(InterestsRecord):
     tag_rules_removed: dict[str, int] = Field(default_factory=dict)
     catalogue_rules: bool | None = None  # predict-tags --db: brand / implausible / invalid rules ran
     tag_errors: list[dict[str, Any]] | None = None
+    tags_unavailable: list[str] | None = None  # --constrain: interests with no fresh, valid product left (no call)
 
 
 class Recommendation(StageRecord):

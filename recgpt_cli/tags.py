@@ -31,6 +31,12 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
 
 ``brand``, ``implausible`` and ``invalid`` need the catalogue (`predict-tags --db`); without it they are off, and
 the output says so (`catalogue_rules: false`).
+
+Constrained decoding (`--constrain`, with the catalogue): the call's schema turns `item_tag` into an enum of the
+catalogue's product phrases that can pass the rules for this user (`TagVocabulary`), so llama.cpp's grammar lets
+a small model write only real, fresh products — generative retrieval over the catalogue, the way GENRE/TIGER
+decode only valid ids. Each constrained call asks for one tag with the phrases already written taken out.
+An interest with no phrase left gets no call (`tags_unavailable`). The rules still run on every tag.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from recgpt_cli.interests import (
     resolve_prompt,
     season_of,
 )
-from recgpt_cli.llm.base import SamplingParams
+from recgpt_cli.llm.base import SamplingParams, enforces_schema
 from recgpt_cli.llm.prompts import Prompt
 from recgpt_cli.llm.structured import Generation, StructuredLLM
 from recgpt_cli.safety import is_copied_markup
@@ -75,6 +81,8 @@ LINK_JACCARD = 0.5
 MIN_TAG_CHARS = 4
 MAX_TAGS_PER_CALL = 10
 RELEVANT_LINES = 8  # history lines shown per interest in per-interest calls
+CONSTRAIN_MODES = ("none", "catalogue", "interest")
+DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.md, "Constrained decoding"
 
 # Words too broad to describe a product on their own (paper: "smart", "modular", "set"; Table 3 specificity).
 VAGUE_WORDS = frozenset(stem(w) for w in """
@@ -101,13 +109,25 @@ class TagList(BaseModel):
 
 
 @lru_cache(maxsize=64)
-def tag_list_model(max_items: int) -> type[TagList]:
+def tag_list_model(max_items: int, vocabulary: tuple[str, ...] | None = None) -> type[TagList]:
     """TagList asking for exactly `max_items` tags (the paper enforces a minimum tag count, §2.2.1 diversity,
-    and a small model otherwise stops after one); validation accepts 1..max_items. Rules drop the weak ones."""
+    and a small model otherwise stops after one); validation accepts 1..max_items. Rules drop the weak ones.
+
+    `vocabulary`: the schema's `item_tag` becomes an enum of these phrases, so a grammar-constrained backend
+    (llama.cpp, an OpenAI-compatible server with guided decoding) can only write one of them. Validation does
+    not enforce it (the hf backend decodes freely): the rules stay the judge of what is kept."""
+    tag_type: type[PredictedTag] = PredictedTag
+    if vocabulary:
+        enum: list[Any] = list(vocabulary)
+
+        class VocabularyTag(PredictedTag):
+            tag: str = Field(min_length=2, max_length=40, alias="item_tag", json_schema_extra={"enum": enum})
+
+        tag_type = VocabularyTag
 
     class BoundedTagList(TagList):
         model_config = ConfigDict(extra="forbid", title="TagList", json_schema_extra=ask_min_items("tags", max_items))
-        tags: list[PredictedTag] = Field(min_length=1, max_length=max_items)
+        tags: list[tag_type] = Field(min_length=1, max_length=max_items)  # type: ignore[valid-type]
 
     return BoundedTagList
 
@@ -194,6 +214,10 @@ def recent_searches(compressed: str, since: Date) -> list[str]:
     return out
 
 
+def is_duplicate(words: set[str], kept: list[set[str]]) -> bool:
+    return any(jaccard(words, k) >= DUPLICATE_JACCARD for k in kept)
+
+
 def is_stale(words: set[str], recent: list[set[str]]) -> bool:
     return bool(words) and any(len(words & p) / len(words) >= STALE_SHARE - 1e-9 for p in recent)
 
@@ -257,7 +281,7 @@ def clean_tags(
         if is_stale(words, recent):
             removed["stale"] += 1
             continue
-        if any(jaccard(words, k) >= DUPLICATE_JACCARD for k in kept_words):
+        if is_duplicate(words, kept_words):
             removed["duplicate"] += 1
             continue
         if len(kept) >= n_tags:
@@ -267,6 +291,42 @@ def clean_tags(
         kept.append({"tag": text, "interest_id": linked, "interest": interest, "reason": " ".join(t.reason.split())})
         kept_words.append(words)
     return kept, removed
+
+
+@dataclass
+class TagVocabulary:
+    """Constrained decoding (`--constrain`): the catalogue's tag phrases (`Catalogue.phrases`, item titles in the
+    shape alignment trains tags in) that pass the rules which do not depend on the user (not vague, valid), with
+    what the per-user rules need. `allowed` narrows them for one call; the rules still run on the output.
+
+    Modes: ``none`` = free text; ``catalogue`` = a phrase that is valid, not stale for this user and names no
+    unsearched brand (the rules `invalid`, `stale`, `brand` applied before decoding instead of after);
+    ``interest`` = also in the interest's categories (the `implausible` rule)."""
+
+    phrases: list[str]
+    words: dict[str, set[str]]
+    leaves: list[set[str]]
+    brands: list[set[str]]
+
+    @classmethod
+    def of(cls, catalogue: Catalogue) -> TagVocabulary:
+        kept = [p for p in catalogue.phrases if not is_vague(p) and catalogue.is_valid(p, tag_words(p))]
+        return cls(kept, {p: tag_words(p) for p in kept}, catalogue.leaves_of(kept),
+                   [catalogue.brands_in(p) for p in kept])
+
+    def allowed(self, mode: str, record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date,
+                catalogue: Catalogue) -> tuple[str, ...] | None:
+        """The phrases one call shown `interests` may write (empty: none passes), or None (mode none: free text)."""
+        if mode == "none":
+            return None
+        recent = recent_phrases(record, day)
+        compressed = str(record.get("compressed", ""))
+        searched = catalogue.brands_in(searched_text(compressed))
+        wanted = (set().union(*(interest_leaves(i, compressed, catalogue) for i in interests))
+                  if mode == "interest" else None)
+        return tuple(p for p, leaves, brands in zip(self.phrases, self.leaves, self.brands, strict=True)
+                     if not brands - searched and not is_stale(self.words[p], recent)
+                     and (wanted is None or leaves & wanted))
 
 
 def _recent_text(record: dict[str, Any], day: Date, limit: int = 10) -> str:
@@ -339,10 +399,16 @@ class TagPredictor:
     prompt: str | Path | Prompt = "tag_prediction"
     params: SamplingParams | None = None  # None: max_tokens sized to each call's schema, seed 0
     catalogue: Catalogue | None = None  # turns on the brand / implausible / invalid rules
+    constrain: str = DEFAULT_CONSTRAIN  # TagVocabulary's modes; needs the catalogue (without it: none)
 
     def __post_init__(self) -> None:
         if self.n_tags < 1:
             raise BadInput(f"--n-tags {self.n_tags}: must be at least 1")
+        if self.constrain not in CONSTRAIN_MODES:
+            raise BadInput(f"--constrain {self.constrain}: must be one of {', '.join(CONSTRAIN_MODES)}")
+        # a free-running backend (hf) cannot be held to an enum: it gets the free-text calls
+        self.vocabulary = (TagVocabulary.of(self.catalogue) if self.catalogue is not None and self.constrain != "none"
+                           and enforces_schema(self.llm.backend) else None)
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "TagList")
 
@@ -359,24 +425,50 @@ class TagPredictor:
         else:
             k, groups = min(self.n_tags, 50), [interests]
         day = record_date(record, self.day)
-        model = tag_list_model(k)
         params = self.params or default_params(k, chars_per_item=190)
         predicted: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
         errors: list[dict[str, Any]] = []
         gens: list[Generation[Any]] = []
+        unavailable: list[str] = []
+        taken: list[set[str]] = []  # words of the phrases this user already got: a constrained call never repeats one
         for group in groups:
             variables = tag_variables(record, group, day=day, n_tags=k, focus=self.per_interest)
-            gen = self.llm.generate(self.template, variables, model, params)
-            gens.append(gen)
-            if gen.value is None:
-                errors.append({"interest_id": ",".join(i["interest_id"] for i in group), "error": gen.error})
-            else:
+            gid = ",".join(i["interest_id"] for i in group)
+            vocab, offered = self.vocabulary, None
+            if vocab is not None and self.catalogue is not None:
+                offered = vocab.allowed(self.constrain, record, group, day=day, catalogue=self.catalogue)
+                if not offered:  # every product of the interest is stale or invalid: no call can pass the rules
+                    unavailable.append(gid)
+                    continue
+            if vocab is None or offered is None:
+                gen = self.llm.generate(self.template, variables, tag_list_model(k), params)
+                gens.append(gen)
+                if gen.value is None:
+                    errors.append({"interest_id": gid, "error": gen.error})
+                else:
+                    predicted += [(t, group) for t in gen.value.tags]
+                continue
+            # Constrained: one tag a call, the phrases already written taken out of the next call's vocabulary.
+            # Asked for k at once, a greedy small model writes one phrase k times (the duplicate rule keeps one);
+            # the prompt (which still asks for k) is the same each time, so llama.cpp reuses its evaluated prefix.
+            for _ in range(k):
+                vocabulary = tuple(p for p in offered if not is_duplicate(vocab.words[p], taken))
+                if not vocabulary:
+                    break
+                gen = self.llm.generate(self.template, variables, tag_list_model(1, vocabulary), params)
+                gens.append(gen)
+                if gen.value is None:
+                    errors.append({"interest_id": gid, "error": gen.error})
+                    break
                 predicted += [(t, group) for t in gen.value.tags]
+                taken += [tag_words(t.tag) for t in gen.value.tags]
         tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags, catalogue=self.catalogue)
         out.update(tags=tags, tag_rules_removed=removed)
+        if unavailable:
+            out["tags_unavailable"] = unavailable
         if errors:
             out["tag_errors"] = errors
-        if len(errors) == len(groups):
+        if errors and len(errors) + len(unavailable) == len(groups):
             out["error"] = errors[0]["error"]
         return out, gens
 
@@ -392,11 +484,12 @@ def predict_tags(
     prompt: str | Path | Prompt = "tag_prediction",
     params: SamplingParams | None = None,
     catalogue: Catalogue | None = None,
+    constrain: str = DEFAULT_CONSTRAIN,
 ) -> Iterator[dict[str, Any]]:
     """LLM_IT (§2.2.1, Eq. 2): tags for each `mine-interests` record, then the module's rules. Yields the input
     record plus `tags` [{tag, interest_id, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed
     calls and `error` is set when every call failed. Users without interests (or with an upstream `error`) get
     `tags: []` and no call."""
-    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue)
+    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue, constrain)
     for record in records:
         yield predictor(record)[0]

@@ -272,3 +272,33 @@ def test_cli_self_train_pools_tags_and_records_the_tag_pass_rate(tmp_path: Path,
     assert {src for src, _ in kept} == {"self-train"} and [GOOD_TAG] in tags  # the vague teapot tags never
     assert all(len(t) == 1 and t[0]["item_tag"] != "nice stuff" for t in tags)
     assert trained == [(n, start)]
+
+
+def test_constrained_tags_are_sampled_from_the_offered_phrases(contexts: list) -> None:
+    """`constrain`: tag answers are decoded under the enum predict-tags serves with; with a grammar that enforces
+    it (here: the fake answers with an offered phrase), the invalid and stale rules have nothing left to remove."""
+    from recgpt_cli.tags import TagVocabulary
+
+    offered_seen: list[list[str]] = []
+
+    def answer(messages: list[Message], schema: dict, params: SamplingParams) -> str:
+        enum = schema["properties"]["tags"]["items"]["properties"]["item_tag"]["enum"]
+        offered_seen.append(enum)
+        iid = "I1" if "for interest I1" in messages[-1]["content"] else "I2"
+        return orjson.dumps({"tags": [{"item_tag": enum[params.seed % len(enum)], "serves_interest": iid,
+                                       "reason": "after the glass teapot in your history"}]}).decode()
+
+    cat = catalogue()
+    got, stats = rejection_samples(contexts, StructuredLLM(FakeBackend(answer)), task="tags", k=2, catalogue=cat,
+                                   pool=True, constrain="interest")
+    vocab = TagVocabulary.of(cat)
+    day = contexts[0].cut.date()
+    expected = [vocab.allowed("interest", contexts[0].record, [i], day=day, catalogue=cat) for i in
+                contexts[0].interests]
+    assert offered_seen and all(e in [list(x) for x in expected if x] for e in offered_seen)
+    assert stats.inputs == sum(1 for x in expected if x)  # an interest with nothing to offer is no input
+    assert stats.removed.get("invalid", 0) == stats.removed.get("stale", 0) == 0
+    written = [t["item_tag"] for s in got for t in orjson.loads(s.target)["tags"]]
+    assert written and set(written) <= set(vocab.phrases)
+    with pytest.raises(Exception, match="--constrain free"):
+        rejection_samples(contexts, StructuredLLM(FakeBackend(answer)), task="tags", constrain="free")

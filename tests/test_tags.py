@@ -318,3 +318,104 @@ def test_catalogue_rules_brand_implausible_invalid() -> None:
     # without a catalogue those three rules are off
     kept, removed = clean_tags(predicted, record, day=DAY, n_tags=10)
     assert len(kept) == 6 and removed["brand"] == removed["implausible"] == removed["invalid"] == 0
+
+
+# ---- constrained decoding (--constrain) ----
+
+def test_vocabulary_offers_valid_fresh_phrases_and_the_interest_mode_narrows_them() -> None:
+    from recgpt_cli.tags import TagVocabulary
+
+    cat = _catalogue()
+    assert cat.phrases == ("eau de parfum", "jigsaw puzzle", "pro tennis racket", "tennis balls",
+                           "tennis elbow brace", "trekking poles carbon", "waterproof hiking boots")
+    vocab = TagVocabulary.of(cat)
+    # the racket was bought and "tennis balls" searched in the last 30 days: stale, never offered
+    offered = vocab.allowed("catalogue", RECORD, INTERESTS[:1], day=DAY, catalogue=cat)
+    assert offered == ("eau de parfum", "jigsaw puzzle", "tennis elbow brace", "trekking poles carbon",
+                       "waterproof hiking boots")
+    narrowed = vocab.allowed("interest", RECORD, INTERESTS[:1], day=DAY, catalogue=cat)
+    assert narrowed is not None and "tennis elbow brace" in narrowed and set(narrowed) < set(offered)
+    assert "jigsaw puzzle" not in narrowed and "eau de parfum" not in narrowed
+    assert vocab.allowed("none", RECORD, INTERESTS[:1], day=DAY, catalogue=cat) is None
+    # two months later the racket is no longer recent (the undated search still is)
+    later = vocab.allowed("catalogue", RECORD, INTERESTS[:1], day=date(2025, 8, 30), catalogue=cat)
+    assert later is not None and "pro tennis racket" in later and "tennis balls" not in later
+
+
+def test_constrained_calls_write_one_new_catalogue_phrase_each() -> None:
+    from recgpt_cli.tags import TagPredictor
+
+    cat = _catalogue()
+    enums: list[list[str]] = []
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        item = schema["properties"]["tags"]["items"]["properties"]["item_tag"]
+        assert schema["properties"]["tags"]["maxItems"] == 1
+        enums.append(item["enum"])
+        iid = "I1" if "for interest I1 as JSON" in messages[-1]["content"] else "I2"
+        return reply((item["enum"][-1], iid))  # the last phrase offered: each call must offer a new one
+
+    backend = FakeBackend(responder)
+    predictor = TagPredictor(StructuredLLM(backend), DAY, n_tags=4, catalogue=cat, constrain="catalogue")
+    row, gens = predictor(RECORD)
+    assert len(backend.calls) == 4 == len(gens)  # k = 2 tags for each of the 2 interests, one call each
+    assert enums[0] == ["eau de parfum", "jigsaw puzzle", "tennis elbow brace", "trekking poles carbon",
+                        "waterproof hiking boots"]
+    assert [e[-1] for e in enums] == ["waterproof hiking boots", "trekking poles carbon", "tennis elbow brace",
+                                      "jigsaw puzzle"]
+    assert all(len(b) == len(a) - 1 for a, b in zip(enums, enums[1:], strict=False))
+    assert row["tag_rules_removed"]["duplicate"] == row["tag_rules_removed"]["stale"] == 0
+    # nothing fresh left for an interest: no call, and the record says so
+    backend.calls.clear()
+    only_stale = TagPredictor(StructuredLLM(backend), DAY, n_tags=4, catalogue=_catalogue_of_stale_items(),
+                              constrain="catalogue")
+    row, gens = only_stale(RECORD)
+    assert gens == [] and row["tags"] == [] and row["tags_unavailable"] == ["I1", "I2"] and "error" not in row
+
+
+def _catalogue_of_stale_items() -> Any:
+    from recgpt_cli.catalogue import Catalogue
+
+    return Catalogue.from_items([("Volley Pro Tennis Racket", ["Sports", "Tennis Rackets"], "Volley"),
+                                 ("Acecourt Tennis Balls", ["Sports", "Tennis Balls"], "Acecourt")])
+
+
+def test_unconstrained_calls_and_bad_modes() -> None:
+    from recgpt_cli.tags import TagPredictor
+
+    schemas: list[Any] = []
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        schemas.append(schema)
+        return reply(("tennis elbow brace", "I1"))
+
+    predictor = TagPredictor(StructuredLLM(FakeBackend(responder)), DAY, n_tags=4, catalogue=_catalogue(),
+                             constrain="none")
+    predictor(RECORD)
+    assert len(schemas) == 2 and all("enum" not in s["properties"]["tags"]["items"]["properties"]["item_tag"]
+                                     for s in schemas)
+    # a free-running backend (hf) cannot be held to an enum: free-text calls, one per interest
+    free = FakeBackend(responder)
+    free.enforces_schema = False  # type: ignore[attr-defined]
+    schemas.clear()
+    TagPredictor(StructuredLLM(free), DAY, n_tags=4, catalogue=_catalogue(), constrain="catalogue")(RECORD)
+    assert len(schemas) == 2 and all("enum" not in s["properties"]["tags"]["items"]["properties"]["item_tag"]
+                                     for s in schemas)
+    with pytest.raises(BadInput, match="--constrain free: must be one of none, catalogue, interest"):
+        TagPredictor(StructuredLLM(FakeBackend(responder)), DAY, constrain="free")
+
+
+@pytest.mark.model
+def test_real_model_constrained_tags_come_from_the_offered_phrases() -> None:
+    from recgpt_cli.llm.llama_cpp_backend import LlamaCppBackend
+    from recgpt_cli.tags import TagPredictor
+
+    cat = _catalogue()
+    offered = set(cat.phrases) - {"pro tennis racket", "tennis balls"}
+    predictor = TagPredictor(StructuredLLM(LlamaCppBackend(), retries=0), DAY, n_tags=4, catalogue=cat,
+                             constrain="catalogue")
+    row, gens = predictor(RECORD)
+    written = [t.tag for g in gens if g.value is not None for t in g.value.tags]
+    assert written and set(written) <= offered  # llama.cpp's grammar kept the free-running model in the enum
+    assert len(set(written)) == len(written)  # and no call repeated an earlier phrase
+    assert row["tag_rules_removed"]["invalid"] == row["tag_rules_removed"]["stale"] == 0

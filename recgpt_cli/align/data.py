@@ -22,7 +22,6 @@ Samples (`align.samples.Sample`) are content-addressed and stored in DuckDB or J
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import duckdb
 import numpy as np
 
 from recgpt_cli.align.samples import Sample, reply_json
-from recgpt_cli.catalogue import Catalogue
+from recgpt_cli.catalogue import Catalogue, title_tag
 from recgpt_cli.compress import SplitView, compress_users
 from recgpt_cli.errors import BadInput
 from recgpt_cli.interests import MinedInterest, clean_interests, mining_variables, resolve_prompt
@@ -47,26 +46,10 @@ MIN_HISTORY = 5  # train interactions before a cut
 MIN_LEAF_ITEMS = 2  # a category engaged with fewer times is not an interest
 MAX_TAGS_PER_USER = 80  # §2.2.2 step 3
 MAX_PER_CATEGORY = 2  # samples per user and category, §2.2.2 step 3
-TAG_MAX_WORDS = 5
 REASON_CHARS = 100  # PredictedTag.reason's bound
 INTEREST_REASON_CHARS = 120  # MinedInterest.reason's bound
 
 # ---- tags and interests from logs ----
-
-_SIZE = re.compile(r"\b[\w.-]*\d[\w.-]*\b")
-
-
-def title_tag(title: str, brand: str | None) -> str:
-    """A tag from an item title: lower-case, brand and anything with a digit (sizes, years) dropped, cut at the
-    first comma or parenthesis, at most TAG_MAX_WORDS words ("Brightnest Nonstick Cookware Set, 28cm" -> "nonstick
-    cookware set"; "Toy Story (1995)" -> "toy story")."""
-    text = re.split(r"[,(\[]", title, maxsplit=1)[0]
-    if brand:
-        text = re.sub(rf"(?i)(?<![\w]){re.escape(brand)}(?![\w])", " ", text)
-    text = _SIZE.sub(" ", text).lower()
-    words = [w for w in (w.strip("-:;'\".&/") for w in text.split()) if w][:TAG_MAX_WORDS]
-    return _clip(" ".join(words), 40)
-
 
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())

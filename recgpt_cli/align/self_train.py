@@ -18,6 +18,9 @@ many. A small model whose answers each carry one stale or repeated tag never pas
 form gives it nothing to learn from; pooled, every tag the rules keep is a target. Rounds then compare the tag-level
 pass rate (kept tags / tags written, each answer judged alone: the bench's "tag rule pass rate").
 
+`constrain` (tags): answers are decoded under `predict-tags --constrain` (the catalogue's fresh, valid product
+phrases as an enum), as the stage serves them; an interest with no phrase left is not an input.
+
     from recgpt_cli.align.self_train import rejection_samples
     samples, stats = rejection_samples(contexts, llm, task="tags", k=4, round_no=1, catalogue=catalogue)
 """
@@ -35,9 +38,9 @@ from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.errors import BadInput
 from recgpt_cli.explain import EXPLAIN_PARAMS, EXPLANATION_MAX_CHARS, ExplanationOutput
 from recgpt_cli.interests import clean_interests, default_params, interest_list_model, mining_variables, resolve_prompt
-from recgpt_cli.llm.base import SamplingParams
+from recgpt_cli.llm.base import SamplingParams, enforces_schema
 from recgpt_cli.llm.structured import StructuredLLM
-from recgpt_cli.tags import clean_tags, tag_list_model, tag_variables
+from recgpt_cli.tags import CONSTRAIN_MODES, TagVocabulary, clean_tags, tag_list_model, tag_variables
 
 if TYPE_CHECKING:
     import duckdb
@@ -97,11 +100,12 @@ def rejection_samples(
     judge: JudgeFilter | None = None,
     explain_inputs: ExplainInputs | None = None,
     pool: bool = False,
+    constrain: str = "none",
 ) -> tuple[list[Sample], RoundStats]:
     """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
     stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
     temperature 0 and source `teacher`. Explanations need `explain_inputs`. `pool`: per-tag rejection (module
-    docstring)."""
+    docstring). `constrain`: tags are decoded as `predict-tags --constrain` serves them (needs the catalogue)."""
     if task not in TASK_PROMPTS:
         raise BadInput(f"--task {task}: self-training covers {', '.join(TASK_PROMPTS)}")
     if pool and task != "tags":
@@ -110,13 +114,17 @@ def rejection_samples(
         raise BadInput("explanation samples need the catalogue's item information (ExplainInputs.from_con)")
     if k < 1:
         raise BadInput("--k must be at least 1")
+    if constrain not in CONSTRAIN_MODES:
+        raise BadInput(f"--constrain {constrain}: must be one of {', '.join(CONSTRAIN_MODES)}")
     cfg = config or LogsConfig()
     stats = RoundStats(round_no)
     seen: set[str] = set()
     out: list[Sample] = []
+    vocab = (TagVocabulary.of(catalogue) if task == "tags" and catalogue is not None and constrain != "none"
+             and enforces_schema(llm.backend) else None)
     for ctx in contexts:
         for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
-                                          explain_inputs, pool):
+                                          explain_inputs, pool, (constrain, vocab) if vocab else None):
             stats.inputs += 1
             for items in answers:
                 if items is None:
@@ -135,6 +143,7 @@ def rejection_samples(
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
              temperature: float, stats: RoundStats, judge: JudgeFilter | None = None,
              explain_inputs: ExplainInputs | None = None, pool: bool = False,
+             constrained: tuple[str, TagVocabulary] | None = None,
              ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
     day = ctx.cut.date()
@@ -162,6 +171,12 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
         return
     prompt = resolve_prompt("tag_prediction", "TagList")
     for interest in ctx.interests:
+        offered = None
+        if constrained is not None and catalogue is not None:
+            offered = constrained[1].allowed(constrained[0], ctx.record, [interest], day=day, catalogue=catalogue)
+            if not offered:  # nothing fresh and valid to name: no input (predict-tags makes no call either)
+                continue
+        output = tag_list_model(cfg.tags_per_call, offered)
         variables = tag_variables(ctx.record, [interest], day=day, n_tags=cfg.tags_per_call, focus=True)
         base = {"user_id": ctx.user_id, "attributes": ctx.record.get("attributes") or {},
                 "behaviors": ctx.record.get("compressed", ""), "interests": [interest["interest"]],
@@ -188,12 +203,11 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
 
         params = default_params(cfg.tags_per_call, chars_per_item=190)
         if not pool:
-            yield prompt.render(variables), _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call), params,
-                                                    k, temperature, stats, check_tags)
+            yield prompt.render(variables), _sample(llm, prompt, variables, output, params, k, temperature, stats,
+                                                    check_tags)
             continue
         written: list[Any] = []
-        for value in _sample(llm, prompt, variables, tag_list_model(cfg.tags_per_call), params, k, temperature,
-                             stats, lambda v: [v]):
+        for value in _sample(llm, prompt, variables, output, params, k, temperature, stats, lambda v: [v]):
             if value is not None:  # each answer is also judged alone: the tag and strict pass rates
                 alone, removed_alone = rules(value[0].tags)
                 stats.passed += bool(alone) and not any(removed_alone.values())
@@ -321,6 +335,7 @@ def self_train(
     judge: JudgeFilter | None = None,
     explain_inputs: ExplainInputs | None = None,
     pool: bool = False,
+    constrain: str = "none",
 ) -> SelfTrainReport:
     """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
     `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round.
@@ -336,7 +351,7 @@ def self_train(
         for task in tasks:
             samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
                                                catalogue=catalogue, judge=judge, explain_inputs=explain_inputs,
-                                               pool=pool and task == "tags")
+                                               pool=pool and task == "tags", constrain=constrain)
             new += samples
             total.inputs += stats.inputs
             total.answers += stats.answers

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from recgpt_cli.commands.common import BufferOpt, DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
+from recgpt_cli.tags import DEFAULT_CONSTRAIN
 
 app = typer.Typer(help="Align the stage LLMs: samples from logs, supervised fine-tuning (LoRA), GGUF export.",
                   no_args_is_help=True)
@@ -341,6 +342,8 @@ def self_train(
     pool: Annotated[bool, typer.Option("--pool/--whole", help="Tags: keep every tag the rules pass from the k "
                                        "answers to an input (--pool), or only answers whose every tag passes "
                                        "(--whole, the strict form).")] = True,
+    constrain: Annotated[str, typer.Option("--constrain", help="Tags: decode as `predict-tags --constrain` "
+                                           "serves them (catalogue, interest or none).")] = DEFAULT_CONSTRAIN,
     device: Annotated[str, typer.Option("--device")] = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -389,7 +392,8 @@ def self_train(
 
         result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
                             base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
-                            on_round=report, judge=judge, explain_inputs=explain_inputs, pool=pool)
+                            on_round=report, judge=judge, explain_inputs=explain_inputs, pool=pool,
+                            constrain=constrain)
     finally:
         store.close()
     if not quiet:

@@ -16,6 +16,7 @@ from recgpt_cli.errors import PartialFailure
 from recgpt_cli.io import Rejects, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import InterestsRecord, stage_row
+from recgpt_cli.tags import DEFAULT_CONSTRAIN
 
 
 @friendly_errors
@@ -32,6 +33,10 @@ def predict_tags(
     db: Annotated[Path | None, typer.Option(
         "--db", help="The store the users came from: turns on the catalogue rules (brand, implausible, invalid).")
     ] = None,
+    constrain: Annotated[str, typer.Option(
+        "--constrain", help="With --db: interest = the model can only write product phrases that some item's "
+        "title carries, in the interest's categories, that the user did not just have; catalogue = any category; "
+        "none = free text. The rules still check every tag.")] = DEFAULT_CONSTRAIN,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -63,9 +68,10 @@ def predict_tags(
     elif not quiet:
         from recgpt_cli.commands.common import console
 
-        console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) are off")
+        console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) and "
+                      "--constrain are off")
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
-                             params, catalogue)
+                             params, catalogue, constrain)
     rejects = Rejects(source_name(src))
     records = checked_records(src, (InterestsRecord,), partial(check_record, has_date=day is not None),
                               skip_bad=skip_bad, rejects=rejects)

@@ -57,6 +57,12 @@ def backend_concurrency(backend: Backend) -> int:
     return max(1, int(getattr(backend, "concurrency", 1) or 1))
 
 
+def enforces_schema(backend: Backend) -> bool:
+    """Whether the backend decodes under the schema (a grammar: llama.cpp, an OpenAI-compatible server's guided
+    decoding) rather than free-running (hf: optional `enforces_schema = False` attribute)."""
+    return bool(getattr(backend, "enforces_schema", True))
+
+
 Responder = Callable[[list[Message], "dict[str, Any] | None", SamplingParams], str]
 
 

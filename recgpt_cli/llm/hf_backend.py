@@ -29,6 +29,7 @@ class HFBackend:
 
     name = "hf"
     concurrency = 1
+    enforces_schema = False  # no grammar: an enum in the schema would only be copied from the skeleton
 
     def __init__(self, model_dir: Path | str, *, max_context: int = 4096) -> None:
         self.model_dir = Path(model_dir)
