@@ -419,3 +419,37 @@ def test_real_model_constrained_tags_come_from_the_offered_phrases() -> None:
     assert written and set(written) <= offered  # llama.cpp's grammar kept the free-running model in the enum
     assert len(set(written)) == len(written)  # and no call repeated an earlier phrase
     assert row["tag_rules_removed"]["invalid"] == row["tag_rules_removed"]["stale"] == 0
+
+
+def test_cli_constrain_with_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict-tags --db: constrained by default (every tag one of the store's phrases); a bad mode exits 2."""
+    from test_align_data import make_store
+
+    import recgpt_cli.llm.factory as factory
+    from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.cli import app
+    from recgpt_cli.store import open_db
+
+    store = make_store(tmp_path / "shop.duckdb")
+    con = open_db(store, read_only=True)
+    phrases = set(Catalogue.from_db(con, with_phi=False).phrases)
+    con.close()
+    enums: list[list[str]] = []
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        enum = schema["properties"]["tags"]["items"]["properties"]["item_tag"]["enum"]
+        enums.append(enum)
+        iid = "I1" if "for interest I1 as JSON" in messages[-1]["content"] else "I2"
+        return reply((enum[0], iid))
+
+    monkeypatch.setattr(factory, "make_backend", lambda opts: FakeBackend(responder))
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
+                              "--n-tags", "4"], input=json.dumps(RECORD) + "\n")
+    assert res.exit_code == 0, res.output
+    row = orjson.loads(res.stdout.splitlines()[0])
+    assert enums and all(set(e) <= phrases for e in enums)
+    assert row["tags"] and {t["tag"] for t in row["tags"]} <= phrases
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
+                              "--constrain", "free"], input=json.dumps(RECORD) + "\n")
+    assert res.exit_code == 2 and "--constrain free: must be one of none, catalogue, interest" in res.stderr

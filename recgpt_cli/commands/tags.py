@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, friendly_errors
+from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
 from recgpt_cli.commands.interests import InArg, checked_records, input_path, print_summary
 from recgpt_cli.commands.llm_options import llm_options
 from recgpt_cli.errors import PartialFailure
@@ -66,8 +66,6 @@ def predict_tags(
         with connect(db, read_only=True) as con:
             catalogue = Catalogue.from_db(con)
     elif not quiet:
-        from recgpt_cli.commands.common import console
-
         console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) and "
                       "--constrain are off")
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
@@ -85,11 +83,14 @@ def predict_tags(
             skipped = not gens
             failed = not skipped and "error" in row
             tally.update(users=1, skipped=int(skipped), failed=int(failed), ok=int(not skipped and not failed),
-                         kept=len(row["tags"]))
+                         kept=len(row["tags"]), unavailable=len(row.get("tags_unavailable") or ()))
             removed.update(row["tag_rules_removed"])
     if len(rejects):
         rejects.write(rejects_path_for(out, src))
     if not quiet:
         print_summary("predict-tags", tally, removed, "tags", batch, rejects, out, src)
+        if tally["unavailable"]:
+            console.print(f"  {tally['unavailable']} interests had no fresh catalogue product to offer (--constrain "
+                          f"{constrain}): no call, listed in tags_unavailable", highlight=False)
     if tally["failed"]:
         raise PartialFailure("predict-tags", tally["failed"], tally["users"], "users")
