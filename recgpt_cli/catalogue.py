@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from recgpt_cli.text import content_words
+from recgpt_cli.text import clip_words, content_words
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,8 +45,8 @@ def title_tag(title: str, brand: str | None) -> str:
     if brand:
         text = re.sub(rf"(?i)(?<![\w]){re.escape(brand)}(?![\w])", " ", text)
     text = _SIZE.sub(" ", text).lower()
-    text = " ".join([w for w in (w.strip("-:;'\".&/") for w in text.split()) if w][:TAG_MAX_WORDS])
-    return text if len(text) <= TAG_MAX_CHARS else text[: TAG_MAX_CHARS - 1].rsplit(" ", 1)[0]
+    return clip_words(" ".join([w for w in (w.strip("-:;'\".&/") for w in text.split()) if w][:TAG_MAX_WORDS]),
+                      TAG_MAX_CHARS)
 
 
 @dataclass

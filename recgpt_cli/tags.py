@@ -314,6 +314,16 @@ class TagVocabulary:
         return cls(kept, {p: tag_words(p) for p in kept}, catalogue.leaves_of(kept),
                    [catalogue.brands_in(p) for p in kept])
 
+    @classmethod
+    def serving(cls, constrain: str, catalogue: Catalogue | None, llm: StructuredLLM) -> TagVocabulary | None:
+        """The vocabulary `constrain` asks for, or None for free text: mode none, no catalogue, or a free-running
+        backend (hf) that an enum cannot hold. Raises BadInput on an unknown mode."""
+        if constrain not in CONSTRAIN_MODES:
+            raise BadInput(f"--constrain {constrain}: must be one of {', '.join(CONSTRAIN_MODES)}")
+        if catalogue is None or constrain == "none" or not enforces_schema(llm.backend):
+            return None
+        return cls.of(catalogue)
+
     def allowed(self, mode: str, record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date,
                 catalogue: Catalogue) -> tuple[str, ...] | None:
         """The phrases one call shown `interests` may write (empty: none passes), or None (mode none: free text)."""
@@ -404,11 +414,7 @@ class TagPredictor:
     def __post_init__(self) -> None:
         if self.n_tags < 1:
             raise BadInput(f"--n-tags {self.n_tags}: must be at least 1")
-        if self.constrain not in CONSTRAIN_MODES:
-            raise BadInput(f"--constrain {self.constrain}: must be one of {', '.join(CONSTRAIN_MODES)}")
-        # a free-running backend (hf) cannot be held to an enum: it gets the free-text calls
-        self.vocabulary = (TagVocabulary.of(self.catalogue) if self.catalogue is not None and self.constrain != "none"
-                           and enforces_schema(self.llm.backend) else None)
+        self.vocabulary = TagVocabulary.serving(self.constrain, self.catalogue, self.llm)
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "TagList")
 

@@ -38,6 +38,12 @@ def content_words(text: str, *, extra_stop: frozenset[str] = frozenset()) -> set
     return out
 
 
+def clip_words(text: str, limit: int) -> str:
+    """`text` with whitespace collapsed, cut at a word boundary to at most `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0]
+
+
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 

@@ -40,6 +40,7 @@ from recgpt_cli.interests import MinedInterest, clean_interests, mining_variable
 from recgpt_cli.llm.prompts import Prompt
 from recgpt_cli.splits import load_split, split_info
 from recgpt_cli.tags import MIN_TAG_CHARS, PredictedTag, clean_tags, tag_variables
+from recgpt_cli.text import clip_words
 from recgpt_cli.tokens import TokenCounter, count_tokens
 
 MIN_HISTORY = 5  # train interactions before a cut
@@ -50,11 +51,6 @@ REASON_CHARS = 100  # PredictedTag.reason's bound
 INTEREST_REASON_CHARS = 120  # MinedInterest.reason's bound
 
 # ---- tags and interests from logs ----
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0]
-
 
 @dataclass(frozen=True)
 class Engagement:
@@ -82,13 +78,13 @@ def log_interests(history: Sequence[Engagement], cut: datetime, max_interests: i
         reason = f"{len(es)} {leaf.lower()} items over {len(months)} month{'s' * (len(months) > 1)}, lately " \
                  f"{title_tag(newest.title, newest.brand) or newest.title}"
         out.append({"interest": leaf.lower(), "stage": "long-term" if len(months) >= 2 else "short-term",
-                    "reason": _clip(reason, INTEREST_REASON_CHARS), "leaf": leaf})
+                    "reason": clip_words(reason, INTEREST_REASON_CHARS), "leaf": leaf})
     return out
 
 
 def tag_reason(interest: str, cited: Engagement) -> str:
     """A reason that cites the user's history: the newest engaged item of the interest's category."""
-    return _clip(f"after {title_tag(cited.title, cited.brand) or cited.title} in your {interest} history",
+    return clip_words(f"after {title_tag(cited.title, cited.brand) or cited.title} in your {interest} history",
                  REASON_CHARS)
 
 

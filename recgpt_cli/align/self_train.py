@@ -38,9 +38,9 @@ from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.errors import BadInput
 from recgpt_cli.explain import EXPLAIN_PARAMS, EXPLANATION_MAX_CHARS, ExplanationOutput
 from recgpt_cli.interests import clean_interests, default_params, interest_list_model, mining_variables, resolve_prompt
-from recgpt_cli.llm.base import SamplingParams, enforces_schema
+from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.structured import StructuredLLM
-from recgpt_cli.tags import CONSTRAIN_MODES, TagVocabulary, clean_tags, tag_list_model, tag_variables
+from recgpt_cli.tags import TagVocabulary, clean_tags, tag_list_model, tag_variables
 
 if TYPE_CHECKING:
     import duckdb
@@ -114,14 +114,11 @@ def rejection_samples(
         raise BadInput("explanation samples need the catalogue's item information (ExplainInputs.from_con)")
     if k < 1:
         raise BadInput("--k must be at least 1")
-    if constrain not in CONSTRAIN_MODES:
-        raise BadInput(f"--constrain {constrain}: must be one of {', '.join(CONSTRAIN_MODES)}")
+    vocab = TagVocabulary.serving(constrain, catalogue if task == "tags" else None, llm)
     cfg = config or LogsConfig()
     stats = RoundStats(round_no)
     seen: set[str] = set()
     out: list[Sample] = []
-    vocab = (TagVocabulary.of(catalogue) if task == "tags" and catalogue is not None and constrain != "none"
-             and enforces_schema(llm.backend) else None)
     for ctx in contexts:
         for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
                                           explain_inputs, pool, (constrain, vocab) if vocab else None):
