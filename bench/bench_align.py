@@ -51,10 +51,10 @@ RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_
               save_every=10, gguf_type="q8_0")
 
 
-def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int) -> list[Sample]:
+def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int, max_interests: int) -> list[Sample]:
     con, users = bench_intent.scored_store(name, work, read_only=True)
     (out / f"{name}-bench-users.txt").write_text("\n".join(users) + "\n")
-    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=3, tags_per_call=3)
+    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=max_interests, tags_per_call=3)
     built = list(build_from_logs(con, ["interests", "tags"], cfg, exclude=users, token_counter=token_counter()))
     con.close()
     rng = np.random.default_rng(seed)
@@ -87,8 +87,8 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
     new: list[Sample] = []
     for name in names:
         con, users = bench_intent.scored_store(name, Path(args.work), read_only=True)
-        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=3, tags_per_call=3,
-                         max_users=args.st_users, seed=1)
+        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=args.max_interests,
+                         tags_per_call=3, max_users=args.st_users, seed=1)
         contexts = list(log_contexts(con, cfg, exclude=users, token_counter=token_counter()))
         catalogue = Catalogue.from_db(con)
         con.close()
@@ -113,7 +113,7 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
 
 def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
     ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work,
-                            constrain=args.constrain)
+                            constrain=args.constrain, max_interests=args.max_interests)
     return bench_intent.run_dataset(name, ns)
 
 
@@ -140,6 +140,8 @@ def main() -> None:
                     "+ self-train)")
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain for the scored models (base and aligned)")
+    ap.add_argument("--max-interests", type=int, default=bench_intent.BENCH_INTERESTS,
+                    help="interests per user, in the logs samples and when scoring (mine-interests --max-interests)")
     ap.add_argument("--phase", default="test", choices=("test", "valid"),
                     help="valid: score on the valid item with histories before it (to choose β; never test)")
     ap.add_argument("--json", default=None)
@@ -157,7 +159,8 @@ def main() -> None:
     if args.self_train_from:
         model_dir, label = self_train_round(names, args, out), args.label or "+ self-train"
     elif args.model is None:
-        samples = [s for name in names for s in build_samples(name, Path(args.work), out, args.per_task, 0)]
+        samples = [s for name in names for s in build_samples(name, Path(args.work), out, args.per_task, 0,
+                                                                 args.max_interests)]
         store = open_samples(out / "samples.duckdb")
         save_samples(store, samples)
         store.close()
@@ -177,14 +180,14 @@ def main() -> None:
         aligned = [r for r in score(name, args, str(model_dir / "model.gguf"), args.work) if r["source"] == "llm"]
         # the base model on the same users, DB and tower (its answers cached by bench_intent under --base-work)
         base_rows = score(name, args, None, args.base_work or args.work)
-        for r in base_rows:
-            if r["source"] == "llm":
-                r["source"] = f"llm base [{args.constrain}]"
-        for r in aligned:
-            r["source"] = f"llm {label} [{args.constrain}]"
-            r.update(train_s=manifest["train_s"], peak_memory_mb=manifest["peak_memory_mb"],
-                     device=manifest["device"], steps=manifest["steps"], samples=manifest["samples"])
-        results += [r for r in base_rows if "all users" not in r["source"] and r["source"] != "oracle"] + aligned
+        for row in base_rows:
+            if row["source"] == "llm":
+                row["source"] = f"llm base [{args.constrain}]"
+        for row in aligned:
+            row["source"] = f"llm {label} [{args.constrain}]"
+            row.update(train_s=manifest["train_s"], peak_memory_mb=manifest["peak_memory_mb"],
+                       device=manifest["device"], steps=manifest["steps"], samples=manifest["samples"])
+        results += [b for b in base_rows if "all users" not in b["source"] and b["source"] != "oracle"] + aligned
     console = Console(width=250)
     for t in tables(results):
         console.print(t)
@@ -198,7 +201,7 @@ def main() -> None:
 def tables(results: list[dict[str, Any]]) -> list[Table]:
     a = Table(title="Alignment on the intent bench (LOO test phase, 100 held-out users per dataset)")
     cols = ["dataset", "source", "hr@30", "tagitem_hit@50", "kept_share", "valid_share", "bad_reason_share",
-            "interest_f1", "llm_s_per_user"]
+            "interest_f1", "prompt_ceiling", "llm_s_per_user"]
     for c in cols:
         a.add_column(c, justify="left" if c in ("dataset", "source") else "right")
     for r in results:

@@ -1,14 +1,15 @@
 """What the LLM stages add (issue 8): the embedded model's interests and tags against non-LLM baselines, split-honest.
 
     python bench/bench_intent.py [--datasets sample_data,ml-100k] [--users 100] [--work bench/out/intent]
-                                 [--model PATH.gguf] [--threads N] [--json FILE]
+                                 [--model PATH.gguf] [--max-interests 3] [--json FILE]
 
 Per dataset, leave-one-out by time (the last interaction is test): a seeded set of `--users` users with a test and
 a valid item; their histories compressed for the test phase (train + valid visible, cut at the newest visible
 interaction: no test item reaches a prompt); the embedded model mines interests and predicts tags for them. Tag
 sources on the same users:
 
-- llm: mine-interests + predict-tags (embedded model, the project's rules, catalogue rules on);
+- llm: mine-interests (`--max-interests`, 3) + predict-tags (9 tags, at most 3 per interest, taken in turns; the
+  embedded model, the project's rules, catalogue rules on);
 - freq-categories: the user's most frequent leaf categories in the visible history;
 - pop-categories: the globally most popular leaf categories in train;
 - recent-titles: titles of the user's most recent visible engagements;
@@ -19,10 +20,11 @@ choices such as β that must not look at test.
 
 Columns: interest P/R/F1 against sample_data's ground truth (φ maps texts to leaves), HR@30 tag→category, Hit@50 and
 Recall@50 of the items the tags alone retrieve (β = 0), tag quality rates (llm only: the rules' kept share; valid =
-matches a catalogue item; bad reason), LLM seconds and tokens per user; then TAR retrieval (a users-batching tower
-with the tag losses at weight 0.1, trained on train, one model per dataset) at β ∈ {1, 0.9, 0.7, 0.5}: NDCG@10,
-Hit@10, CategoryDiversity@10, exploration share, ItemCoverage@10, Gini@10. Non-LLM sources are also scored on all
-users. The LLM cache (`--work`/llm-cache) makes a rerun fast; the tower is trained once per work folder.
+matches a catalogue item; bad reason), the prompt ceiling (llm only: share of users whose held-out category is
+among the categories the compressed history names), LLM seconds and tokens per user; then TAR retrieval (a
+users-batching tower with the tag losses at weight 0.1, trained on train, one model per dataset) at β ∈ {1, 0.9,
+0.7, 0.5}: NDCG@10, Hit@10, CategoryDiversity@10, exploration share, ItemCoverage@10, Gini@10. Non-LLM sources are
+also scored on all users. The LLM cache (`--work`/llm-cache) makes a rerun fast; the tower is trained once per work folder.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ SAMPLE = ROOT / "sample_data"
 PROTOCOL = "loo"
 PHASE = "test"  # `--phase valid` (main) re-binds it: histories cut before the valid item, scored on it (choosing β)
 BETAS = (1.0, 0.9, 0.7, 0.5)
-N_BASELINE_TAGS = 9  # the LLM is asked for 3 interests x 3 tags
+N_BASELINE_TAGS = 9  # and the LLM keeps at most 9 tags
+BENCH_INTERESTS = 3  # what the logs samples train (align.data.LogsConfig); 8 measured no better (bench/README.md)
 # users batching, history-only user tower, tag losses at 0.1 so that h_t means something (bench_retrieval's
 # users-tag variant, one member)
 TOWER = dict(protocol=PROTOCOL, batching="users", batch_size=64, n_negatives=1_000_000, in_batch=False,
@@ -150,9 +153,20 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
         con, date=default_reference_date(con), max_tokens=args.history_tokens, user_ids=users,
         token_counter=token_counter(), view=SplitView(PROTOCOL, PHASE))]
     catalogue = Catalogue.from_db(con)
+    # The most HR@30 a model can reach by naming only categories its prompt shows (the interest rules drop the
+    # unsupported ones): the share of users whose held-out item's category is among them.
+    split = load_split(con, PROTOCOL)
+    leaf = dict(con.execute("SELECT item_id, category_leaf FROM items").fetchall())
     con.close()
+    indptr, held = split.user_items(PHASE)
+
+    def held_leaves(user_id: str) -> set[str]:
+        u = split.user_index[user_id]
+        return {leaf[split.item_ids[v]] for v in held[indptr[u]: indptr[u + 1]]}
+
+    ceiling = float(np.mean([bool(set(r["categories"]) & held_leaves(r["user_id"])) for r in compressed]))
     kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
-    miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=3)
+    miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=args.max_interests)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
                              max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain)
     seconds = prompt = completion = 0.0
@@ -169,7 +183,7 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
         out.append(row)
         if i % 10 == 0:
             print(f"  llm {i}/{len(compressed)} users, {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    cost = {"llm_s_per_user": seconds / len(out), "prompt_tok_per_user": prompt / len(out),
+    cost = {"prompt_ceiling": ceiling, "llm_s_per_user": seconds / len(out), "prompt_tok_per_user": prompt / len(out),
             "completion_tok_per_user": completion / len(out)}
     return out, cost
 
@@ -259,7 +273,7 @@ def fmt(v: Any) -> str:
 def tables(results: list[dict[str, Any]]) -> list[Table]:
     a = Table(title="Intent: interests and tags (LOO test phase, split-aware histories)")
     cols = ["dataset", "source", "users", "interest_p", "interest_r", "interest_f1", "hr@30", "tagitem_hit@50",
-            "tagitem_recall@50", "kept_share", "valid_share", "bad_reason_share", "llm_s_per_user",
+            "tagitem_recall@50", "kept_share", "valid_share", "bad_reason_share", "prompt_ceiling", "llm_s_per_user",
             "prompt_tok_per_user", "completion_tok_per_user"]
     for c in cols:
         a.add_column(c, justify="left" if c in ("dataset", "source") else "right")
@@ -285,6 +299,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-tokens", type=int, default=384, help="compress budget per user (prompt size)")
     ap.add_argument("--model", default=None, help="GGUF file (default: the embedded model)")
+    ap.add_argument("--max-interests", type=int, default=BENCH_INTERESTS, help="mine-interests --max-interests")
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain (constrained decoding of the tags)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "intent"))

@@ -106,6 +106,7 @@ class InterestList(BaseModel):
     interests: list[MinedInterest] = Field(min_length=1, max_length=8)  # bounds set per call: interest_list_model
 
 
+DEFAULT_MAX_INTERESTS = 8  # mine-interests' default, and what `align data --source logs` trains
 MIN_INTERESTS = 3  # asked of the model: a small model stops after one item unless the schema says otherwise
 
 
@@ -270,7 +271,7 @@ class InterestMiner:
     llm: StructuredLLM
     date: Date | str | None  # None: each record's own `date` (compress writes it)
     interest_pool: list[str] | None = None
-    max_interests: int = 8
+    max_interests: int = DEFAULT_MAX_INTERESTS
     prompt: str | Path | Prompt = "interest_mining"
     params: SamplingParams | None = None  # None: max_tokens sized to the schema, seed 0
 
@@ -302,7 +303,7 @@ def mine_interests(
     *,
     date: Date | str | None,
     interest_pool: list[str] | None = None,
-    max_interests: int = 8,
+    max_interests: int = DEFAULT_MAX_INTERESTS,
     prompt: str | Path | Prompt = "interest_mining",
     params: SamplingParams | None = None,
 ) -> Iterator[dict[str, Any]]:

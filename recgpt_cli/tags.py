@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -432,12 +433,14 @@ class TagPredictor:
             k, groups = min(self.n_tags, 50), [interests]
         day = record_date(record, self.day)
         params = self.params or default_params(k, chars_per_item=190)
-        predicted: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
+        per_group: list[list[tuple[PredictedTag, list[dict[str, Any]]]]] = []
         errors: list[dict[str, Any]] = []
         gens: list[Generation[Any]] = []
         unavailable: list[str] = []
         taken: list[set[str]] = []  # words of the phrases this user already got: a constrained call never repeats one
         for group in groups:
+            predicted: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
+            per_group.append(predicted)
             variables = tag_variables(record, group, day=day, n_tags=k, focus=self.per_interest)
             gid = ",".join(i["interest_id"] for i in group)
             vocab, offered = self.vocabulary, None
@@ -468,6 +471,8 @@ class TagPredictor:
                     break
                 predicted += [(t, group) for t in gen.value.tags]
                 taken += [tag_words(t.tag) for t in gen.value.tags]
+        # round-robin over the interests before the n_tags cap: every interest's first tag before any second one
+        predicted = [t for turn in zip_longest(*per_group) for t in turn if t is not None]
         tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags, catalogue=self.catalogue)
         out.update(tags=tags, tag_rules_removed=removed)
         if unavailable:

@@ -140,12 +140,23 @@ def test_one_call_per_interest_each_linked_to_its_interest() -> None:
     assert "Engaged in the last 30 days (do not repeat): Volley Pro Tennis Racket; Trailmark Running Shoes\n" in \
         backend.calls[0][-1]["content"]
     row = rows[0]
+    # taken in turns, each interest's first tag before any second one
     assert [(t["tag"], t["interest_id"]) for t in row["tags"]] == [
-        ("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"),
-        ("trekking poles", "I2"), ("hiking rain poncho", "I2"), ("merino hiking socks", "I2")]
+        ("tennis elbow brace", "I1"), ("trekking poles", "I2"), ("vibration dampener pack", "I1"),
+        ("hiking rain poncho", "I2"), ("merino hiking socks", "I2")]
     # "court shoes" named I2 in the call that only saw I1.
     assert row["tag_rules_removed"] == {"vague": 0, "bad_reason": 0, "brand": 0, "unlinked": 1, "implausible": 0,
                                         "invalid": 0, "stale": 0, "duplicate": 0, "over_cap": 0}
+
+    def two(messages: Any, schema: Any, params: Any) -> str:
+        if "for interest I1 as JSON" in messages[-1]["content"]:
+            return reply(("tennis elbow brace", "I1"), ("vibration dampener pack", "I1"))
+        return reply(("trekking poles", "I2"), ("hiking rain poncho", "I2"))
+
+    # 2 asked per interest, 3 kept: the second interest's first tag comes before the first's second one
+    capped = list(predict_tags([RECORD], StructuredLLM(FakeBackend(two)), date=DAY, n_tags=3))[0]
+    assert [(t["tag"], t["interest_id"]) for t in capped["tags"]] == [
+        ("tennis elbow brace", "I1"), ("trekking poles", "I2"), ("vibration dampener pack", "I1")]
     assert {k: row[k] for k in RECORD} == RECORD and "error" not in row
 
 

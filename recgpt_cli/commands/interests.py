@@ -14,6 +14,7 @@ import typer
 from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
+from recgpt_cli.interests import DEFAULT_MAX_INTERESTS
 from recgpt_cli.io import Rejects, iter_jsonl, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import CompressedUser, StageRecord, parse_stage_record, stage_row
@@ -72,7 +73,8 @@ def mine_interests(
     out: OutOpt = "-",
     interest_pool: Annotated[Path | None, typer.Option(
         "--interest-pool", help="Preset interests, one a line; close matches are renamed to them.")] = None,
-    max_interests: Annotated[int, typer.Option("--max-interests", help="Interests kept per user.")] = 8,
+    max_interests: Annotated[int, typer.Option("--max-interests", help="Interests kept per user.")
+                             ] = DEFAULT_MAX_INTERESTS,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
