@@ -106,7 +106,7 @@ class InterestList(BaseModel):
     interests: list[MinedInterest] = Field(min_length=1, max_length=8)  # bounds set per call: interest_list_model
 
 
-DEFAULT_MAX_INTERESTS = 8  # mine-interests' default, and what `align data --source logs` trains
+DEFAULT_MAX_INTERESTS = 8  # mine-interests' default (the bench and `align data` ask for 3)
 MIN_INTERESTS = 3  # asked of the model: a small model stops after one item unless the schema says otherwise
 
 
