@@ -24,7 +24,8 @@ matches a catalogue item; bad reason), the prompt ceiling (llm only: share of us
 among the categories the compressed history names), LLM seconds and tokens per user; then TAR retrieval (a
 users-batching tower with the tag losses at weight 0.1, trained on train, one model per dataset) at β ∈ {1, 0.9,
 0.7, 0.5}: NDCG@10, Hit@10, CategoryDiversity@10, exploration share, ItemCoverage@10, Gini@10. Non-LLM sources are
-also scored on all users. The LLM cache (`--work`/llm-cache) makes a rerun fast; the tower is trained once per work folder.
+also scored on all users. The LLM cache (`--work`/llm-cache) makes a rerun fast; the tower is trained once per
+work folder.
 """
 
 from __future__ import annotations
