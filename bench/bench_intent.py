@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench.datasets import ml100k_dir  # noqa: E402
 from recgpt_cli.catalogue import Catalogue  # noqa: E402
 from recgpt_cli.compress import SplitView, compress_users, default_reference_date  # noqa: E402
-from recgpt_cli.evaluate import item_category_codes, tag_category_hit_rate  # noqa: E402
+from recgpt_cli.evaluate import item_category_codes, next_item_categories, tag_category_hit_rate  # noqa: E402
 from recgpt_cli.importers import import_jsonl, import_recbole  # noqa: E402
 from recgpt_cli.intent import interest_prf, load_truth, subset_metrics, tag_item_topk, tag_quality  # noqa: E402
 from recgpt_cli.interests import InterestMiner  # noqa: E402
@@ -155,17 +155,10 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
         token_counter=token_counter(), view=SplitView(PROTOCOL, PHASE))]
     catalogue = Catalogue.from_db(con)
     # The most HR@30 a model can reach by naming only categories its prompt shows (the interest rules drop the
-    # unsupported ones): the share of users whose held-out item's category is among them.
-    split = load_split(con, PROTOCOL)
-    leaf = dict(con.execute("SELECT item_id, category_leaf FROM items").fetchall())
+    # unsupported ones): the share of users whose next category (HR@30's truth) is among them.
+    truth = next_item_categories(con, PROTOCOL, PHASE)
     con.close()
-    indptr, held = split.user_items(PHASE)
-
-    def held_leaves(user_id: str) -> set[str]:
-        u = split.user_index[user_id]
-        return {leaf[split.item_ids[v]] for v in held[indptr[u]: indptr[u + 1]]}
-
-    ceiling = float(np.mean([bool(set(r["categories"]) & held_leaves(r["user_id"])) for r in compressed]))
+    ceiling = float(np.mean([truth.get(r["user_id"]) in r["categories"] for r in compressed]))
     kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
     miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=args.max_interests)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
