@@ -420,3 +420,139 @@ def test_sample_data_imports_cleanly(tmp_path: Path) -> None:
         n = counts(c)
         assert n["users"] > 0 and n["items"] > 0 and n["behaviors"] > 0
         assert rows(c, "SELECT count(*) FROM items WHERE category_leaf IS DISTINCT FROM category_path[-1]") == [(0,)]
+
+
+# ---------------------------------------------------------------- duplicate ids, id types, rejects as written
+
+
+def test_jsonl_conflicting_duplicate_id_is_bad_input(con, tmp_path: Path) -> None:
+    users = tmp_path / "users.jsonl"
+    # Line 2 repeats line 1 exactly (spacing aside): a duplicate. Line 3 changes the record: bad input.
+    users.write_text(
+        '{"user_id":"u1","attributes":{}}\n{"user_id": "u1", "attributes": {}}\n{"user_id":"u1","attributes":{"a":1}}\n'
+    )
+    with pytest.raises(BadInput) as err:
+        import_jsonl(con, users=users)
+    assert err.value.message == f"{users}:3: duplicate user_id 'u1' with different content (first at line 1)"
+    assert err.value.exit_code == 2
+    assert counts(con) == {"users": 0, "items": 0, "behaviors": 0}
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"item_id":"i1","title":"Kettle"}\n\n{"item_id":"i1","title":"Kettle 2l"}\n')
+    with pytest.raises(BadInput) as err:
+        import_jsonl(con, items=items)
+    assert err.value.message == f"{items}:3: duplicate item_id 'i1' with different content (first at line 1)"
+    # An exact repeat only is still a counted duplicate, as before.
+    users.write_text('{"user_id":"u1","attributes":{"a":1}}\n{"user_id":"u1","attributes":{"a":1}}\n')
+    report = import_jsonl(con, users=users)
+    assert (report.users.inserted, report.users.duplicates) == (1, 1)
+
+
+def test_jsonl_conflicting_duplicate_skip_bad_keeps_first_and_rejects_later(con, tmp_path: Path) -> None:
+    users = tmp_path / "users.jsonl"
+    later = '{"user_id": "u1",  "attributes": {"a": 1}}'
+    users.write_text(f'{{"user_id":"u1","attributes":{{}}}}\n{later}\n{{"user_id":"u2"}}\n')
+    rejects = tmp_path / "r.jsonl"
+    report = import_jsonl(con, users=users, skip_bad=True, rejects_path=rejects)
+    assert (report.users.inserted, report.users.duplicates, report.users.rejected) == (2, 0, 1)
+    assert rows(con, "SELECT user_id, attributes FROM users ORDER BY 1") == [("u1", "{}"), ("u2", "{}")]
+    [rej] = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
+    assert (rej["source"], rej["line"], rej["raw"]) == (str(users), 2, later)
+    assert rej["error"] == "duplicate user_id 'u1' with different content (first at line 1)"
+
+
+def test_recbole_and_movielens_conflicting_duplicate_ids(con, tmp_path: Path) -> None:
+    d = _recbole_dir(tmp_path, RB_HEADER + "1\t10\t5\t881250949\n")
+    with (d / "ds.item").open("a") as fh:
+        fh.write("\n11\tGoldenEye II\t1995\tAction\n")  # after a blank line: file line 6, item 11 is at line 3
+    with pytest.raises(BadInput) as err:
+        import_recbole(con, d)
+    assert err.value.message == f"{d / 'ds.item'}:6: duplicate item_id '11' with different content (first at line 3)"
+    report = import_recbole(con, d, skip_bad=True, rejects_path=tmp_path / "r.jsonl")
+    assert (report.items.inserted, report.items.rejected) == (3, 1)
+    assert rows(con, "SELECT title FROM items WHERE item_id = '11'") == [("GoldenEye",)]
+    [rej] = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    assert (rej["line"], rej["raw"]) == (6, "11\tGoldenEye II\t1995\tAction")
+
+    ml = tmp_path / "ml-1m"
+    shutil.copytree(FIX / "ml-1m", ml)
+    with (ml / "users.dat").open("a") as fh:
+        fh.write("1::M::25::3::10001\n")
+    with pytest.raises(BadInput) as err:
+        import_movielens(con, ml)
+    assert err.value.message == f"{ml / 'users.dat'}:3: duplicate user_id '1' with different content (first at line 1)"
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        ("users", '{"user_id": 5.0, "attributes": {}}', "user_id must be a string, got float"),
+        ("users", '{"user_id": true}', "user_id must be a string, got bool"),
+        ("items", '{"item_id": ["i1"], "title": "x"}', "item_id must be a string, got list"),
+        ("behaviors", '{"user_id": "u1", "type": "click", "item_id": 1.5, "timestamp": 1}',
+         "item_id must be a string, got float"),
+    ],
+    ids=["float", "bool", "list", "behaviour item_id"],
+)  # fmt: skip
+def test_jsonl_ids_must_be_strings(con, tmp_path: Path, table: str, line: str, message: str) -> None:
+    src = tmp_path / f"{table}.jsonl"
+    src.write_text(line + "\n")
+    with pytest.raises(BadInput) as err:
+        import_jsonl(con, **{table: src})
+    assert err.value.message == f"{src}:1: {message}"
+    assert err.value.exit_code == 2
+    report = import_jsonl(con, **{table: src}, skip_bad=True, rejects_path=tmp_path / "r.jsonl")
+    assert getattr(report, table).rejected == 1
+    [rej] = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    assert (rej["line"], rej["error"], rej["raw"]) == (1, message, line)
+
+
+def test_jsonl_integer_ids_are_read_as_their_digits(con, tmp_path: Path) -> None:
+    # Kept on purpose (the fixture users.jsonl has one): exact, and common in exported datasets.
+    src = tmp_path / "users.jsonl"
+    src.write_text('{"user_id": 5, "attributes": {}}\n{"user_id": "5", "attributes": {}}\n')
+    report = import_jsonl(con, users=src)
+    assert (report.users.inserted, report.users.duplicates) == (1, 1)
+    assert rows(con, "SELECT user_id FROM users") == [("5",)]
+
+
+def test_skip_bad_rejects_keep_the_input_line_and_can_be_reimported(con, tmp_path: Path) -> None:
+    import_jsonl(con, items=GOOD / "items.jsonl")
+    dangling = '{"user_id": "u1", "type": "cart",  "item_id": "nope", "timestamp": "2024-01-01 00:00:00"}'
+    invalid = '{"user_id":"u1","type":"like","item_id":"i1","timestamp":1700000000}'
+    src = tmp_path / "b.jsonl"
+    src.write_text(f'{dangling}\n{{"user_id":"u1","type":"click","item_id":"i1","timestamp":1700000000}}\n{invalid}\n')
+    rejects = tmp_path / "r.jsonl"
+    report = import_jsonl(con, behaviors=src, skip_bad=True, rejects_path=rejects)
+    assert (report.behaviors.inserted, report.behaviors.rejected) == (1, 2)
+    got = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
+    assert [(r["source"], r["line"], r["raw"]) for r in got] == [(str(src), 1, dangling), (str(src), 3, invalid)]
+    # Fixed by hand, the rejected lines import as they are.
+    fixed = tmp_path / "fixed.jsonl"
+    fixed.write_text("\n".join(r["raw"].replace("nope", "i2").replace("like", "favorite") for r in got) + "\n")
+    assert import_jsonl(con, behaviors=fixed).behaviors.inserted == 2
+
+
+def test_skip_bad_stdin_rejects_keep_the_input_line(tmp_path: Path) -> None:
+    db = tmp_path / "d.duckdb"
+    line = '{"user_id": "u1", "type": "cart", "item_id": "nope", "timestamp": 1700000000}'
+    result = invoke(["import", "jsonl", "--db", str(db), "--behaviors", "-", "--skip-bad"], input=line + "\n")
+    assert result.exit_code == 0, result.output
+    [rej] = [orjson.loads(x) for x in (tmp_path / "d.duckdb.rejects.jsonl").read_bytes().splitlines()]
+    assert (rej["source"], rej["line"], rej["raw"]) == ("<stdin>", 1, line)
+    result = invoke(["import", "jsonl", "--db", str(db), "--users", "-"], input='{"user_id": "u1"}\nnot json\n')
+    assert result.exit_code == 2 and "<stdin>:2: malformed JSON" in result.output
+
+
+def test_recbole_and_movielens_row_check_rejects_keep_the_input_line(con, tmp_path: Path) -> None:
+    d = _recbole_dir(tmp_path, RB_HEADER + "1\t10\t5\t1\n2\t99\t1\t4\n")
+    import_recbole(con, d, skip_bad=True, rejects_path=tmp_path / "r.jsonl")
+    [rej] = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    assert (rej["source"], rej["line"], rej["raw"]) == (str(d / "ds.inter"), 3, "2\t99\t1\t4")
+    ml = tmp_path / "ml-100k"
+    shutil.copytree(FIX / "ml-100k", ml)
+    with (ml / "u.data").open("a") as fh:
+        fh.write("3\t77\t4\t881250960\n")
+    n = len((ml / "u.data").read_text().splitlines())
+    import_movielens(con, ml, skip_bad=True, rejects_path=tmp_path / "m.jsonl")
+    [rej] = [orjson.loads(x) for x in (tmp_path / "m.jsonl").read_bytes().splitlines()]
+    assert (rej["source"], rej["line"], rej["raw"]) == (str(ml / "u.data"), n, "3\t77\t4\t881250960")

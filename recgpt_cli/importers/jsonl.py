@@ -7,7 +7,9 @@ row-by-row inserts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,14 @@ from recgpt_cli.importers.staging import (
     TableCounts,
     Timer,
     check_dangling_items,
+    check_ids,
     create_staging,
     drop_staging,
     merge_staged,
     sql_str,
     write_rejects,
 )
-from recgpt_cli.io import STDIO, Rejects, iter_jsonl, scratch_dir, source_name
+from recgpt_cli.io import STDIO, iter_jsonl, scratch_dir, source_name
 from recgpt_cli.schema import Behavior, Item, User, describe_validation_error
 from recgpt_cli.store import transaction
 
@@ -103,24 +106,55 @@ _TABLES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], dict[str, s
 }
 
 
+# Id fields per table. JSON strings, or integers read as their digits (the schema's rule, which the fixtures
+# rely on); any other JSON type is bad input here, before the schema could turn it into some other text.
+_ID_FIELDS = {"users": ("user_id",), "items": ("item_id",), "behaviors": ("user_id", "item_id")}
+_ID_HINT = "write ids as JSON strings (integers are read as their digits)"
+
+
+def _id_type_error(table: str, obj: dict[str, Any]) -> str | None:
+    for key in _ID_FIELDS[table]:
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str) and type(value) is not int:  # bool is not an id
+            return f"{key} must be a string, got {type(value).__name__}"
+    return None  # a missing or null id is the schema's to report
+
+
+def _lines(path: str | Path, source: StagedSource, skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`iter_jsonl` over the input; for stdin, over its copy at `source.path`, errors still naming `<stdin>`."""
+    if str(path) != STDIO:
+        yield from iter_jsonl(path, skip_bad=skip_bad, rejects=source.rejects, allow_empty=True)
+        return
+    copy = str(source.path)
+    try:
+        yield from iter_jsonl(copy, skip_bad=skip_bad, rejects=source.rejects, allow_empty=True)
+    except BadInput as exc:
+        raise BadInput(exc.message.replace(copy, source.name, 1), exc.hint) from None
+
+
 def _validate_to_file(
-    table: str, path: str | Path, out: Path, *, skip_bad: bool, rejects: Rejects, counts: TableCounts
+    table: str, path: str | Path, out: Path, *, source: StagedSource, skip_bad: bool, counts: TableCounts
 ) -> int:
     """Stream `path`, validate each line into a staging row, write rows to `out`. Returns the longest row
     written, in bytes (DuckDB's JSON reader needs it: it refuses objects over 16 MB by default)."""
     build = _TABLES[table][0]
-    name = source_name(path)
+    rejects = source.rejects
     n_ok = 0
     longest = 0
+    invalid: list[tuple[int, str]] = []  # their raw text is read back in one scan at the end
     with out.open("wb") as fh:
-        for lineno, obj in iter_jsonl(path, skip_bad=skip_bad, rejects=rejects, allow_empty=True):
-            try:
-                row = build(obj)
-            except ValidationError as exc:
-                msg = describe_validation_error(exc)
+        for lineno, obj in _lines(path, source, skip_bad):
+            msg = _id_type_error(table, obj)
+            hint = _ID_HINT if msg else None
+            if msg is None:
+                try:
+                    row = build(obj)
+                except ValidationError as exc:
+                    msg = describe_validation_error(exc)
+            if msg is not None:
                 if not skip_bad:
-                    raise BadInput.at(name, lineno, msg) from None
-                rejects.add(lineno, msg, orjson.dumps(obj).decode())
+                    raise BadInput.at(source.name, lineno, msg, hint)
+                invalid.append((lineno, msg))
                 continue
             row["line"] = lineno
             data = orjson.dumps(row)
@@ -128,9 +162,11 @@ def _validate_to_file(
             fh.write(b"\n")
             n_ok += 1
             longest = max(longest, len(data))
+    for (lineno, msg), raw in zip(invalid, source.raw_lines([n for n, _ in invalid]), strict=True):
+        rejects.add(lineno, msg, raw)
     counts.rejected += len(rejects)
     if n_ok == 0 and len(rejects) == 0:
-        raise BadInput.at(name, 1, "file is empty, expected one JSON object per line")
+        raise BadInput.at(source.name, 1, "file is empty, expected one JSON object per line")
     return longest
 
 
@@ -145,7 +181,8 @@ def import_jsonl(
 ) -> ImportReport:
     """Import users/items/behaviours JSONL files (`-` = stdin, at most one) into the store, all or nothing.
 
-    Users and items are upserted by id (a changed record replaces the stored one); behaviours already stored
+    Users and items are upserted by id (a changed record replaces the stored one); within the import, an id
+    repeated with different content is bad input, an exact repeat a duplicate. Behaviours already stored
     (same user, item, query, type, timestamp, value) are skipped, so re-importing a file adds nothing.
     A behaviour naming an item in neither the DB nor this import is bad input; one naming an unknown user
     creates that user with empty attributes (counted in `users_created`). Under `skip_bad`, bad lines are
@@ -162,10 +199,13 @@ def import_jsonl(
         files = {}
         longest: dict[str, int] = {}
         for table, path in given.items():
+            if str(path) == STDIO:  # stdin reads once: keep a copy to take rejected lines from
+                sources[table].path = copy = tmp / "stdin.jsonl"
+                with copy.open("wb") as fh:
+                    shutil.copyfileobj(sys.stdin.buffer, fh)
             files[table] = tmp / f"{table}.jsonl"
-            rejects = sources[table].rejects
             longest[table] = _validate_to_file(
-                table, path, files[table], skip_bad=skip_bad, rejects=rejects, counts=getattr(report, table)
+                table, path, files[table], source=sources[table], skip_bad=skip_bad, counts=getattr(report, table)
             )
         with transaction(con):
             create_staging(con)
@@ -184,6 +224,9 @@ def import_jsonl(
                     # The staged copy's path means nothing to the user: name their file instead.
                     msg = str(exc).splitlines()[0].replace(str(file), sources[table].name)
                     raise BadInput(f"{sources[table].name}: a value does not fit the {table} table ({msg})") from None
+            for table in ("users", "items"):
+                if table in given:
+                    check_ids(con, table, sources[table], report, skip_bad=skip_bad)
             if "behaviors" in given:
                 check_dangling_items(con, sources["behaviors"], report, skip_bad=skip_bad)
             merge_staged(con, report)

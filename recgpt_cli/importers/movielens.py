@@ -78,6 +78,7 @@ def _read(
 ) -> None:
     read_delimited(con, table, path, columns, delim=delim, encoding=encoding, skip_bad=skip_bad, rejects=source.rejects)
     source.locate = data_line_locator(path, skip=0, rejects=source.rejects)
+    source.encoding = encoding
 
 
 def _stage_ml100k(

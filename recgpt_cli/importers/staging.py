@@ -1,8 +1,9 @@
 """Shared machinery of every importer: staging tables, bulk CSV reads, and the merge into the core tables.
 
-Each importer fills three TEMP tables (`_imp_users`, `_imp_items`, `_imp_behaviors`) in bulk through DuckDB, then
-`merge_staged` checks dangling item ids, de-duplicates, upserts users/items by id and anti-joins behaviours, all
-inside the caller's transaction so a failed import leaves the database as it was.
+Each importer fills three TEMP tables (`_imp_users`, `_imp_items`, `_imp_behaviors`) in bulk through DuckDB, runs
+the row checks (`check_ids`, `check_dangling_items`, ...), then `merge_staged` de-duplicates, upserts users/items by
+id and anti-joins behaviours, all inside the caller's transaction so a failed import leaves the database as it was.
+Rejected rows keep their input line as written, so a fixed line can be imported again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import Rejects, rejects_path_for
@@ -30,7 +30,7 @@ CREATE OR REPLACE TEMP TABLE _imp_behaviors (
 );
 """
 
-STAGING_TABLES = ("_imp_users", "_imp_items", "_imp_behaviors", "_imp_u", "_imp_i", "_imp_b")
+STAGING_TABLES = ("_imp_users", "_imp_items", "_imp_behaviors", "_imp_dup", "_imp_u", "_imp_i", "_imp_b")
 
 # Epoch seconds a timestamp may hold: years 1..9999, what every later stage (and Python's datetime) can read.
 MIN_EPOCH_S = -62_135_596_800
@@ -96,14 +96,34 @@ class StagedSource:
     """Where a staging table's rows came from, to point errors at `file:line`.
 
     `line` in the staging table is the file line for JSONL; for CSV-like files it is the row ordinal and
-    `locate` maps ordinals to file lines (a file scan, only done when there is something to report)."""
+    `locate` maps ordinals to file lines (a file scan, only done when there is something to report).
+    `path` (default: `name`) is the file rejected lines are read back from, so the rejects keep them as written."""
 
     name: str
     locate: Callable[[Sequence[int]], list[int]] = field(default=lambda keys: list(keys))
+    path: Path | None = None
+    encoding: str = "utf-8"
     rejects: Rejects = field(init=False)
 
     def __post_init__(self) -> None:
         self.rejects = Rejects(self.name)
+
+    def raw_lines(self, lines: Sequence[int]) -> list[str]:
+        """The text of these 1-based file lines, as written."""
+        return read_lines(self.path or Path(self.name), lines, self.encoding)
+
+
+def read_lines(path: Path, lines: Sequence[int], encoding: str = "utf-8") -> list[str]:
+    """The text of 1-based `lines` of `path`, line ending removed (one scan; error paths only)."""
+    wanted = set(lines)
+    found: dict[int, str] = {}
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno in wanted:
+                found[lineno] = raw.decode(encoding, "replace").rstrip("\r\n")
+                if len(found) == len(wanted):
+                    break
+    return [found.get(n, "") for n in lines]
 
 
 class Timer:
@@ -220,42 +240,76 @@ def reject_or_raise(
 ) -> None:
     """Rows of staging `table` matching `where` are bad: raise at the first one's file:line, or (skip_bad)
     move them all to the rejects and delete them."""
-    found = con.execute(f"SELECT line, {message_sql} FROM {table} WHERE {where} ORDER BY line LIMIT 1").fetchall()
+    found = con.execute(
+        f"SELECT line, {message_sql} FROM {table} WHERE {where} ORDER BY line{'' if skip_bad else ' LIMIT 1'}"
+    ).fetchall()
     if not found:
         return
-    first = found[0]
+    lines = source.locate([int(r[0]) for r in found])
+    _reject(con, table, where, [(n, str(r[1])) for n, r in zip(lines, found, strict=True)], source, skip_bad, counts)
+
+
+def _reject(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    where: str,
+    bad: list[tuple[int, str]],
+    source: StagedSource,
+    skip_bad: bool,
+    counts: TableCounts,
+) -> None:
+    """`bad` = (file line, message) of the staged rows `where` selects, in line order: raise at the first, or
+    (skip_bad) keep each input line as written in the rejects, so it can be fixed and imported again."""
     if not skip_bad:
-        raise BadInput.at(source.name, source.locate([int(first[0])])[0], str(first[1]))
-    rows = con.execute(
-        f"SELECT line, {message_sql}, to_json(t)::VARCHAR FROM {table} t WHERE {where} ORDER BY line"
-    ).fetchall()
-    lines = source.locate([int(r[0]) for r in rows])
-    for line, (_, msg, raw) in zip(lines, rows, strict=True):
-        source.rejects.add(line, str(msg), _drop_line_key(raw))
-    counts.rejected += len(rows)
+        raise BadInput.at(source.name, *bad[0])
+    for (line, msg), raw in zip(bad, source.raw_lines([line for line, _ in bad]), strict=True):
+        source.rejects.add(line, msg, raw)
+    counts.rejected += len(bad)
     con.execute(f"DELETE FROM {table} WHERE {where}")
 
 
-def _drop_line_key(raw: str) -> str:
-    obj = orjson.loads(raw)
-    obj.pop("line", None)
-    return orjson.dumps(obj).decode()
+# What makes two staged rows with the same id the same record (JSON compared as text, as the upsert does).
+_CONTENT = {
+    "users": "attributes::VARCHAR",
+    "items": "row(title, category_path, brand, price, sales, extra::VARCHAR)",
+}
 
 
 def check_ids(
     con: duckdb.DuckDBPyConnection, table: str, source: StagedSource, report: ImportReport, *, skip_bad: bool
 ) -> None:
-    """A staged user/item row with an empty id is bad input (`table` is "users" or "items")."""
+    """Ids of staged users/items (`table` is "users" or "items"): an empty id is bad input, and so is an id
+    repeated with different content, which would otherwise leave one of the rows silently lost. An exact
+    repeat stays (`merge_staged` counts it as a duplicate). Every importer calls this for every id table."""
     id_col = "user_id" if table == "users" else "item_id"
+    staged = f"_imp_{table}"
+    counts = getattr(report, table)
     reject_or_raise(
         con,
-        f"_imp_{table}",
+        staged,
         f"{id_col} IS NULL",
         f"'missing {id_col.replace('_', ' ')}'",
         source,
         skip_bad=skip_bad,
-        counts=getattr(report, table),
+        counts=counts,
     )
+    content = _CONTENT[table]
+    # Each later row is compared with the first one for its id: that is the row the import keeps.
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _imp_dup AS SELECT line, id, first_line FROM ("
+        f"SELECT line, {id_col} AS id, {content} AS content, first_value(line) OVER w AS first_line, "
+        f"first_value({content}) OVER w AS first_content FROM {staged} "
+        f"WINDOW w AS (PARTITION BY {id_col} ORDER BY line)) WHERE content IS DISTINCT FROM first_content"
+    )
+    found = con.execute("SELECT line, id, first_line FROM _imp_dup ORDER BY line").fetchall()
+    if not found:
+        return
+    located = source.locate([int(r[0]) for r in found] + [int(r[2]) for r in found])
+    bad = [
+        (line, f"duplicate {id_col} {r[1]!r} with different content (first at line {first})")
+        for line, first, r in zip(located[: len(found)], located[len(found) :], found, strict=True)
+    ]
+    _reject(con, staged, "line IN (SELECT line FROM _imp_dup)", bad, source, skip_bad, counts)
 
 
 def check_dangling_items(
@@ -297,8 +351,9 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 def merge_staged(con: duckdb.DuckDBPyConnection, report: ImportReport) -> None:
     """Upsert staged users/items by id, insert new behaviours, create users only seen in behaviours.
 
-    Within one import the last row for an id wins; earlier ones count as duplicates."""
-    # Users: last line wins, then insert new ids / update changed ones.
+    Rows repeating an id within one import are identical by now (`check_ids`): one is kept, the others count
+    as duplicates."""
+    # Users: one row per id, then insert new ids / update changed ones.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _imp_u AS SELECT user_id, attributes FROM _imp_users "
         "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY line DESC) = 1"
@@ -388,6 +443,7 @@ def write_rejects(sources: Sequence[StagedSource], path: Path | None) -> Path | 
         if target not in fresh:
             target.unlink(missing_ok=True)  # a rerun replaces, never appends to, old rejects
             fresh.add(target)
+        src.rejects.rows.sort(key=lambda r: int(r["line"]))  # parse and row-check rejects, back in file order
         src.rejects.write(target)
         written = target
     return written
