@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ import numpy as np
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
 from recgpt_cli.metrics import compute_metrics, exploration_share, full_rank_topk, hit_matrix
-from recgpt_cli.splits import SplitData, ensure_split, leak_reason, load_split
+from recgpt_cli.schema import Recommendation, parse_stage_record, record_kind
+from recgpt_cli.splits import SplitData, ensure_split, leak_reason, load_split, split_info
 
 DEFAULT_KS = (10, 20)
 
@@ -117,6 +117,11 @@ def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "tes
     n_rows = 0
     for lineno, rec in iter_jsonl(path):
         n_rows += 1
+        if record_kind(rec) not in (None, Recommendation.KIND):  # another stage's file given by mistake
+            try:
+                parse_stage_record(rec, Recommendation)
+            except ValueError as exc:
+                raise BadInput.at(name, lineno, str(exc)) from None
         user_id, item_id = rec.get("user_id"), rec.get("item_id")
         if not isinstance(user_id, str) or not isinstance(item_id, str):
             raise BadInput.at(name, lineno, "need string fields \"user_id\" and \"item_id\"")
@@ -180,13 +185,13 @@ class Evaluation:
 
 def _system_topk(
     con: duckdb.DuckDBPyConnection, split_data: SplitData, k: int, phase: str, *, model_dir: str | Path | None = None,
-    recs_path: str | Path | None = None, baseline: str | None = None, seed: int = 2020,
+    recs_path: str | Path | None = None, baseline: str | None = None, seed: int = 2020, model: Any = None,
 ) -> tuple[str, np.ndarray, dict[str, Any]]:
     if model_dir is not None:
         from recgpt_cli.towers import load_model, score_all  # lazily: the towers stage pulls in torch models
 
-        return f"model:{Path(model_dir).name}", score_topk(split_data, score_all(load_model(model_dir), split_data),
-                                                           k, phase), {}
+        model = model if model is not None else load_model(model_dir)
+        return f"model:{Path(model_dir).name}", score_topk(split_data, score_all(model, split_data), k, phase), {}
     if recs_path is not None:
         topk, counts = read_recs(recs_path, split_data, k, phase)
         return f"recs:{Path(str(recs_path)).name}", topk, {"recs_" + key: v for key, v in counts.items()}
@@ -222,19 +227,35 @@ def run_evaluation(
     Hit/Recall@50 of the items the tags alone retrieve (β = 0); `truth_path` adds interest P/R/F1 (issue 8)."""
     if sum(x is not None for x in (model_dir, recs_path, baseline)) != 1:
         raise BadInput("give exactly one of --model, --recs, --baseline")
+    if truth_path is not None and tags_path is None:
+        raise BadInput("--truth scores the interests of --tags: give --tags too")
     if phase not in ("valid", "test"):
         raise BadInput(f"--phase {phase}: expected valid or test")
     if not ks or min(ks) < 1:
         raise BadInput(f"--k {list(ks)}: give positive cut-offs, e.g. 10,20")
-    if protocol is None and model_dir is not None:
-        cfg = Path(model_dir) / "config.json"
-        protocol = json.loads(cfg.read_text()).get("protocol") if cfg.exists() else None
+    model = None
+    if model_dir is not None:
+        from recgpt_cli.saved_model import load_tower_model
+
+        model = load_tower_model(model_dir, con)  # also: trained on this --db's users and items
+        trained_on = model.config.get("protocol")
+        if protocol is not None and protocol != trained_on:
+            raise BadInput(f"{model_dir}: trained on the {trained_on} split, asked to score on the {protocol} split",
+                           f"use --protocol {trained_on}, or train a model with --protocol {protocol}")
+        protocol = trained_on
+        if split_info(con, protocol or "recbole") is None:
+            raise BadInput(f"{model_dir}: this --db has no {protocol} split, so it is not the split the model "
+                           "trained on", "pass the --db the model was trained on")
     split_data = ensure_split(con, protocol or "recbole", seed=seed)
+    if model is not None:
+        from recgpt_cli.saved_model import check_model_split
+
+        check_model_split(model_dir, model, split_data)  # type: ignore[arg-type]
     k = max(ks)
     codes = item_category_codes(con, split_data)
     systems: dict[str, dict[str, Any]] = {}
     topks: dict[str, np.ndarray] = {}
-    runs = [dict(model_dir=model_dir, recs_path=recs_path, baseline=baseline)]
+    runs = [dict(model_dir=model_dir, recs_path=recs_path, baseline=baseline, model=model)]
     if compare_path is not None:
         runs.append(dict(recs_path=compare_path))
     for run in runs:

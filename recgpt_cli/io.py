@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import sys
@@ -105,17 +106,52 @@ def iter_jsonl(
 
 @contextlib.contextmanager
 def jsonl_writer(path: str | Path | None) -> Iterator[JsonlWriter]:
-    """Write JSON lines to a file or stdout (`-` or None). Flushes per line so pipes stream."""
+    """Write JSON lines to a file or stdout (`-` or None). Flushes per line so pipes stream.
+
+    A file is written beside itself (`.NAME.PID.part`) and renamed over NAME only when the block ends without an
+    error: a bad input line, a crash or Ctrl-C leaves the previous output whole (the LLM cache keeps the finished
+    work), and the output may be the input file (the input is read before the rename). Devices and pipes
+    (/dev/null, a FIFO) are written directly."""
     if path is None or str(path) == STDIO:
         yield JsonlWriter(sys.stdout.buffer, close=False)
         return
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    writer = JsonlWriter(p.open("wb"), close=True)
-    try:
-        yield writer
-    finally:
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected an output file path")
+    if p.exists() and not p.is_file():
+        with _open_out(p, p) as fh:
+            writer = JsonlWriter(fh, close=True)
+            yield writer
+        return
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+    with _open_out(p, tmp) as fh:
+        for old in p.parent.glob(f".{glob.escape(p.name)}.*.part"):  # left by a kill -9
+            pid = old.name[len(p.name) + 2:-len(".part")]
+            if old != tmp and pid.isdigit() and not pid_alive(int(pid)):
+                old.unlink(missing_ok=True)
+        writer = JsonlWriter(fh, close=True)
+        try:
+            yield writer
+        except BaseException:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
         writer.close()
+        os.replace(tmp, p)
+
+
+@contextlib.contextmanager
+def _open_out(p: Path, target: Path) -> Iterator[IO[bytes]]:
+    """`target` opened for writing (its folder made), an OSError as `p: cannot write (...)`."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fh = target.open("wb")
+    except OSError as exc:
+        raise BadInput(f"{p}: cannot write ({exc.strerror or exc})", "check the --out path") from None
+    try:
+        yield fh
+    finally:
+        fh.close()
 
 
 class JsonlWriter:

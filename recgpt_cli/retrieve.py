@@ -195,9 +195,10 @@ def engaged_items(con: duckdb.DuckDBPyConnection, model: TowerModel) -> Csr:
     return indptr, arr[:, 1]
 
 
-def read_tags(path: str | Path) -> tuple[dict[str, list[Tag]], int]:
+def read_tags(path: str | Path, lines: dict[str, int] | None = None) -> tuple[dict[str, list[Tag]], int]:
     """Tags per user from predict-tags JSONL (schema.TagsRecord: {"user_id", "tags": [{"tag", "interest_id",
-    "interest", ...}]}). Returns (tags by user id, number of records with no usable tags)."""
+    "interest", ...}]}). Returns (tags by user id, number of records with no usable tags); `lines` gets each
+    user's first line number."""
     out: dict[str, list[Tag]] = {}
     empty = 0
     for line, rec in iter_jsonl(path):
@@ -209,6 +210,8 @@ def read_tags(path: str | Path) -> tuple[dict[str, list[Tag]], int]:
         parsed = [Tag(t.tag, t.interest, t.interest_id, record.split, record.phase) for t in record.tags]
         empty += not parsed
         out.setdefault(record.user_id, []).extend(parsed)
+        if lines is not None:
+            lines.setdefault(record.user_id, line)
     return out, empty
 
 

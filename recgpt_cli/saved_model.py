@@ -43,3 +43,17 @@ def check_model_matches_db(model_dir: str | Path, model: Any, con: duckdb.DuckDB
             raise BadInput(f"{model_dir}: trained on another database: {len(missing):,} of its {len(ids):,} {kind} "
                            f"are not in this --db ({shown}{', …' if len(missing) > MISMATCH_SHOWN else ''})",
                            "pass the --db the model was trained on, or train a model on this one")
+
+
+def check_model_split(model_dir: str | Path, model: Any, split: Any) -> None:
+    """Refuse to score a model on a split other than the one it was trained on: its train items would be counted
+    as held-out hits (or the held-out items it never saw as misses), whatever the model is worth."""
+    protocol = model.config.get("protocol")
+    if protocol != split.protocol:
+        raise BadInput(f"{model_dir}: trained on the {protocol} split, asked to score on the {split.protocol} split",
+                       f"use --protocol {protocol}, or train a model with --protocol {split.protocol}")
+    fingerprint = model.config.get("split_fingerprint")
+    if fingerprint is not None and fingerprint != split.fingerprint():
+        raise BadInput(f"{model_dir}: trained on another {protocol} split than this --db holds (another seed, "
+                       "or data imported since), so its train items could be scored as held-out",
+                       "pass the --db the model was trained on, or retrain on this one")

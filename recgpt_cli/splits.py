@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Literal
@@ -136,6 +137,17 @@ class SplitData:
         """Items to mask when ranking for `phase`: train for valid; train+valid for test (as RecBole)."""
         return self.user_items("train") if phase == "valid" else self.user_items("train", "valid")
 
+    def fingerprint(self) -> str:
+        """sha256 over the ids and every phase's (user, item) rows: a model stores it so that scoring it on a
+        split other than the one it trained on (its train items would count as held-out hits) is refused."""
+        h = hashlib.sha256(self.protocol.encode())
+        for ids in (self.user_ids, self.item_ids):
+            h.update("\x1f".join(ids).encode() + b"\x1e")
+        for name in PHASES:
+            ph = self.phase(name)
+            h.update(name.encode() + ph.user.astype("<i8").tobytes() + ph.item.astype("<i8").tobytes())
+        return h.hexdigest()
+
     def item_train_counts(self) -> np.ndarray:
         """Popularity of each item = its number of train interactions (RecBole's `data.count_items`)."""
         return np.bincount(self.train.item, minlength=self.n_items).astype(np.int64)
@@ -216,18 +228,13 @@ def make_split(
                 f"a {protocol} split already exists with seed={stored.seed} ratios={list(stored.ratios)} "
                 f"(asked seed={seed} ratios={list(ratios)})",
                 "reuse the stored split (models trained on it stay comparable), "
-                "or rebuild it with make_split(..., force=True) and retrain",
+                "or rebuild it: `recgpt train-towers --new-split --split-seed N`, then retrain the models",
             )
-        if stored.n_rows != n_now:
-            raise BadInput(
-                f"the stored {protocol} split has {stored.n_rows} interactions but the DB now has {n_now}",
-                "behaviours were imported after the split was made; "
-                "rebuild it with make_split(..., force=True) and retrain",
-            )
+        check_fresh(con, stored, n_now)
         return stored
     if n_now == 0:
         raise BadInput("no item interactions in the DB (behaviors without item_id or only searches)",
-                       "import behaviours first: recgpt import behaviors ...")
+                       "import behaviours first: recgpt import jsonl --db DB --behaviors FILE")
     if protocol == "recbole":
         select = _recbole_sql(con, seed, ratios)
     else:
@@ -296,12 +303,27 @@ def leak_reason(split: str | None, phase: str | None, protocol: str, scored: str
     if split is None or phase is None:
         return (f"made from the full history, which holds the {scored} items being scored; "
                 f"make it from `recgpt compress --split {protocol} --phase {scored}`")
+    if phase not in ("valid", "test"):
+        return (f"marked phase {phase!r}, which no `recgpt compress --phase` writes (valid or test); "
+                f"make it from `recgpt compress --split {protocol} --phase {scored}`")
     if split != protocol:
         return (f"made for the {split} split but scored on the {protocol} split, whose held-out items it may have "
                 f"seen; make it with `recgpt compress --split {protocol} --phase {scored}`")
     if scored == "valid" and phase != "valid":
         return f"made for the {phase} phase, whose history holds the valid items; use --phase valid"
     return None
+
+
+def check_fresh(con: duckdb.DuckDBPyConnection, stored: SplitInfo, n_now: int | None = None) -> None:
+    """Refuse a stored split made before behaviours were imported: the new interactions are in no phase."""
+    if n_now is None:
+        n_now = int(con.execute(f"SELECT count(*) FROM ({INTERACTIONS_SQL})").fetchone()[0])  # type: ignore[index]
+    if stored.n_rows != n_now:
+        raise BadInput(
+            f"the stored {stored.protocol} split has {stored.n_rows} interactions but the DB now has {n_now}",
+            "behaviours were imported after the split was made; rebuild it with "
+            f"`recgpt train-towers --protocol {stored.protocol} --new-split` (models trained before must be retrained)",
+        )
 
 
 def split_info(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | None:
@@ -339,7 +361,11 @@ def load_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole") -> Spl
 
 
 def ensure_split(con: duckdb.DuckDBPyConnection, protocol: str = "recbole", seed: int = 2020) -> SplitData:
-    """Load the stored split of `protocol`, making it (seeded) first if this DB has none."""
-    if split_info(con, protocol) is None:
+    """Load the stored split of `protocol` (whatever its seed: models and baselines share it), making it (seeded)
+    first if this DB has none; a split older than the DB's behaviours is refused."""
+    stored = split_info(con, protocol)
+    if stored is None:
         make_split(con, protocol, seed=seed)
+    else:
+        check_fresh(con, stored)
     return load_split(con, protocol)

@@ -50,12 +50,16 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
         if read_only or not create:
             raise BadInput(f"{p}: no such database", "run `recgpt import ...` first to create it")
         p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
+    check_duckdb_header(p)
     try:
         con = duckdb.connect(str(p), read_only=read_only)
     except duckdb.IOException as exc:
         raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})") from None
     except duckdb.Error as exc:
         raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    check_file_backed(con, p)
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "meta" in tables:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -73,6 +77,27 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
         con.execute(CORE_DDL)
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     return con
+
+
+def check_duckdb_header(p: Path) -> None:
+    """An existing file must carry DuckDB's magic bytes ("DUCK" after the 8-byte checksum); otherwise DuckDB
+    opens it as something else (a JSONL file as an in-memory database, a SQLite file by downloading an
+    extension) or fails with an IO error that reads like a lock."""
+    if not p.is_file():
+        return
+    with p.open("rb") as fh:
+        head = fh.read(12)
+    if head[8:12] != b"DUCK":
+        raise BadInput(f"{p}: not a DuckDB database", "give a .duckdb file (a new name creates one)")
+
+
+def check_file_backed(con: duckdb.DuckDBPyConnection, p: Path) -> None:
+    """DuckDB 2 opens a file it does not recognise as a DuckDB database (a JSONL file, say) as an in-memory
+    database over that file, so writes would vanish: refuse it instead."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    if not row or not row[0]:
+        con.close()
+        raise BadInput(f"{p}: not a DuckDB database", "give a .duckdb file (a new name creates one)")
 
 
 @contextlib.contextmanager
@@ -108,3 +133,9 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Row counts of the core tables."""
     return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in ("users", "items", "behaviors")}
+
+
+def known_user_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every user the store knows: a `users` row or a behaviour (imports may bring behaviours alone)."""
+    rows = con.execute("SELECT user_id FROM users UNION SELECT DISTINCT user_id FROM behaviors").fetchall()
+    return {str(r[0]) for r in rows}

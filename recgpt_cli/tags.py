@@ -386,10 +386,13 @@ def tag_variables(
     }
 
 
-def check_record(record: dict[str, Any], *, has_date: bool = True) -> str | None:
-    """Why a `mine-interests` record cannot get tags, or None when it can."""
+def check_record(record: dict[str, Any], *, has_date: bool = True, known_users: set[str] | None = None
+                 ) -> str | None:
+    """Why a `mine-interests` record cannot get tags, or None when it can (`known_users`: the --db's users)."""
     if record.get("user_id") in ("", None):
         return "missing user_id"
+    if known_users is not None and str(record["user_id"]) not in known_users:
+        return f"unknown user_id {record['user_id']!r} (not in the --db users or behaviours)"
     interests = record.get("interests")
     if not isinstance(interests, list) or not all(isinstance(i, dict) and "interest_id" in i and "interest" in i
                                                   for i in interests):

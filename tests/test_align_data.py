@@ -193,6 +193,14 @@ def test_cli_align_data_writes_store_and_jsonl(store: Path, tmp_path: Path) -> N
     assert len(load_samples(tmp_path / "s.jsonl")) == len(got)
     r = CliRunner().invoke(app, ["align", "data", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 2 and "no such database" in r.output
+    # a list that would exclude nobody (JSON lines, another dataset's ids, nothing) is bad input, not a no-op
+    for text, expect in (('{"user_id": "u2"}\n', f"{users}:1: expected one bare user id a line"),
+                         ("u2\nnobody\n", f"{users}: 1 user id(s) not in the --db: nobody"),
+                         ("\n", f"{users}: file is empty")):
+        users.write_text(text)
+        r = CliRunner().invoke(app, ["align", "data", "--db", str(store), "--samples", str(tmp_path / "s2.duckdb"),
+                                     "--exclude-users", str(users), "--cuts", "1"])
+        assert r.exit_code == 2 and expect in r.output, r.output
 
 
 def test_cli_align_bad_inputs_exit_2_with_file_and_line(store: Path, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def db(tmp_path: Path) -> Path:
     with connect(path) as con:
         for iid, title, cat in ITEMS:
             con.execute("INSERT INTO items VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL)", [iid, title, cat, cat[-1]])
+        con.executemany("INSERT INTO users VALUES (?, NULL)", [[u["user_id"]] for u in USERS])
     return path
 
 
@@ -185,7 +186,13 @@ def test_cli_build_table_then_lookup(db: Path, tmp_path: Path, monkeypatch: pyte
     r = CliRunner().invoke(app, ["explain", "--build-table", "--db", str(db), "--interests", str(interests),
                                  "--date", "2025-06-18", "--k", "1", "--table-out", str(table_out)])
     assert r.exit_code == 0, r.output
-    assert len(table_out.read_text().splitlines()) == len(backend.calls) > 0
+    first = table_out.read_text().splitlines()
+    assert len(first) == len(backend.calls) > 0
+    # a rerun (say after a kill) generates nothing new but still writes the whole table to --table-out
+    r = CliRunner().invoke(app, ["explain", "--build-table", "--db", str(db), "--interests", str(interests),
+                                 "--date", "2025-06-18", "--k", "1", "--table-out", str(table_out)])
+    assert r.exit_code == 0 and len(backend.calls) == len(first), r.output
+    assert sorted(table_out.read_text().splitlines()) == sorted(first)
     r = CliRunner().invoke(app, ["explain", str(recs), "--db", str(db), "--interests", str(interests), "-q"])
     assert r.exit_code == 0, r.output
     rows = [orjson.loads(line) for line in r.stdout.splitlines()]
@@ -214,6 +221,30 @@ def test_cli_bad_recs_exit_2_with_file_line(db: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2
     assert f"{interests}:1: expected recgpt mine-interests output (kind 'interests') or recgpt predict-tags" in r.output
+
+
+def test_cli_unknown_user_and_bad_table_file_exit_2(db: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+
+    interests, recs, table = tmp_path / "interests.jsonl", tmp_path / "recs.jsonl", tmp_path / "t.jsonl"
+    _write_jsonl(interests, USERS)
+    _write_jsonl(recs, [{"user_id": "u1", "item_id": "i1"}, {"user_id": "nobody", "item_id": "i1"}])
+    _write_jsonl(table, [{"interest": "Outdoor hiking", "category_leaf": "Backpacks", "explanation": "Trail buddy"}])
+    args = ["explain", str(recs), "--db", str(db), "--interests", str(interests)]
+    r = CliRunner().invoke(app, [*args, "--table", str(table)])
+    assert r.exit_code == 2 and f"{recs}:2: unknown user_id 'nobody'" in r.output
+    _write_jsonl(recs, [{"user_id": "u1", "item_id": "i1"}])
+    for rows, expect in (([{"interest": "Outdoor hiking", "category_leaf": "Backpacks"}],
+                          f"{table}:1: missing or empty 'explanation'"),
+                         (None, f"{table}: no such file"), ([], f"{table}: file is empty")):
+        if rows is None:
+            table.unlink()
+        else:
+            _write_jsonl(table, rows)
+        r = CliRunner().invoke(app, [*args, "--table", str(table)])
+        assert r.exit_code == 2 and expect in r.output and "internal error" not in r.output, r.output
 
 
 @pytest.mark.model

@@ -112,6 +112,7 @@ def test_leak_reason_cases() -> None:
     assert "valid items" in (leak_reason("loo", "test", "loo", "valid") or "")
     assert "full history" in (leak_reason(None, None, "loo", "test") or "")
     assert "recbole split" in (leak_reason("loo", "test", "recbole", "test") or "")
+    assert "marked phase 'train'" in (leak_reason("loo", "train", "loo", "test") or "")  # no compress writes it
 
 
 def test_evaluate_refuses_tags_from_a_full_history(sample_db: Path, tmp_path: Path) -> None:
@@ -131,6 +132,8 @@ def test_evaluate_refuses_tags_from_a_full_history(sample_db: Path, tmp_path: Pa
     res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--protocol", "loo",
                                    "--phase", "valid", "--tags", str(tags), "--json"])
     assert res.exit_code == 2 and f"{tags}:1:" in res.output
+    res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--truth", str(tags)])
+    assert res.exit_code == 2 and "--truth scores the interests of --tags" in res.output
 
 
 def test_read_recs_refuses_tag_rows_without_provenance(sample_db: Path, tmp_path: Path) -> None:

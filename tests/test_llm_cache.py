@@ -53,6 +53,22 @@ def test_hit_after_miss_and_rows_logged(tmp_path: Path) -> None:
                     ("mining", "1", "fake", "fake-model", True, None, True)]
 
 
+def test_rejected_answers_are_logged_but_not_cached(tmp_path: Path) -> None:
+    """Every call is in the audit log, the rejected ones too (finish_reason `rejected: ...`); none is cached,
+    so the next run asks again."""
+    junk = FakeBackend(lambda messages, schema, params: "not json")
+    llm = StructuredLLM(junk, cache=DuckDBCache(tmp_path), retries=1)
+    gen = llm.generate(prompt(), {"u": "u1"}, Out)
+    assert gen.value is None and len(junk.calls) == 2
+    llm.cache.close()  # type: ignore[union-attr]
+    con = duckdb.connect(str(tmp_path / "mining.duckdb"))
+    rows = con.execute("SELECT output, cached, finish_reason FROM llm_calls").fetchall()
+    assert [(o, c, f.split(":")[0]) for o, c, f in rows] == [("not json", False, "rejected")] * 2
+    assert "JSONDecodeError" in rows[0][2]
+    assert con.execute("SELECT count(*) FROM completions").fetchone() == (0,)
+    con.close()
+
+
 def test_key_changes_with_version_params_model_and_schema(tmp_path: Path) -> None:
     cache = DuckDBCache(tmp_path)
     fake = echo()

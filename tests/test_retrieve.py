@@ -107,11 +107,17 @@ def test_cli_train_then_retrieve(tmp_path: Path):
     assert res.exit_code == 0, res.output
     tags = tmp_path / "tags.jsonl"
     tags.write_text(orjson.dumps({"kind": "tags", "user_id": "u01", "compressed": "", "interests": [],
-                                  "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n")
+                                  "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n"
+                    + orjson.dumps({"kind": "tags", "user_id": "stranger", "compressed": "", "interests": [],
+                                    "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n")
     out = tmp_path / "recs.jsonl"
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--k", "3",
-                              "--out", str(out), "--quiet"])
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
+    # a tag user the model cannot serve is counted and kept aside, not dropped
+    assert "1 tag users unknown to the model" in res.output
+    rejected = [orjson.loads(x) for x in (tmp_path / "recs.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["raw"]) for r in rejected] == [(2, "stranger")]
     recs = [orjson.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 24 * 3
     assert set(recs[0]) == {"kind", "kind_version", "user_id", "item_id", "rank", "score", "tag", "interest_id",

@@ -464,3 +464,10 @@ def test_cli_constrain_with_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
                               "--constrain", "free"], input=json.dumps(RECORD) + "\n")
     assert res.exit_code == 2 and "--constrain free: must be one of none, catalogue, interest" in res.stderr
+    stranger = {**RECORD, "user_id": "nobody"}
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache"],
+                        input=json.dumps(stranger) + "\n")
+    assert res.exit_code == 2 and "<stdin>:1: unknown user_id 'nobody'" in res.stderr, res.output
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
+                              "--max-tags-per-call", "0"], input=json.dumps(RECORD) + "\n")
+    assert res.exit_code == 2 and "--max-tags-per-call" in res.stderr

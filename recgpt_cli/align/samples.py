@@ -106,11 +106,19 @@ def reply_json(value: Any) -> str:
 def open_samples(path: str | Path) -> duckdb.DuckDBPyConnection:
     import duckdb
 
-    from recgpt_cli.store import ensure_tables
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables
 
     p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
+    check_duckdb_header(p)
     p.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(p))
+    try:
+        con = duckdb.connect(str(p))
+    except duckdb.Error as exc:
+        raise BadInput(f"{p}: cannot open as a DuckDB database ({str(exc).splitlines()[0]})") from None
+    check_file_backed(con, p)
     ensure_tables(con, SAMPLES_DDL)
     return con
 

@@ -88,12 +88,12 @@ def data(
     if source == "curriculum" and max_users is not None:
         raise BadInput("--max-users samples users for logs and teacher", "the curriculum's size is set by "
                        "--max-per-category")
-    excluded = user_list(exclude_users)
     counts: dict[str, dict[str, int]] = {}
     rates: list[tuple[str, Any]] = []
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
                      tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
     with connect(db, create=False) as con:
+        excluded = user_list(exclude_users, con)
         ensure_split(con, protocol)
         if source == "logs":
             built = list(build_from_logs(con, task, cfg, exclude=excluded))
@@ -363,9 +363,9 @@ def self_train(
 
     if not (model / "manifest.json").exists():
         raise BadInput(f"{model}: not an aligned model dir", "train one with `recgpt align sft` first")
-    excluded = user_list(exclude_users)
     cfg = LogsConfig(protocol=protocol, max_users=max_users, seed=seed)
     with connect(db, create=False, read_only=True) as con:
+        excluded = user_list(exclude_users, con)
         contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))
         catalogue = Catalogue.from_db(con)
         explain_inputs = ExplainInputs.from_con(con) if "explanations" in task else None

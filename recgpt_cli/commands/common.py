@@ -108,10 +108,30 @@ def _silence_stdout() -> None:
         pass
 
 
-def user_list(path: Path | None) -> list[str]:
-    """User ids from a file, one a line (`--exclude-users`: the users an evaluation scores); [] without a file."""
+def user_list(path: Path | None, con: Any = None) -> list[str]:
+    """User ids from a file, one a line (`--exclude-users`: the users an evaluation scores); [] without a file.
+    A list that excludes nobody by mistake would let scored users into training, so JSON lines, blanks inside an
+    id, an empty file and (with `con`, the --db) ids the store does not know are bad input."""
     if path is None:
         return []
     if not path.is_file():
         raise BadInput(f"{path}: no such file", "one user id a line")
-    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    ids: list[str] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        uid = line.strip()
+        if not uid:
+            continue
+        if uid[0] in "{[\"" or any(c.isspace() for c in uid):
+            raise BadInput.at(str(path), n, f"expected one bare user id a line, got {uid[:60]!r}")
+        ids.append(uid)
+    if not ids:
+        raise BadInput(f"{path}: file is empty, expected one user id a line")
+    if con is not None:
+        from recgpt_cli.store import known_user_ids
+
+        known = known_user_ids(con)
+        unknown = [u for u in ids if u not in known]
+        if unknown:
+            raise BadInput(f"{path}: {len(unknown)} user id(s) not in the --db: {', '.join(unknown[:3])}"
+                           f"{', …' if len(unknown) > 3 else ''}", "is it the list for this dataset?")
+    return ids

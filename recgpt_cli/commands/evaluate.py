@@ -85,9 +85,17 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     from recgpt_cli.evaluate import run_evaluation
+    from recgpt_cli.splits import make_split, split_info
     from recgpt_cli.store import connect
 
-    with connect(db, create=False) as con:
+    if model is None:  # a model is scored only on the split it trained on: never make one for it
+        with connect(db, create=False, read_only=True) as con:
+            missing = split_info(con, protocol or "recbole") is None
+        if missing:
+            with connect(db, create=False) as con:
+                make_split(con, protocol or "recbole", seed=seed)
+    # read-only from here on, so `recgpt retrieve ... | recgpt evaluate --recs -` can share the --db
+    with connect(db, create=False, read_only=True) as con:
         result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,
                                 protocol=protocol, ks=_parse_ks(k), phase=phase, plot_dir=plot, seed=seed,
                                 tags_path=tags, truth_path=truth)

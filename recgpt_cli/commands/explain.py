@@ -25,6 +25,7 @@ from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.schema import InterestsRecord, Recommendation, TagsRecord, parse_stage_record, stage_row
+from recgpt_cli.store import connect, known_user_ids
 
 InArg = Annotated[str | None, typer.Argument(help="Retrieve output JSONL (or - for stdin); same as --in.")]
 
@@ -42,7 +43,7 @@ def explain(
     table_out: Annotated[Path | None, typer.Option("--table-out", help="Also write table rows here (JSONL).")] = None,
     table: Annotated[Path | None, typer.Option("--table", help="Look up this table JSONL instead of the DB.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="table: lookup (§2.4.2); llm: one LLM call per item.")] = "table",
-    k: Annotated[int, typer.Option("--k", help="Categories per tag/interest when building the table.")] = 3,
+    k: Annotated[int, typer.Option("--k", min=1, help="Categories per tag/interest when building the table.")] = 3,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -77,10 +78,13 @@ def explain(
         with jsonl_writer(table_out) if table_out else contextlib.nullcontext() as w:
             rows = ex.build_explanation_table(db, users.values(), llm, date=day, prompt=tmpl, params=params, k=k,
                                               table_out=w, stats=stats, quiet=quiet)
-        _summary(quiet, stats, time.perf_counter() - t0, rejects, f"table rows written: {len(rows)}")
+        _summary(quiet, stats, time.perf_counter() - t0, rejects, f"table rows written: {len(rows)}",
+                 rejects_path_for(out, interests))
         _write_rejects(rejects, out, interests)
         return
     items = ex.load_items(db)
+    with connect(db, read_only=True) as con:
+        known_users = known_user_ids(con)
     kwargs: dict[str, Any] = {}
     if mode == "table":
         kwargs["table"] = ex.load_table(db, table)
@@ -91,7 +95,7 @@ def explain(
 
     def recs() -> Iterator[dict[str, Any]]:
         for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rec_rejects):
-            err = _check_rec(rec, items)
+            err = _check_rec(rec, items, known_users)
             if err:
                 if not skip_bad:
                     raise BadInput.at(source_name(src), line, err)
@@ -104,17 +108,20 @@ def explain(
                                               params=params, stats=stats, quiet=quiet, **kwargs):
             w.write(stage_row("explanation", row))
     rejects.rows.extend(rec_rejects.rows)
-    _summary(quiet, stats, time.perf_counter() - t0, rejects, f"explanations written: {stats.n}")
+    _summary(quiet, stats, time.perf_counter() - t0, rejects, f"explanations written: {stats.n}",
+             rejects_path_for(out, src))
     _write_rejects(rejects, out, src)
 
 
-def _check_rec(rec: dict[str, Any], items: dict[str, Any]) -> str | None:
+def _check_rec(rec: dict[str, Any], items: dict[str, Any], users: set[str]) -> str | None:
     try:
         parse_stage_record(rec, Recommendation)
     except ValueError as exc:
         return str(exc)
     if str(rec["item_id"]) not in items:
         return f"unknown item_id {rec['item_id']!r} (not in the --db items table)"
+    if str(rec["user_id"]) not in users:
+        return f"unknown user_id {rec['user_id']!r} (not in the --db users or behaviours)"
     return None
 
 
@@ -123,7 +130,7 @@ def _write_rejects(rejects: Rejects, out: str, fallback: Any) -> None:
         rejects.write(rejects_path_for(out, fallback))
 
 
-def _summary(quiet: bool, stats: Any, seconds: float, rejects: Rejects, head: str) -> None:
+def _summary(quiet: bool, stats: Any, seconds: float, rejects: Rejects, head: str, rejects_at: Path) -> None:
     if quiet:
         return
     d = stats.as_dict()
@@ -131,6 +138,7 @@ def _summary(quiet: bool, stats: Any, seconds: float, rejects: Rejects, head: st
         f"[bold]explain[/]: {head}; by source {d['by_source'] or {}}; pairs {d['pairs']} "
         f"(already stored {d['pairs_existing']}); LLM calls {d['llm_calls']}, regenerated {d['regenerated']}, "
         f"dropped {d['dropped']}, LLM errors {d['llm_errors']}; safety failures {d['safety_failures'] or {}}; "
-        f"tokens {d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}; {seconds:.1f}s",
+        f"tokens {d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}"
+        f"{f' -> {rejects_at}' if len(rejects) else ''}; {seconds:.1f}s",
         highlight=False, soft_wrap=True)
 

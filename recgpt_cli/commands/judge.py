@@ -110,7 +110,8 @@ def judge(
         rates = ", ".join(f"{c} {r:.0%}" for c, r in d["pass_rates"].items())
         console.print(f"[bold]judge {task}[/]: {d['n']} samples, pass rates: {rates}; errors {d['errors']}; "
                       f"rules fired {d['rules_fired'] or {}}; cached {d['cached']}; tokens "
-                      f"{d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}; "
+                      f"{d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}"
+                      f"{f' -> {rejects_path_for(out, src)}' if len(rejects) else ''}; "
                       f"{time.perf_counter() - t0:.1f}s", highlight=False, soft_wrap=True)
     if gold is not None:
         report = agreement(rows, gold, task)
@@ -179,10 +180,10 @@ def derive(
 
     for t in task:
         get_task(t)
-    excluded = user_list(exclude_users)
     cfg = LogsConfig(protocol=protocol, cuts=cuts, history_tokens=history_tokens, seed=seed, max_users=max_users)
     truth_map = load_truth(truth) if truth is not None else None
     with connect(db, create=False) as con:
+        excluded = user_list(exclude_users, con)
         ensure_split(con, protocol)
         labels = list(derive_labels(con, task, cfg, truth=truth_map, exclude=excluded))
     buf = open_buffer(buffer)
@@ -211,26 +212,23 @@ def check(
     llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Milestone check (§3.2): agreement with fresh labels (Table 9 form), recorded; exit 1 below --min-f1."""
-    import duckdb
-
     from recgpt_cli.errors import RecgptError
     from recgpt_cli.judge import agreement, get_task, judge_samples
+    from recgpt_cli.judge.buffer import open_buffer
     from recgpt_cli.judge.check import check_history, record_check
     from recgpt_cli.judge.run import JUDGE_PARAMS
     from recgpt_cli.llm.factory import make_llm
 
     spec = get_task(task)
     gold = _load_labels(against, spec)
+    open_buffer(buffer).close()  # a bad --buffer fails now, not after judging every label
     llm = make_llm(llm_opts, task="judge")
     rows = list(judge_samples(gold, llm, task, prompt=llm_opts.load_prompt(spec.prompt),
                               params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
                               quiet=quiet))
     report = agreement(rows, gold, task)
     judge_name = f"{llm_opts.backend}:{llm_opts.model or 'embedded'}" + ("" if no_rules else " + rules")
-    try:
-        con = duckdb.connect(str(buffer))
-    except duckdb.Error as exc:
-        raise BadInput(f"{buffer}: cannot open ({str(exc).splitlines()[0]})") from None
+    con = open_buffer(buffer)
     try:
         passed = record_check(con, report, judge=judge_name, labels=str(against), min_f1=min_f1)
         history = check_history(con, task)

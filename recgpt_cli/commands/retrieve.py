@@ -38,7 +38,7 @@ def retrieve(
 ) -> None:
     """Retrieve items per user by fusing user and tag towers, h_fuse = beta*h_u + (1-beta)*h_t (§2.3.3)."""
     from recgpt_cli.errors import BadInput
-    from recgpt_cli.io import jsonl_writer
+    from recgpt_cli.io import Rejects, jsonl_writer, rejects_path_for, source_name
     from recgpt_cli.retrieve import read_tags
     from recgpt_cli.retrieve import retrieve as run_retrieve
     from recgpt_cli.saved_model import check_model_matches_db, load_tower_model
@@ -50,8 +50,14 @@ def retrieve(
     model = load_tower_model(model_dir)
     if protocol is not None and protocol != model.config.get("protocol"):
         raise BadInput(f"--protocol {protocol}: {model_dir} was trained on the {model.config.get('protocol')} split")
-    tags_by_user, empty = read_tags(tags) if tags else ({}, 0)
-    unknown = sum(u not in set(model.user_ids) for u in tags_by_user)
+    lines: dict[str, int] = {}
+    tags_by_user, empty = read_tags(tags, lines) if tags else ({}, 0)
+    known = set(model.user_ids)
+    rejects = Rejects(source_name(tags or "-"))
+    for u in tags_by_user:
+        if u not in known:  # no train interactions: the model has no h_u to fuse the tags with
+            rejects.add(lines[u], "user unknown to the model (no train interactions): no recommendations", u)
+    unknown = len(rejects)
     with connect(db, read_only=True) as con, jsonl_writer(out) as writer:
         check_model_matches_db(model_dir, model, con)
         for rec in run_retrieve(con, model, tags_by_user, beta=beta, k=k, per_tag_quota=per_tag_quota, exact=exact,
@@ -60,4 +66,7 @@ def retrieve(
     if not quiet:
         console.print(f"retrieved {writer.count:,} (user, item) rows for {len(model.user_ids):,} users; "
                       f"{len(tags_by_user) - unknown:,} users with tags, {empty:,} tag records without tags, "
-                      f"{unknown:,} tag users unknown to the model (skipped)")
+                      f"{unknown:,} tag users unknown to the model (skipped"
+                      + (f", listed in {rejects_path_for(out, tags or '-')})" if unknown else ")"))
+    if unknown:
+        rejects.write(rejects_path_for(out, tags or "-"))

@@ -29,7 +29,7 @@ def predict_tags(
     per_interest: Annotated[bool, typer.Option(
         "--per-interest/--one-call", help="One LLM call per interest (default), or one call for all.")] = True,
     max_tags_per_call: Annotated[int, typer.Option(
-        "--max-tags-per-call", help="Tags asked of one call (small models degrade on long lists).")] = 10,
+        "--max-tags-per-call", min=1, help="Tags asked of one call (small models degrade on long lists).")] = 10,
     db: Annotated[Path | None, typer.Option(
         "--db", help="The store the users came from: turns on the catalogue rules (brand, implausible, invalid).")
     ] = None,
@@ -59,20 +59,22 @@ def predict_tags(
     # One ceiling for every call: a call asking for fewer tags stops earlier on its own (the schema's maxItems).
     params = llm_opts.sampling(default_params(max(1, min(max_tags_per_call, n_tags)), chars_per_item=190), seed=seed)
     catalogue = None
+    check = partial(check_record, has_date=day is not None)
     if db is not None:
         from recgpt_cli.catalogue import Catalogue
-        from recgpt_cli.store import connect
+        from recgpt_cli.store import connect, known_user_ids
 
         with connect(db, read_only=True) as con:
             catalogue = Catalogue.from_db(con)
+            users = known_user_ids(con)
+        check = partial(check_record, has_date=day is not None, known_users=users)
     elif not quiet:
         console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) and "
                       "--constrain are off")
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
                              params, catalogue, constrain)
     rejects = Rejects(source_name(src))
-    records = checked_records(src, (InterestsRecord,), partial(check_record, has_date=day is not None),
-                              skip_bad=skip_bad, rejects=rejects)
+    records = checked_records(src, (InterestsRecord,), check, skip_bad=skip_bad, rejects=rejects)
     batch = run_batch(records, predictor, desc="predict-tags", quiet=quiet,
                       concurrency=llm.concurrency)
     tally: Counter[str] = Counter()

@@ -28,8 +28,11 @@ def train_towers(
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as a preset "
                                                "file on stdout and exit.")] = False,
     protocol: Annotated[str | None, _opt("--protocol", help="Split: recbole (random 8/1/1) or loo.")] = None,
-    split_seed: Annotated[int | None, _opt("--split-seed", help="Seed of a split made here (a stored one wins).")
-                          ] = None,
+    split_seed: Annotated[int | None, _opt("--split-seed", help="Seed of a split made here; with a stored split of "
+                                           "another seed, refused unless --new-split.")] = None,
+    new_split: Annotated[bool, typer.Option("--new-split", help="Rebuild the stored split first (after an import, "
+                                            "or for another --split-seed); models trained on the old one must be "
+                                            "retrained (evaluate refuses them).")] = False,
     epochs: Annotated[int | None, _opt("--epochs", min=1, help="Epochs (early stopping applies).")] = None,
     dim: Annotated[int | None, _opt("--dim", min=2, help="Tower output size.")] = None,
     alpha: Annotated[float | None, _opt("--alpha", min=0.0, max=1.0, help="L_tag vs L_cate weight (§2.3.2).")] = None,
@@ -93,6 +96,7 @@ def train_towers(
     from dataclasses import replace
 
     from recgpt_cli.errors import BadInput
+    from recgpt_cli.splits import make_split, split_info
     from recgpt_cli.store import connect
     from recgpt_cli.towers import train_towers as train
     from recgpt_cli.towers.config import check_config, default_preset, load_preset, preset_text
@@ -118,6 +122,15 @@ def train_towers(
         typer.echo(preset_text(cfg, f"resolved from preset {preset or default_preset(protocol)}"), nl=False)
         return
     with connect(db, create=False) as con:
+        stored = split_info(con, cfg.protocol)
+        if new_split:
+            info = make_split(con, cfg.protocol, seed=cfg.split_seed, force=True)
+            if not quiet:
+                console.print(f"new {cfg.protocol} split: {info.n_train:,} train, {info.n_valid:,} valid, "
+                              f"{info.n_test:,} test interactions")
+        elif split_seed is not None and stored is not None and cfg.protocol == "recbole" and stored.seed != split_seed:
+            raise BadInput(f"--split-seed {split_seed}: this --db already holds a recbole split made with seed "
+                           f"{stored.seed}", "leave --split-seed out to use it, or add --new-split to rebuild it")
         report = train(con, out_dir, cfg, console=None if quiet else console)
     if not quiet:
         console.print(f"saved {out_dir}: best epoch {report.best_epoch} of {report.epochs_run}, "

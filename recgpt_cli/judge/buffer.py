@@ -22,7 +22,7 @@ from recgpt_cli.errors import BadInput, RecgptError
 from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
 from recgpt_cli.judge.criteria import TASKS, JudgeTask
 from recgpt_cli.judge.samples import expand_record, prompt_variables
-from recgpt_cli.store import ensure_tables, transaction
+from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables, transaction
 
 SKIP = "skip"
 
@@ -75,6 +75,7 @@ def open_buffer(path: str | Path) -> duckdb.DuckDBPyConnection:
     p = Path(path)
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a DuckDB file")
+    check_duckdb_header(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(p))
@@ -83,6 +84,7 @@ def open_buffer(path: str | Path) -> duckdb.DuckDBPyConnection:
                           "is another `recgpt judge annotate` using it?") from None
     except duckdb.Error as exc:
         raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    check_file_backed(con, p)
     ensure_buffer(con)
     return con
 

@@ -65,6 +65,8 @@ def load_truth(path: str | Path) -> dict[str, set[str]]:
             out[str(rec["user_id"])] = {str(i) for i in rec["interests"]}
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadInput.at(str(path), n, f"not a truth-interests record ({type(exc).__name__}: {exc})") from None
+    if not out:
+        raise BadInput(f"{path}: file is empty, expected truth-interest JSON lines")
     return out
 
 

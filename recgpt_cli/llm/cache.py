@@ -6,7 +6,8 @@ processes and DuckDB allows one writer process per file. Tables:
 - `completions(key PRIMARY KEY, text, prompt_tokens, completion_tokens, latency_s, finish_reason, created)`
 - `llm_calls(ts, task, prompt_version, backend, model_id, key, messages JSON, output, prompt_tokens,
   completion_tokens, latency_s, finish_reason, cached)` — one row per call, hit or miss, for auditing;
-  a hit stores no messages/output (join `completions` on `key`).
+  a hit stores no messages/output (join `completions` on `key`); a rejected answer (invalid, truncated) or a
+  failed call is logged with finish_reason `rejected: <why>` and never enters `completions`.
 
 Each `put` commits before returning, so a stage killed mid-batch keeps every finished call and a rerun asks the
 backend only for the rest. DuckDB lets one process write a file: a second process running the same task at the
@@ -113,6 +114,17 @@ class DuckDBCache:
                 con.execute("ROLLBACK")
                 raise
 
+    def log_failure(self, key: str, completion: Completion | None, *, prompt: Prompt, messages: list[Message],
+                    error: str) -> None:
+        """Log a call whose answer was rejected (or that got none) without caching it: finish_reason
+        `rejected: <why>`, so a rerun asks again and the audit still sees every call."""
+        with self._lock:
+            con = self._con(prompt.task)
+            if con is None:
+                return
+            c = completion or Completion(text="", prompt_tokens=0, completion_tokens=0, latency_s=0.0)
+            self._log(con, key, prompt, messages, c, cached=False, finish_reason=f"rejected: {error}"[:300])
+
     # -- helpers -----------------------------------------------------------------------------------
     def path_for(self, task: str | None) -> Path:
         name = self.task or task or "llm"
@@ -176,14 +188,14 @@ class DuckDBCache:
             Console(stderr=True).print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
     def _log(self, con: duckdb.DuckDBPyConnection, key: str, prompt: Prompt, messages: list[Message] | None,
-             c: Completion, *, cached: bool) -> None:
+             c: Completion, *, cached: bool, finish_reason: str | None = None) -> None:
         backend, model_id = self._ident
         con.execute(
             "INSERT INTO llm_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_now(), prompt.task, prompt.version, backend, model_id, key,
              orjson.dumps(messages).decode() if messages is not None else None,
              None if cached else c.text, 0 if cached else c.prompt_tokens, 0 if cached else c.completion_tokens,
-             0.0 if cached else c.latency_s, c.finish_reason, cached],
+             0.0 if cached else c.latency_s, finish_reason or c.finish_reason, cached],
         )
 
 

@@ -85,4 +85,7 @@ def make_cache(opts: LLMOptions, *, task: str | None = None) -> Any:
         return None
     from recgpt_cli.llm.cache import DuckDBCache
 
-    return DuckDBCache(opts.resolved_cache_dir(), task=task)
+    folder = opts.resolved_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--cache-dir {folder}: is a file, expected a folder", "pass a folder, or --no-cache")
+    return DuckDBCache(folder, task=task)

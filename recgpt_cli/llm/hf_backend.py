@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from recgpt_cli.errors import RecgptError
+from recgpt_cli.errors import BadInput
 from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParams
 from recgpt_cli.llm.fingerprint import files_sha256
 
@@ -34,7 +34,7 @@ class HFBackend:
     def __init__(self, model_dir: Path | str, *, max_context: int = 4096) -> None:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
-            raise RecgptError(f"{self.model_dir}: not a transformers model directory (no config.json)",
+            raise BadInput(f"{self.model_dir}: not a transformers model directory (no config.json)",
                               "convert the embedded GGUF once: python -m recgpt_cli.llm.convert DIR")
         self.max_context = max_context
         self._model: Any = None

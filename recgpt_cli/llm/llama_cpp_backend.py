@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from recgpt_cli.errors import RecgptError
+from recgpt_cli.errors import BadInput, RecgptError
 from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParams
 from recgpt_cli.llm.embedded import embedded_model_path
 from recgpt_cli.llm.fingerprint import file_sha256
@@ -45,7 +45,7 @@ class LlamaCppBackend:
                  ) -> None:
         self.model_path = Path(model_path) if model_path is not None else embedded_model_path()
         if not self.model_path.is_file():
-            raise RecgptError(f"{self.model_path}: no such GGUF model file", "pass --model PATH.gguf")
+            raise BadInput(f"{self.model_path}: no such GGUF model file", "pass --model PATH.gguf")
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self._llm: Any = None

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from recgpt_cli.errors import RecgptError
+from recgpt_cli.errors import BadInput, RecgptError
 from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParams
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -39,8 +39,11 @@ class OpenAIBackend:
     def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 4, timeout_s: float = 60.0,
                  retries: int = 2, api_key: str | None = None) -> None:
         if not base_url:
-            raise RecgptError("--backend openai needs --base-url URL")
+            raise BadInput("--backend openai needs --base-url URL")
         url = base_url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise BadInput(f"--base-url {base_url}: expected an http:// or https:// URL",
+                           "e.g. --base-url http://localhost:8000/v1")
         self.base_url = url if url.endswith("/v1") else url + "/v1"
         self.model = model or "default"
         self.concurrency = max(1, concurrency)

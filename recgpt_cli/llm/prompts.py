@@ -107,7 +107,7 @@ def parse_prompt(text: str, path: str) -> Prompt:
 def load_prompt(name_or_path: str | Path) -> Prompt:
     """Load `prompts/<name>.md` by task name, or any prompt file by path (`--prompt FILE`)."""
     p = Path(name_or_path)
-    if not (p.suffix == ".md" and p.exists()):
+    if not p.is_file():  # a task name, not a path
         p = prompts_dir() / f"{name_or_path}.md"
     if not p.exists():
         raise BadInput(f"{name_or_path}: no such prompt file", f"prompts live in {prompts_dir()}")

@@ -33,6 +33,9 @@ class CompletionCache(Protocol):
 
     def put(self, key: str, completion: Completion, *, prompt: Prompt, messages: list[Message]) -> None: ...
 
+    def log_failure(self, key: str, completion: Completion | None, *, prompt: Prompt, messages: list[Message],
+                    error: str) -> None: ...
+
     def key(self, backend: Backend, prompt: Prompt, messages: list[Message], schema: dict[str, Any] | None,
             params: SamplingParams) -> str: ...
 
@@ -147,12 +150,16 @@ class StructuredLLM:
                 completion = self._call(messages, schema, p)
             except BackendError as exc:
                 gen.error = f"BackendError: {exc.message}"
+                if self.cache is not None:
+                    self.cache.log_failure(key, None, prompt=prompt, messages=messages, error=gen.error)
                 break  # another seed cannot fix a prompt that does not fit or a server that keeps failing
             if self._accept(gen, completion, output, p, cached=False):
                 # Only valid completions are cached: a failure is retried by the next run, not replayed.
                 if self.cache is not None:
                     self.cache.put(key, completion, prompt=prompt, messages=messages)
                 break
+            if self.cache is not None:  # logged for the audit, never cached
+                self.cache.log_failure(key, completion, prompt=prompt, messages=messages, error=gen.error or "")
         with self._lock:
             self.usage.generations += 1
             self.usage.failed += gen.value is None

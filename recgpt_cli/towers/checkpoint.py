@@ -50,6 +50,8 @@ def resumable_features(out: Path, cfg: TowerConfig, split: SplitData) -> tuple[T
     saved = with_defaults(json.loads(cfg_path.read_text()))
     if any(saved[k] != v for k, v in learned_config(cfg).items()):
         return None
+    if saved.get("split_fingerprint") not in (None, split.fingerprint()):
+        return None  # the split was rebuilt since: the checkpoint learned from other train rows
     feats = TowerFeatures.load(out / "features.npz")
     # the split was rebuilt since (new data): the checkpoint belongs to another dataset
     if (len(feats.item_feats), len(feats.seq_indptr) - 1, len(feats.train_user)) != (

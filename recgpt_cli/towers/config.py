@@ -91,8 +91,37 @@ _CHOICES = {"batching": ("pairs", "users", "next-item"), "lr_schedule": ("consta
             "protocol": ("recbole", "loo")}
 
 
+# Bounds of numeric fields (the `train-towers` options' min/max, so a preset file cannot pass what the CLI refuses).
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "dim": (2, None), "alpha": (0.0, 1.0), "tag_weight": (0.0, None), "lr": (0.0, None), "weight_decay": (0.0, None),
+    "batch_size": (2, None), "temperature": (1e-4, None), "dropout": (0.0, 0.9), "history_dropout": (0.0, 0.9),
+    "init_std": (0.0, None), "n_levels": (0, None), "n_buckets": (1, None), "threads": (0, None),
+    **{name: (1, None) for name in ("eval_every", "patience", "ensemble", "n_layers", "n_heads", "epochs",
+                                    "max_seq_len")},
+}
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
 def check_config(cfg: TowerConfig) -> None:
     """Reject settings that cannot work before any data is read; messages name the `train-towers` option."""
+    for f in fields(cfg):
+        value, kinds = getattr(cfg, f.name), _TYPES.get(str(f.type))
+        if kinds and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise ValueError(f"--{option_name(f.name)} {value!r}: expected {f.type}")
+    for name, (low, high) in _RANGES.items():
+        value = getattr(cfg, name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"--{option_name(name)} {value}: must be {bounds}")
+    if cfg.lr == 0:
+        raise ValueError("--lr 0: must be > 0")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise ValueError(f"--device {cfg.device}: expected auto, cpu or cuda")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {cfg.device}: this torch has no CUDA device (use auto or cpu)")
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{option_name(name)} {getattr(cfg, name)}: expected {' or '.join(allowed)}")
@@ -106,11 +135,6 @@ def check_config(cfg: TowerConfig) -> None:
         raise ValueError("--history-dropout hides pooled history; the sequential tower uses --dropout")
     if cfg.user_tower == "sequential" and cfg.dim % cfg.n_heads:
         raise ValueError(f"--dim {cfg.dim} must be a multiple of --heads {cfg.n_heads}")
-    if cfg.init_std < 0:
-        raise ValueError(f"--init-std {cfg.init_std}: must be >= 0")
-    for name in ("eval_every", "patience", "ensemble", "n_layers", "n_heads", "epochs", "max_seq_len"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{option_name(name)} {getattr(cfg, name)}: must be >= 1")
 
 
 def option_name(field_name: str) -> str:

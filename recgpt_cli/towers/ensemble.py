@@ -35,8 +35,9 @@ def train_ensemble(
         reports.append(train_one(con, out / f"member-{k}", member, console=console, after_epoch=after_epoch))
     members = [load_model(out / f"member-{k}", device=str(pick_device(cfg.device))) for k in range(cfg.ensemble)]
     net = TAREnsemble([m.net for m in members if isinstance(m.net, TAR)]).eval()
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
     first = members[0]
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
+    config["split_fingerprint"] = first.config.get("split_fingerprint")
     model = TowerModel(net, first.feats, first.user_ids, first.item_ids, first.vocab, config, out)
     write_static(out, model)
     save_atomic(net.state_dict(), out / "model.pt")  # last: a half-made ensemble is never loadable

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -103,8 +103,9 @@ def train_towers(
     out, started = Path(out_dir), time.perf_counter()
     # 1. the split: a stored one whatever its seed (evaluate and the baselines share it); make_split checks it
     stored = split_info(con, cfg.protocol)
-    make_split(con, cfg.protocol, seed=stored.seed if stored else cfg.split_seed,
-               ratios=stored.ratios if stored else (0.8, 0.1, 0.1))
+    if stored is not None and cfg.protocol == "recbole":
+        cfg = replace(cfg, split_seed=stored.seed)  # config.json says which split the model saw
+    make_split(con, cfg.protocol, seed=cfg.split_seed, ratios=stored.ratios if stored else (0.8, 0.1, 0.1))
     split = load_split(con, cfg.protocol)
     if cfg.ensemble > 1:
         reports, ndcg = train_ensemble(con, out, cfg, train_towers, console, after_epoch,
@@ -125,6 +126,7 @@ def train_towers(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     saved_config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "threads")}
+    saved_config["split_fingerprint"] = split.fingerprint()  # evaluate refuses to score it on another split
     net = build_net(TowerShapes(split.n_users, feats.field_sizes(), list(behaviors), len(vocab) + 2), saved_config)
     assert isinstance(net, TAR)
     net.to(pick_device(cfg.device))

@@ -225,3 +225,76 @@ def test_case6_real_sigint_during_a_duckdb_query_exits_130(tmp_path: Path) -> No
     res = subprocess.run([sys.executable, str(script)], capture_output=True, env=child_env(), timeout=60)
     assert res.returncode == 130, res.stderr.decode()
     assert b"interrupted" in res.stderr and b"internal error" not in res.stderr
+
+
+def test_case7_a_model_is_scored_only_on_its_own_split(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Case 7: `evaluate --model` refuses another protocol, a --db without the model's split, and a split made
+    with another seed (was: exit 0 with its train items scored as held-out hits, NDCG@10 0.46 vs 0.18)."""
+    db, model = trained
+    assert runner.invoke(app, ["evaluate", "--db", str(db), "--model", str(model), "--quiet"]).exit_code == 0
+    res = runner.invoke(app, ["evaluate", "--db", str(db), "--model", str(model), "--protocol", "loo"])
+    assert res.exit_code == 2 and "trained on the recbole split, asked to score on the loo split" in res.output
+    sys.path.insert(0, str(ROOT / "tests"))
+    from towers_fixtures import make_shop_db
+
+    other = tmp_path / "same-data.duckdb"
+    make_shop_db(other).close()  # the same users, items and behaviours, no split yet
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(model)])
+    assert res.exit_code == 2 and "has no recbole split" in res.output, res.output
+    con = duckdb.connect(str(other), read_only=True)
+    assert "splits" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}  # and it made none
+    con.close()
+    res = runner.invoke(app, ["train-towers", "--db", str(other), "--out-dir", str(tmp_path / "m7"), "--epochs", "1",
+                              "--dim", "8", "--split-seed", "7", "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(model)])
+    assert res.exit_code == 2 and "trained on another recbole split" in res.output, res.output
+    # a stored split of another seed is not silently reused for an explicit --split-seed; --new-split rebuilds it
+    res = runner.invoke(app, ["train-towers", "--db", str(other), "--out-dir", str(tmp_path / "m5"), "--epochs", "1",
+                              "--dim", "8", "--split-seed", "5", "--threads", "1", "--quiet"])
+    assert res.exit_code == 2 and "already holds a recbole split made with seed 7" in res.output
+    res = runner.invoke(app, ["train-towers", "--db", str(other), "--out-dir", str(tmp_path / "m5"), "--epochs", "1",
+                              "--dim", "8", "--split-seed", "5", "--new-split", "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "m5" / "config.json").read_text())["split_seed"] == 5
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(tmp_path / "m7")])
+    assert res.exit_code == 2 and "trained on another recbole split" in res.output  # m7's split is gone
+
+
+def test_case7_retrieve_pipes_into_evaluate(trained: tuple[Path, Path]) -> None:
+    """Case 7: the README's pipe works: evaluate opens the --db read-only, as retrieve does (was: a lock
+    conflict, then `<stdin>: file is empty`)."""
+    db, model = trained
+    cmd = (f"{sys.executable} -m recgpt_cli retrieve --db {db} --model {model} --k 10 --exact --quiet | "
+           f"{sys.executable} -m recgpt_cli evaluate --db {db} --recs - --json --quiet")
+    res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, env=child_env(),
+                         timeout=180)
+    assert res.returncode == 0, res.stderr.decode()
+    assert json.loads(res.stdout)["system"].startswith("recs:") and json.loads(res.stdout)["n_users"] > 0
+
+
+@pytest.mark.parametrize("content", [b"\x00" * 5000, b'{"user_id": "u1"}\n', b"SQLite format 3\x00" + b"\x00" * 100])
+def test_case7_a_file_that_is_not_duckdb_is_bad_input(content: bytes, tmp_path: Path) -> None:
+    """Case 7: random bytes, a JSONL file or a SQLite file as --db / --buffer is exit 2 and stays untouched (was:
+    exit 1, an extension download attempt for SQLite, and for JSONL labels `stored` in an in-memory database)."""
+    f = tmp_path / "x.data"
+    f.write_bytes(content)
+    for args in (["train-towers", "--db", str(f), "--out-dir", str(tmp_path / "m")],
+                 ["evaluate", "--db", str(f), "--baseline", "pop"],
+                 ["judge", "annotate", "--task", "tags", "--buffer", str(f), "--export", "-"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and f"{f}: not a DuckDB database" in res.output, (args, res.output)
+    assert f.read_bytes() == content
+
+
+def test_case7_tower_settings_from_a_preset_are_checked_like_options(tmp_path: Path) -> None:
+    """Case 7: a preset cannot pass what the options refuse; impossible devices are bad input (was: internal
+    errors from deep inside torch)."""
+    for line, expect in (('epochs = "ten"', "--epochs 'ten': expected int"), ("dim = 1", "--dim 1: must be >= 2"),
+                         ("lr = -1.0", "--lr -1.0: must be >= 0.0")):
+        preset = tmp_path / "p.toml"
+        preset.write_text(line + "\n")
+        res = runner.invoke(app, ["train-towers", "--preset", str(preset), "--print-config"])
+        assert res.exit_code == 2 and expect in res.output, res.output
+    res = runner.invoke(app, ["train-towers", "--device", "tpu", "--print-config"])
+    assert res.exit_code == 2 and "expected auto, cpu or cuda" in res.output

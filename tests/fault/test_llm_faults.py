@@ -189,3 +189,29 @@ def test_case6_second_process_sharing_the_cache_still_caches(tmp_path: Path,
     gen = again.generate(prompt, {"x": "1"}, Out, SamplingParams())
     assert gen.ok and gen.cached and len(backend.calls) == 1
     assert list(cache_dir.glob("t.*.duckdb")) == []
+
+
+def test_case7_a_failed_run_keeps_the_previous_output(fake_server: FakeServer, tmp_path: Path) -> None:
+    """Case 7: a mistyped or bad input leaves the earlier --out whole (was: truncated to 0 bytes before the input
+    was read); the output may be the input file itself; a folder as --out is bad input before any LLM call."""
+    src = compressed_users(tmp_path / "c.jsonl", n=2)
+    out = tmp_path / "i.jsonl"
+    assert recgpt("mine-interests", str(src), "--out", str(out), *llm_args(fake_server, tmp_path / "cache")
+                  ).returncode == 0
+    before = out.read_bytes()
+    assert len(rows(out)) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(src.read_bytes().splitlines(keepends=True)[0] + b"{not json\n")
+    for given in (bad, tmp_path / "missing.jsonl"):
+        res = recgpt("mine-interests", str(given), "--out", str(out), *llm_args(fake_server, tmp_path / "cache"))
+        assert res.returncode == 2 and b"Traceback" not in res.stderr, res.stderr.decode()
+        assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
+    requests = fake_server.requests
+    res = recgpt("mine-interests", str(tmp_path), "--out", str(tmp_path), *llm_args(fake_server, tmp_path / "cache"))
+    assert res.returncode == 2 and b"is a directory" in res.stderr and fake_server.requests == requests
+    inplace = tmp_path / "inplace.jsonl"
+    inplace.write_bytes(src.read_bytes())
+    res = recgpt("mine-interests", str(inplace), "--out", str(inplace), *llm_args(fake_server, tmp_path / "cache"))
+    assert res.returncode == 0, res.stderr.decode()
+    assert inplace.read_bytes() == before
