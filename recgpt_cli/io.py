@@ -172,6 +172,13 @@ class JsonlWriter:
             self._fh.flush()
 
 
+def check_parents(p: Path) -> None:
+    """A path whose folder part names an existing file (`x.jsonl/out.duckdb`) is bad input, said before mkdir."""
+    for parent in p.parents:
+        if parent.exists() and not parent.is_dir():
+            raise BadInput(f"{p}: {parent} is a file, not a folder")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process `pid` still runs (ours always does)."""
     if pid == os.getpid():

@@ -10,7 +10,9 @@ output: on a CPU every call costs seconds, and the towers still train and retrie
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,8 @@ from typing import Any
 import orjson
 
 from recgpt_cli.errors import EXIT_PARTIAL, BadInput, RecgptError
+from recgpt_cli.io import check_parents
+from recgpt_cli.splits import PROTOCOLS
 
 JUDGE_TASKS = {"interests": "interests.jsonl", "tags": "tags.jsonl", "explanations": "explanations.jsonl"}
 
@@ -163,6 +167,15 @@ def llm_usage(cache_dir: Path, since: float) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the stage's process (Linux): SIGTERM when `recgpt run` dies, kill -9 included, so no orphaned stage
+    keeps calling the LLM while the rerun starts the same stage beside it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class Runner:
     """Runs one stage as `python -m recgpt_cli ...`; stderr passes through (progress), stdout is captured."""
 
@@ -178,7 +191,8 @@ class Runner:
             console.rule(f"[bold]{name}[/]", style="cyan")
             console.print("$ recgpt " + " ".join(args), highlight=False, soft_wrap=True)
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "recgpt_cli", *args], env=self.env, stdout=subprocess.PIPE)
+        proc = subprocess.run([sys.executable, "-m", "recgpt_cli", *args], env=self.env, stdout=subprocess.PIPE,
+                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         seconds = time.perf_counter() - started
         if proc.returncode == EXIT_PARTIAL:  # records that failed are written with `error`; the run goes on
             note = f"{note}; some records failed" if note else "some records failed"
@@ -197,7 +211,13 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
     (table + lookup) -> judge x3, on `cfg.data`; every file lands in `cfg.out`. Returns the summary."""
     if cfg.llm_users < 1:
         raise BadInput(f"--llm-users {cfg.llm_users}: must be at least 1")
+    if cfg.protocol not in PROTOCOLS:  # before the import, not when compress meets it minutes later
+        raise BadInput(f"--protocol {cfg.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file, expected a folder")
+    check_parents(out)
+    check_parents(cfg.db)
     out.mkdir(parents=True, exist_ok=True)
     cfg.db.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

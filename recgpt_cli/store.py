@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from recgpt_cli.errors import BadInput, RecgptError
+from recgpt_cli.io import check_parents
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +50,7 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
     if not p.exists():
         if read_only or not create:
             raise BadInput(f"{p}: no such database", "run `recgpt import ...` first to create it")
+        check_parents(p)
         p.parent.mkdir(parents=True, exist_ok=True)
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a DuckDB file")
@@ -73,7 +75,10 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
     elif tables:
         con.close()
         raise BadInput(f"{p}: a DuckDB file, but not a recgpt database (no meta table)")
-    elif not read_only:
+    elif read_only:  # an empty DuckDB file: nothing imported, and read-only cannot create the tables
+        con.close()
+        raise BadInput(f"{p}: an empty DuckDB file, not a recgpt database yet", "run `recgpt import ...` into it first")
+    else:
         con.execute(CORE_DDL)
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     return con

@@ -25,6 +25,8 @@ def _load(path: str) -> Any:
     except ImportError as exc:
         raise RecgptError("llama-cpp-python is needed to count tokens", "run `make setup`") from exc
     p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected a .gguf model file", "pass a .gguf model file with --tokenizer")
     if not p.is_file():
         raise BadInput(f"{p}: no such tokenizer file", "pass a .gguf model file with --tokenizer")
     # llama.cpp logs a context-size warning through a Python callback on sys.stderr even with verbose=False.

@@ -219,5 +219,5 @@ def test_cli_align_bad_inputs_exit_2_with_file_and_line(store: Path, tmp_path: P
     r = run(app, ["align", "data", "--db", str(store), "--task", "explanations"])
     assert r.exit_code == 2 and "logs build interests and tags" in r.output and "--source teacher" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--source", "teacher"])  # no server named
-    assert r.exit_code == 2 and "needs --base-url" in r.output
+    assert r.exit_code == 2 and "needs --teacher-base-url" in r.output
     assert not (tmp_path / "m").exists()  # nothing was trained or written

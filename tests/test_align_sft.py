@@ -237,3 +237,16 @@ def test_curriculum_file_trains_its_stages_in_order(embedded_hf: Path, tmp_path:
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["stage"] for e in log] == [0, 0, 2, 2]  # foundation, then advanced (intermediate has no samples)
     assert all(e["loss"] > 0 for e in log)
+
+
+def test_rerunning_a_finished_run_keeps_its_measurements(trained: tuple[Path, object], embedded_hf: Path) -> None:
+    """A rerun trains nothing and must not overwrite the run's loss, time and speed with NaN and zeros (JSON has
+    no NaN: the manifest stays readable)."""
+    out, r = trained
+    before = json.loads((out / "manifest.json").read_text())
+    again = train_sft(samples(), out, cfg(max_steps=12), base=embedded_hf)
+    after = json.loads((out / "manifest.json").read_text())  # strict: NaN would not parse with orjson below
+    orjson.loads((out / "manifest.json").read_bytes())
+    assert again.losses == [] and again.first_loss == r.first_loss  # type: ignore[attr-defined]
+    for key in ("first_loss", "last_loss", "train_s", "tokens_per_s", "steps"):
+        assert after[key] == before[key], key

@@ -123,22 +123,23 @@ def test_label_undo_quit_and_resume(tmp_path: Path) -> None:
         con.close()
 
 
-def test_undo_reaches_into_an_earlier_session_and_nothing_to_undo(tmp_path: Path) -> None:
+def test_undo_stays_inside_the_session(tmp_path: Path) -> None:
+    """Undo takes back this session's labels only: never a label stored before it (an earlier session's, or one
+    imported from a gold file under the same annotator), which it would silently delete."""
     a, b = gold_samples(2)
     con = open_buffer(tmp_path / "labels.duckdb")
     try:
+        annotate(con, "tags", [b], annotator="ann", read_key=keys_from(["y", "y", "y", "y"]), show=Screen())
+        before = current_labels(con, "tags")[sample_hash(b, "tags")]
         screen = Screen()
-        annotate(con, "tags", [b], annotator="ann", read_key=keys_from(["y", "y", "y", "y"]), show=screen)
-        screen = Screen()
-        stats = annotate(con, "tags", [a], annotator="ann", read_key=keys_from(["u", "n", "q"]), show=screen)
-        # b is not in this input: it is shown from the buffer, and its label is asked again
-        assert screen.questions()[:2] == ["1:relevance", "1:validity"]
-        assert "an earlier sample (not in this input)" in "".join(screen.shown)
+        stats = annotate(con, "tags", [a], annotator="ann", read_key=keys_from(["u", "y", "u", "n", "q"]),
+                         show=screen)
+        assert "nothing to undo" in "".join(screen.shown)  # the first u: this session has stored nothing yet
+        # asked again after "nothing to undo"; after the second u, the undone relevance is asked again
+        assert screen.questions() == ["1:relevance", "1:relevance", "1:consistency", "1:relevance", "1:consistency"]
         assert (stats.undone, stats.labelled, stats.remaining) == (1, 1, 1)
-        assert current_labels(con, "tags")[sample_hash(b, "tags")]["validity"] == "No"
-        screen = Screen()
-        annotate(con, "tags", [a], annotator="nobody", read_key=keys_from(["u", "q"]), show=screen)
-        assert "nothing to undo" in "".join(screen.shown)
+        assert current_labels(con, "tags")[sample_hash(a, "tags")] == {"relevance": "No"}
+        assert current_labels(con, "tags")[sample_hash(b, "tags")] == before  # the earlier session's, untouched
     finally:
         con.close()
 

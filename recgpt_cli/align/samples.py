@@ -89,9 +89,10 @@ class Sample:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Sample:
         messages = row["messages"]
-        if not (isinstance(messages, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m)
-                                                   for m in messages)):
-            raise ValueError("`messages` must be a list of {role, content}")
+        if not (isinstance(messages, list) and messages and all(
+                isinstance(m, dict) and {"role", "content"} <= set(m) and isinstance(m["role"], str)
+                and isinstance(m["content"], str) for m in messages)):
+            raise ValueError("`messages` must be a non-empty list of {role, content} strings")
         if not isinstance(row["target"], str) or not isinstance(row["task"], str):
             raise ValueError("`task` and `target` must be strings")
         return cls(row["task"], row.get("source", "logs"), messages, row["target"], int(row.get("round", 0)),
@@ -107,11 +108,16 @@ def open_samples(path: str | Path) -> duckdb.DuckDBPyConnection:
     import duckdb
 
     from recgpt_cli.errors import BadInput
+    from recgpt_cli.io import check_parents
     from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables
 
     p = Path(path)
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a DuckDB file")
+    if p.suffix in (".jsonl", ".json"):
+        raise BadInput(f"--samples {p}: the sample store is a DuckDB file (a .jsonl is read-only export)",
+                       "store into a .duckdb file; add --jsonl FILE for a JSONL copy")
+    check_parents(p)
     check_duckdb_header(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -133,6 +139,14 @@ def record_pass_rate(con: duckdb.DuckDBPyConnection, *, source: str, task: str, 
            orjson.dumps(stats.removed).decode(), getattr(stats, "items", None), getattr(stats, "kept_items", None)]
     con.execute("INSERT INTO align_pass_rates (source, round, task, model, inputs, answers, passed, samples, removed, "
                 "items, kept_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+
+def unique_samples(samples: Sequence[Sample]) -> tuple[list[Sample], int]:
+    """The samples with repeats (same hash) kept once, in order, and how many repeats were dropped."""
+    by_hash: dict[str, Sample] = {}
+    for sample in samples:
+        by_hash.setdefault(sample.hash, sample)
+    return list(by_hash.values()), len(samples) - len(by_hash)
 
 
 def save_samples(con: duckdb.DuckDBPyConnection, samples: Iterable[Sample]) -> tuple[int, int]:

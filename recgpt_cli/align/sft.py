@@ -21,6 +21,7 @@ Curriculum (Appendix C): `stages` trains the given task groups one after another
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -75,6 +76,8 @@ class SFTConfig:
             raise BadInput("--batch-size, --epochs and --max-steps must be at least 1")
         if self.precision not in PRECISIONS:
             raise BadInput(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        check_device(self.device)
+        check_gguf_type(self.gguf_type)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must match to be resumed (not where it runs or how often it saves)."""
@@ -106,14 +109,30 @@ def data_hash(samples: Sequence[Sample]) -> str:
     return h.hexdigest()
 
 
+def check_device(name: str) -> None:
+    """--device before any work: a typo or a missing CUDA must not surface after a round of generation."""
+    if name not in ("auto", "cpu") and not (name == "cuda" or name.startswith("cuda:")):
+        raise BadInput(f"--device {name!r}: expected auto, cpu or cuda")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInput(f"--device {name}: no CUDA device here", "use auto or cpu")
+
+
+def check_gguf_type(name: str) -> None:
+    """--gguf-type before training: the export comes last, after every step was paid for."""
+    from recgpt_cli.align.gguf_export import OUT_TYPES
+
+    if name not in OUT_TYPES:
+        raise BadInput(f"--gguf-type {name!r}: expected one of {', '.join(OUT_TYPES)}")
+
+
 def pick_device(name: str) -> str:
     import torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: no CUDA device here")
-    return name
+    check_device(name)
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def resolve_base(base: str | Path | None, cache_dir: Path) -> tuple[Path, Path | None]:
@@ -121,23 +140,34 @@ def resolve_base(base: str | Path | None, cache_dir: Path) -> tuple[Path, Path |
     embedded model), a .gguf file (converted once into `cache_dir`), a transformers dir, or an aligned model's
     output dir (incremental learning: its `hf/` and the GGUF template it was made with)."""
     from recgpt_cli.llm.convert import convert_gguf_to_hf
-    from recgpt_cli.llm.embedded import embedded_model_path
+    from recgpt_cli.llm.embedded import check_gguf, embedded_model_path
     from recgpt_cli.llm.fingerprint import file_sha256
 
     if base is None or str(base).endswith(".gguf"):
         gguf = Path(base) if base is not None else embedded_model_path()
-        if not gguf.is_file():
-            raise BadInput(f"{gguf}: no such GGUF file")
+        check_gguf(gguf, "--from")
         hf = cache_dir / f"hf-{file_sha256(gguf)[:16]}"
         return convert_gguf_to_hf(hf, gguf), gguf
     p = Path(base)
     manifest = p / "manifest.json"
     if manifest.exists() and (p / "hf" / "config.json").exists():
-        template = json.loads(manifest.read_text()).get("gguf_template")
+        template = _read_json(manifest).get("gguf_template")
+        _check_config_json(p / "hf" / "config.json")
         return p / "hf", Path(template) if template else None
     if (p / "config.json").exists():
+        _check_config_json(p / "config.json")
         return p, None
     raise BadInput(f"{p}: not a GGUF file, a transformers dir or an aligned model dir")
+
+
+def _check_config_json(path: Path) -> None:
+    """A transformers config that is not a JSON object is the user's file at fault, said before loading."""
+    try:
+        ok = isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise BadInput(f"{path}: not a valid transformers config (JSON object)", "pass an intact model dir to --from")
 
 
 def encode(tok: Any, sample: Sample, max_length: int) -> tuple[list[int], list[int]] | None:
@@ -253,6 +283,8 @@ def train_sft(
     if not samples:
         raise BadInput("no alignment samples to train on", "build some with `recgpt align data`")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file, expected an output folder")
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -351,17 +383,50 @@ def train_sft(
     _save(ckpt, identity, total, model, opt, sched)
     peak = _peak_memory_mb(device)
     _finish(model, tok, out, cfg, template, export)
-    result = SFTResult(out, total, sum(len(b) for b in by_stage), skipped, losses[0] if losses else float("nan"),
-                       losses[-1] if losses else float("nan"), train_s, tokens / max(train_s, 1e-9), peak,
+    by_step = _logged_losses(out / "train_log.jsonl", total)  # the whole run's, across resumes
+    result = SFTResult(out, total, sum(len(b) for b in by_stage), skipped, by_step[0] if by_step else float("nan"),
+                       by_step[-1] if by_step else float("nan"), train_s, tokens / max(train_s, 1e-9), peak,
                        resumed_from=start, losses=losses)
+    earlier = _read_json(out / "manifest.json")
+    if start == total and earlier.get("data") == identity["data"] and earlier.get("steps") == total:
+        # a rerun of a finished run trained nothing: keep what the training itself measured
+        result.train_s, result.tokens_per_s = earlier.get("train_s", 0.0), earlier.get("tokens_per_s", 0.0)
+        result.peak_memory_mb, result.resumed_from = earlier.get("peak_memory_mb", 0.0), earlier.get("resumed_from", 0)
     manifest = {"base": str(base_dir), "gguf_template": str(template) if template else None, **identity,
                 "config": asdict(cfg), "steps": total, "samples": result.samples, "skipped_long": skipped,
                 "tasks": sorted({s.task for s in samples}), "train_s": round(train_s, 1), "device": device,
                 "precision": "bf16" if amp is not None else "fp32",
                 "tokens_per_s": round(result.tokens_per_s, 1), "peak_memory_mb": round(peak, 1),
-                "resumed_from": start, "first_loss": result.first_loss, "last_loss": result.last_loss}
+                "resumed_from": result.resumed_from, "first_loss": _finite(result.first_loss),
+                "last_loss": _finite(result.last_loss)}
+    manifest.update(train_s=round(result.train_s, 1), tokens_per_s=round(result.tokens_per_s, 1),
+                    peak_memory_mb=round(result.peak_memory_mb, 1))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return result
+
+
+def _logged_losses(log: Path, total: int) -> list[float]:
+    """Loss per step 1..total from the training log; a step redone after a kill counts by its last entry."""
+    last: dict[int, float] = {}
+    if log.exists():
+        for line in log.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                entry = orjson.loads(line)
+                last[int(entry["step"])] = float(entry["loss"])
+    return [last[k] for k in sorted(last) if k <= total]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: a loss that was never measured is null."""
+    return x if math.isfinite(x) else None
 
 
 def _trainable_state(model: Any) -> dict[str, Any]:
@@ -445,6 +510,8 @@ def export_trained(out: str | Path, *, base: str | Path | None = None, cache_dir
 
     from recgpt_cli.align.gguf_export import export_gguf
 
+    check_gguf_type(gguf_type)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft's
     out = Path(out)
     has_adapter = (out / "adapter" / "adapter_config.json").exists()
     if not has_adapter and not (out / "hf" / "config.json").exists():

@@ -74,7 +74,7 @@ def data(
 ) -> None:
     """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
     from recgpt_cli.align.data import LogsConfig, build_from_logs
-    from recgpt_cli.align.samples import open_samples, record_pass_rate, save_samples
+    from recgpt_cli.align.samples import open_samples, record_pass_rate, save_samples, unique_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.splits import ensure_split
@@ -109,6 +109,7 @@ def data(
                                             teacher_base_url, quiet, judge)
     store = open_samples(samples)
     try:
+        built, repeats = unique_samples(built)
         new, known = save_samples(store, built)
         for t, stats in rates:
             record_pass_rate(store, source="teacher", task=t, model=teacher_model, stats=stats)
@@ -124,7 +125,7 @@ def data(
         by_task: dict[str, int] = {}
         for s in built:
             by_task[s.task] = by_task.get(s.task, 0) + 1
-        console.print(f"{samples}: {new} new samples ({known} already stored); "
+        console.print(f"{samples}: {new} new samples ({known} already stored, {repeats} repeats kept once); "
                       + ", ".join(f"{k} {v}" for k, v in sorted(by_task.items())))
 
 
@@ -132,7 +133,7 @@ def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None,
                 heldout_share: float, quiet: bool) -> None:
     """`align data --source labels --task judge`: judge samples from the label buffer (§3.2), held-out users
     written as `judge-heldout-<task>.jsonl` beside the sample store."""
-    from recgpt_cli.align.samples import open_samples, save_samples
+    from recgpt_cli.align.samples import open_samples, save_samples, unique_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.judge.buffer import open_buffer
@@ -151,6 +152,7 @@ def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None,
         con.close()
     if not built:
         raise BadInput(f"{buffer}: no fully labelled samples", "label some first (recgpt judge annotate / derive)")
+    built, repeats = unique_samples(built)
     store = open_samples(samples)
     try:
         new, known = save_samples(store, built)
@@ -169,7 +171,8 @@ def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None,
             console.print(f"judge {t}: {c['rows']} labelled, {c['heldout']} held out, {c['kept']} kept (newest per "
                           f"class), {c['augmented']} minority variants -> {c['samples']} samples "
                           f"({c['pass']} pass / {c['fail']} fail)", highlight=False)
-        console.print(f"{samples}: {new} new samples ({known} already stored); held-out labels in "
+        console.print(f"{samples}: {new} new samples ({known} already stored, {repeats} repeats kept once); "
+                      "held-out labels in "
                       f"{Path(samples).parent}/judge-heldout-<task>.jsonl", highlight=False)
 
 
@@ -181,11 +184,20 @@ def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[
     from recgpt_cli.align.data import log_contexts
     from recgpt_cli.align.self_train import ExplainInputs, rejection_samples
     from recgpt_cli.catalogue import Catalogue
+    from recgpt_cli.errors import BadInput
     from recgpt_cli.llm.factory import make_llm
     from recgpt_cli.llm.options import LLMOptions
     from recgpt_cli.tokens import token_counter
 
-    llm = make_llm(LLMOptions(backend=backend, model=model, base_url=base_url), task="align_teacher")
+    try:
+        llm = make_llm(LLMOptions(backend=backend, model=model, base_url=base_url), task="align_teacher")
+    except BadInput as exc:  # the stage options' names are --teacher-* here
+        rename = (("--backend", "--teacher-backend"), ("--model", "--teacher-model"),
+                  ("--base-url", "--teacher-base-url"))
+        msg, hint = exc.message, exc.hint or ""
+        for old, new in rename:
+            msg, hint = msg.replace(old, new), hint.replace(old, new)
+        raise BadInput(msg, hint or None) from None
     contexts = list(log_contexts(con, cfg, exclude=excluded, token_counter=token_counter()))  # type: ignore[arg-type]
     catalogue = Catalogue.from_db(con)  # type: ignore[arg-type]
     explain_inputs = ExplainInputs.from_con(con) if "explanations" in tasks else None  # type: ignore[arg-type]
@@ -237,8 +249,8 @@ def sft(
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="q8_0, f16 or f32.")] = "q8_0",
     export: Annotated[bool, typer.Option("--export/--no-export", help="Merge and write hf/ + model.gguf (off: "
                                          "adapter only; `recgpt align export` later).")] = True,
-    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where the base GGUF is converted once.")] = Path(
-        ".recgpt-cache"),
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the base GGUF is converted once "
+                                                   "(default: $RECGPT_CACHE_DIR or .recgpt-cache).")] = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -266,7 +278,7 @@ def sft(
             console.print(f"step {entry['step']}/{entry['of']} loss {entry['loss']:.4f} "
                           f"{entry['tokens_per_s']:.0f} tok/s", highlight=False)
 
-    r = train_sft(data, out, cfg, base=base, cache_dir=cache_dir, export=export, progress=show)
+    r = train_sft(data, out, cfg, base=base, cache_dir=_cache_dir(cache_dir), export=export, progress=show)
     if not quiet:
         console.print(f"{out}: {r.steps} steps on {r.samples} samples ({r.skipped_long} too long), loss "
                       f"{r.first_loss:.3f} -> {r.last_loss:.3f}, {r.train_s:.0f}s, {r.tokens_per_s:.0f} tok/s, "
@@ -281,15 +293,23 @@ def export(
     base: Annotated[str | None, typer.Option("--from", help="The base the adapter was trained on (default: the "
                                              "embedded model).")] = None,
     gguf_type: Annotated[str, typer.Option("--gguf-type", help="q8_0, f16 or f32.")] = "q8_0",
-    cache_dir: Annotated[Path, typer.Option("--cache-dir")] = Path(".recgpt-cache"),
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the base GGUF is converted once "
+                                                   "(default: $RECGPT_CACHE_DIR or .recgpt-cache).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Merge a trained adapter into its base and write hf/ + model.gguf (serve with --model DIR)."""
     from recgpt_cli.align.sft import export_trained
 
-    export_trained(out, base=base, cache_dir=cache_dir, gguf_type=gguf_type)
+    export_trained(out, base=base, cache_dir=_cache_dir(cache_dir), gguf_type=gguf_type)
     if not quiet:
         console.print(f"{out}: wrote hf/ and model.gguf")
+
+
+def _cache_dir(given: Path | None) -> Path:
+    """The LLM stages' cache folder (`--cache-dir`, else $RECGPT_CACHE_DIR, else .recgpt-cache)."""
+    from recgpt_cli.llm.options import LLMOptions
+
+    return LLMOptions(cache_dir=given).resolved_cache_dir()
 
 
 def _judge_gate(judge_model: Path | None, heldout: Path | None, quiet: bool) -> Any:
@@ -363,6 +383,7 @@ def self_train(
 
     if not (model / "manifest.json").exists():
         raise BadInput(f"{model}: not an aligned model dir", "train one with `recgpt align sft` first")
+    sft_cfg = SFTConfig(max_steps=max_steps, device=device, seed=seed)  # checks --device before round 1 generates
     cfg = LogsConfig(protocol=protocol, max_users=max_users, seed=seed)
     with connect(db, create=False, read_only=True) as con:
         excluded = user_list(exclude_users, con)
@@ -373,7 +394,7 @@ def self_train(
 
     def train(data: list, from_model: Path, out_dir: Path) -> Path:
         save_samples(store, [s for s in data if s.source == "self-train"])  # kept with their round, for audits
-        train_sft(data, out_dir, SFTConfig(max_steps=max_steps, device=device, seed=seed), base=from_model)
+        train_sft(data, out_dir, sft_cfg, base=from_model)
         return out_dir
 
     def report(stats: RoundStats) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import date
 from pathlib import Path
@@ -114,19 +115,25 @@ def compress(
     from recgpt_cli.compress import SplitView, compress_stats, compress_users, default_reference_date
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
-    from recgpt_cli.store import open_db
+    from recgpt_cli.store import known_user_ids, open_db
     from recgpt_cli.tokens import token_counter
 
     user_ids = _csv(users)
     if users is not None and not user_ids:
         raise BadInput(f"--users {users!r}: no user ids in it", "omit --users to compress every user")
+    if max_tokens < 0:
+        raise BadInput(f"--max-tokens {max_tokens}: must be at least 0 (0 = no budget)")
+    if not math.isfinite(min_rating):
+        raise BadInput(f"--min-rating {min_rating}: expected a number")
+    picked: list[tuple[int, str]] = []  # (line, user id) of --in, checked against the store below
     if in_path is not None:
-        picked = []
         for line, rec in iter_jsonl(in_path):
-            if not isinstance(rec.get("user_id"), (str, int)):
-                raise BadInput.at(source_name(in_path), line, "missing required field user_id")
-            picked.append(str(rec["user_id"]))
-        user_ids = (user_ids or []) + picked
+            uid = rec.get("user_id")
+            if not isinstance(uid, str) or not uid:
+                raise BadInput.at(source_name(in_path), line, "user_id must be a non-empty string"
+                                  if uid is not None else "missing required field user_id")
+            picked.append((line, uid))
+        user_ids = (user_ids or []) + [uid for _, uid in picked]
     keep_types = _csv(keep) or []
     counter = token_counter(tokenizer)
     view = None
@@ -137,6 +144,10 @@ def compress(
         _ensure_split(db, split, split_seed)
     con = open_db(db, read_only=True)
     try:
+        known = known_user_ids(con) if picked else set()
+        for line, uid in picked:
+            if uid not in known:
+                raise BadInput.at(source_name(in_path or "-"), line, f"unknown user_id {uid!r} (not in the --db)")
         if ref_date is None:
             reference = default_reference_date(con)
         else:

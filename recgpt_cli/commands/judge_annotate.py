@@ -46,6 +46,8 @@ def annotate(
     if file is None and not (import_path or export):
         raise BadInput("nothing to do: give a samples FILE to label, or --import / --export",
                        f"recgpt judge annotate --task {task} samples.jsonl --buffer {db}")
+    if export is not None and import_path is None and not db.is_file():  # a mistyped --buffer exports nothing
+        raise BadInput(f"{db}: no such label buffer", "label with `recgpt judge annotate` or import labels first")
     samples = _read_samples(file, task) if file is not None else []
     con = open_buffer(db)
     try:
@@ -56,7 +58,8 @@ def annotate(
                           highlight=False, soft_wrap=True)
         if export is not None:
             rows = export_labels(con, task, export, sources=[source] if source else None)
-            console.print(f"[bold]export {task}[/]: {rows} labelled samples -> {source_name(export)}",
+            console.print(f"[bold]export {task}[/]: {rows} labelled samples -> "
+                          f"{'<stdout>' if str(export) == STDIO else export}",
                           highlight=False, soft_wrap=True)
         if file is None:
             c = label_counts(con, task)

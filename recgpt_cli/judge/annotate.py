@@ -146,7 +146,7 @@ def annotate(con: duckdb.DuckDBPyConnection, task: str, samples: list[dict[str, 
     position = {h: i for i, h in enumerate(hashes, start=1)}
     stats = AnnotateStats(samples=len(hashes))
     queue = [h for h, _ in next_unlabelled(con, task, hashes, sources=[source])]
-    session: list[tuple[str, str, str]] = []  # (hash, criterion, label) stored in this session, for net counts
+    session: list[tuple[str, str, str, int]] = []  # (hash, criterion, label, row id) stored in this session
     idx = 0
     forced: str | None = None  # after undo: ask this criterion of queue[idx] even if an older label exists
     shown: str | None = None  # the sample whose panel is on screen
@@ -169,17 +169,16 @@ def annotate(con: duckdb.DuckDBPyConnection, task: str, samples: list[dict[str, 
             stats.quit = True
             break
         if key == "u":
-            undone = undo_last(con, task, annotator)
+            undone = undo_last(con, task, annotator, [row[3] for row in session])  # this session's labels only
             if undone is None:
                 show(Text("  nothing to undo", style="yellow"))
                 continue
             stats.undone += 1
-            if session and session[-1][:2] == undone:
-                label = session.pop()[2]
-                if label == SKIP:
-                    stats.skipped -= 1
-                else:
-                    stats.labelled -= 1
+            label = session.pop()[2]
+            if label == SKIP:
+                stats.skipped -= 1
+            else:
+                stats.labelled -= 1
             uh, forced = undone
             if uh not in queue[: idx + 1]:
                 queue.insert(idx, uh)
@@ -194,8 +193,8 @@ def annotate(con: duckdb.DuckDBPyConnection, task: str, samples: list[dict[str, 
         else:
             show(Text(f"  unknown key {key!r}: press {', '.join(keys)}, s, u or q", style="yellow"))
             continue
-        add_label(con, h, task, criterion, label, annotator=annotator, source=source)
-        session.append((h, criterion, label))
+        session.append((h, criterion, label, add_label(con, h, task, criterion, label, annotator=annotator,
+                                                       source=source)))
         if label == SKIP:
             stats.skipped += 1
         else:

@@ -19,7 +19,7 @@ import duckdb
 import orjson
 
 from recgpt_cli.errors import BadInput, RecgptError
-from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
+from recgpt_cli.io import check_parents, iter_jsonl, jsonl_writer, source_name
 from recgpt_cli.judge.criteria import TASKS, JudgeTask
 from recgpt_cli.judge.samples import expand_record, prompt_variables
 from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables, transaction
@@ -76,6 +76,7 @@ def open_buffer(path: str | Path) -> duckdb.DuckDBPyConnection:
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a DuckDB file")
     check_duckdb_header(p)
+    check_parents(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(p))
@@ -185,11 +186,17 @@ def add_labelled(con: duckdb.DuckDBPyConnection, task: str, rows: Iterable[tuple
     return {"samples": len(pairs), "new_samples": new, "labels": len(rows_out)}
 
 
-def undo_last(con: duckdb.DuckDBPyConnection, task: str, annotator: str) -> tuple[str, str] | None:
-    """Delete the annotator's most recently stored label for `task`; returns its (sample_hash, criterion), or
-    None when there is nothing to undo."""
+def undo_last(con: duckdb.DuckDBPyConnection, task: str, annotator: str, ids: Sequence[int] | None = None
+              ) -> tuple[str, str] | None:
+    """Delete the annotator's most recently stored label for `task` — among the label rows `ids` when given (an
+    annotation session passes its own, so undo never reaches imported or earlier labels); returns its
+    (sample_hash, criterion), or None when there is nothing to undo."""
+    if ids is not None and not ids:
+        return None
+    among = " AND list_contains(?, id)" if ids is not None else ""
+    params: list[Any] = [task, annotator] + ([list(ids)] if ids is not None else [])
     row = con.execute("DELETE FROM judge_labels WHERE id = (SELECT max(id) FROM judge_labels WHERE task = ? "
-                      "AND annotator = ?) RETURNING sample_hash, criterion", [task, annotator]).fetchone()
+                      f"AND annotator = ?{among}) RETURNING sample_hash, criterion", params).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
 
 

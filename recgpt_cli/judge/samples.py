@@ -35,9 +35,16 @@ def _behaviors(record: dict[str, Any]) -> str:
 
 
 def _need(record: dict[str, Any], *keys: str) -> None:
+    for k in keys:
+        if k in record and record[k] is not None and not isinstance(record[k], str):
+            raise ValueError(f"field {k!r} must be a string, got {type(record[k]).__name__}")
     missing = [k for k in keys if not _text(record.get(k))]
     if missing:
         raise ValueError(f"missing or empty field(s): {', '.join(missing)}")
+
+
+# The field that makes a hand-labelled sample one task's and not another's (a tags sample names its interest too).
+_OWN_FIELD = {"interests": "interest", "tags": "tag", "explanations": "explanation"}
 
 
 # The stage records each task judges (schema.py); hand-labelled samples (`sample_id`, no `kind`) pass as they are.
@@ -51,7 +58,10 @@ def expand_record(record: dict[str, Any], task: str) -> list[dict[str, Any]]:
         raise ValueError(f"unknown task {task!r}")
     uid = str(record.get("user_id", "")).strip()
     if "sample_id" in record and "kind" not in record:
-        field = {"interests": "interest", "tags": "tag", "explanations": "explanation"}[task]
+        field = _OWN_FIELD[task]
+        other = next((t for t, f in _OWN_FIELD.items() if t != task and f != "interest" and f in record), None)
+        if other is not None:
+            raise ValueError(f"a sample for --task {other} (it has {_OWN_FIELD[other]!r}), not for --task {task}")
         _need(record, field)
         return [_flat(record, f"{uid}:{field}")]
     rec = parse_stage_record(record, *_EXPECTED[task]).model_dump(exclude_none=True)

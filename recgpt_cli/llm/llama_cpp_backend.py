@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from recgpt_cli.errors import BadInput, RecgptError
+from recgpt_cli.errors import RecgptError
 from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParams
-from recgpt_cli.llm.embedded import embedded_model_path
+from recgpt_cli.llm.embedded import check_gguf, embedded_model_path
 from recgpt_cli.llm.fingerprint import file_sha256
 
 
@@ -44,8 +44,7 @@ class LlamaCppBackend:
     def __init__(self, model_path: Path | str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None
                  ) -> None:
         self.model_path = Path(model_path) if model_path is not None else embedded_model_path()
-        if not self.model_path.is_file():
-            raise BadInput(f"{self.model_path}: no such GGUF model file", "pass --model PATH.gguf")
+        check_gguf(self.model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self._llm: Any = None

@@ -298,3 +298,73 @@ def test_case7_tower_settings_from_a_preset_are_checked_like_options(tmp_path: P
         assert res.exit_code == 2 and expect in res.output, res.output
     res = runner.invoke(app, ["train-towers", "--device", "tpu", "--print-config"])
     assert res.exit_code == 2 and "expected auto, cpu or cuda" in res.output
+
+
+def test_case8_align_options_fail_before_the_work(shop_db: Path, tmp_path: Path) -> None:
+    """Case 8: a bad --device or --gguf-type is refused before any model loads (was: an internal error after a
+    round of generation, or exit 1 after every training step); a .jsonl sample store, a samples file with a
+    non-string message, an --out that is a file, a fake .gguf or a broken model dir as --from are exit 2."""
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"task": "tag_prediction", "messages": [{"role": "user", "content": "hi"}],
+                                   "target": "{}"}) + "\n")
+    (tmp_path / "a_file").write_text("x")
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("hello")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    cases = [
+        (["--device", "gpu"], "--device 'gpu': expected auto, cpu or cuda"),
+        (["--gguf-type", "q4_0"], "--gguf-type 'q4_0': expected one of q8_0, f16, f32"),
+        (["--out", str(tmp_path / "a_file")], "is a file, expected an output folder"),
+        (["--from", str(fake)], f"{fake}: not a GGUF file"),
+        (["--from", str(broken)], f"{broken / 'config.json'}: not a valid transformers config"),
+    ]
+    for extra, expect in cases:
+        args = ["align", "sft", "--samples", str(samples), "--out", str(tmp_path / "m"), "--max-steps", "1", *extra]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and expect in res.output and "internal error" not in res.output, (extra, res.output)
+    samples.write_text(json.dumps({"task": "tag_prediction", "messages": [{"role": "user", "content": 5}],
+                                   "target": "{}"}) + "\n")
+    res = runner.invoke(app, ["align", "sft", "--samples", str(samples), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and f"{samples}:1: not an alignment sample" in res.output
+    res = runner.invoke(app, ["align", "data", "--db", str(shop_db), "--samples", str(tmp_path / "new.jsonl")])
+    assert res.exit_code == 2 and "the sample store is a DuckDB file" in res.output
+    assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_case8_compress_run_and_annotate_inputs(shop_db: Path, tmp_path: Path) -> None:
+    """Case 8: compress --in names the file and line of an unknown or non-string user id (was: `--users:
+    unknown user id(s)`); NaN ratings, an empty DuckDB file, `run --out FILE`, `run --protocol bogus`, a label
+    buffer under a file, a mistyped --buffer on export and a tags file labelled as interests are exit 2."""
+    src = tmp_path / "in.jsonl"
+    for line, expect in (('{"user_id": "zzz"}', f"{src}:2: unknown user_id 'zzz'"),
+                         ('{"user_id": 5}', f"{src}:2: user_id must be a non-empty string")):
+        src.write_text('{"user_id": "u1"}\n' + line + "\n")
+        res = runner.invoke(app, ["compress", "--db", str(shop_db), "--in", str(src), "--quiet"])
+        assert res.exit_code == 2 and expect in res.output, res.output
+    res = runner.invoke(app, ["compress", "--db", str(shop_db), "--min-rating", "nan", "--quiet"])
+    assert res.exit_code == 2 and "--min-rating nan" in res.output
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    res = runner.invoke(app, ["compress", "--db", str(empty), "--quiet"])
+    assert res.exit_code == 2 and "an empty DuckDB file, not a recgpt database" in res.output
+    res = runner.invoke(app, ["run", "--data", str(FIXTURES), "--db", str(tmp_path / "r.duckdb"), "--out",
+                              str(src)])
+    assert res.exit_code == 2 and "is a file, expected a folder" in res.output
+    res = runner.invoke(app, ["run", "--data", str(FIXTURES), "--db", str(tmp_path / "r.duckdb"), "--out",
+                              str(tmp_path / "o"), "--protocol", "bogus"])
+    assert res.exit_code == 2 and "--protocol 'bogus'" in res.output and not (tmp_path / "r.duckdb").exists()
+    gold = ROOT / "sample_data" / "gold" / "tags.jsonl"
+    res = runner.invoke(app, ["judge", "annotate", "--task", "tags", "--import", str(gold), "--buffer",
+                              str(src / "b.duckdb")])
+    assert res.exit_code == 2 and f"{src} is a file, not a folder" in res.output
+    keep = tmp_path / "prev.jsonl"
+    keep.write_text("keep\n")
+    res = runner.invoke(app, ["judge", "annotate", "--task", "tags", "--export", str(keep), "--buffer",
+                              str(tmp_path / "typo.duckdb")])
+    assert res.exit_code == 2 and "no such label buffer" in res.output and keep.read_text() == "keep\n"
+    assert not (tmp_path / "typo.duckdb").exists()
+    res = runner.invoke(app, ["judge", "annotate", "--task", "interests", str(gold), "--buffer",
+                              str(tmp_path / "b.duckdb")])
+    assert res.exit_code == 2 and "a sample for --task tags (it has 'tag'), not for --task interests" in res.output
