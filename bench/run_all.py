@@ -17,6 +17,9 @@ ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "judge", "baseline
 
 
 def main(names: list[str]) -> int:
+    if {"-h", "--help"} & set(names):
+        print(__doc__.strip() + f"\n\nusage: python bench/run_all.py [{' '.join(ORDER)}]")
+        return 0
     unknown = [n for n in names if n not in ORDER]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ORDER)}", file=sys.stderr)

@@ -36,8 +36,9 @@ class PartialFailure(RecgptError):
 
     exit_code = EXIT_PARTIAL
 
-    def __init__(self, stage: str, failed: int, total: int, what: str = "records") -> None:
-        super().__init__(f"{stage}: {failed} of {total} {what} failed (written with `error`)",
+    def __init__(self, stage: str, failed: int, total: int, what: str = "records",
+                 marked: str = "written with `error`") -> None:
+        super().__init__(f"{stage}: {failed} of {total} {what} failed ({marked})",
                          "failures are not cached: rerun the same command to retry them")
         self.failed = failed
         self.total = total

@@ -114,6 +114,7 @@ def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "tes
     A row that an LLM tag produced (`tag` set) must come from a history cut for `phase` (BadInput otherwise)."""
     name = source_name(path)
     per_user: dict[int, list[tuple[float, int, int]]] = {}
+    ordered_by: dict[int, str] = {}  # "rank" or "score", per user
     n_rows = 0
     for lineno, rec in iter_jsonl(path):
         n_rows += 1
@@ -136,16 +137,18 @@ def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "tes
             why = leak_reason(rec.get("split"), rec.get("phase"), split_data.protocol, phase)
             if why:
                 raise BadInput.at(name, lineno, f"recommendation from tag {rec['tag']!r}: the tag was {why}")
-        if rec.get("rank") is not None:
-            key = rec["rank"]
-        elif rec.get("score") is not None:
-            key = rec["score"]
-            key = -key if isinstance(key, (int, float)) else key
-        else:
+        by = "rank" if rec.get("rank") is not None else "score" if rec.get("score") is not None else None
+        if by is None:
             raise BadInput.at(name, lineno, "need a \"rank\" (1 = best) or a \"score\" (higher = better)")
-        if not isinstance(key, (int, float)) or isinstance(key, bool) or not math.isfinite(key):
-            raise BadInput.at(name, lineno, f"rank/score must be a finite number, got {key!r}")
-        per_user.setdefault(u, []).append((float(key), lineno, v))
+        value = rec[by]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise BadInput.at(name, lineno, f"{by} must be a finite number, got {value!r}")
+        if by == "rank" and value < 1:
+            raise BadInput.at(name, lineno, f"rank must be at least 1 (1 = best), got {value!r}")
+        if ordered_by.setdefault(u, by) != by:  # a rank and a score are not one scale
+            raise BadInput.at(name, lineno, f"user {user_id!r} has rows ranked by {ordered_by[u]} and by {by}",
+                              "give every row of a user a rank, or every row a score")
+        per_user.setdefault(u, []).append((float(value if by == "rank" else -value), lineno, v))
     topk = np.full((split_data.n_users, k), -1, dtype=np.int64)
     dups = 0
     for u, rows in per_user.items():
@@ -252,6 +255,8 @@ def run_evaluation(
 
         check_model_split(model_dir, model, split_data)  # type: ignore[arg-type]
     k = max(ks)
+    if k > max(split_data.n_items, 1000):  # a short catalogue still gets the usual cut-offs (lists padded)
+        raise BadInput(f"--k {k}: more than the {split_data.n_items:,} items there are to rank")
     codes = item_category_codes(con, split_data)
     systems: dict[str, dict[str, Any]] = {}
     topks: dict[str, np.ndarray] = {}
@@ -260,6 +265,8 @@ def run_evaluation(
         runs.append(dict(recs_path=compare_path))
     for run in runs:
         name, topk, extra = _system_topk(con, split_data, k, phase, seed=seed, **run)  # type: ignore[arg-type]
+        if topk.shape[1] < k:  # fewer items than the cut-off: the empty slots are misses
+            topk = np.pad(topk, ((0, 0), (0, k - topk.shape[1])), constant_values=-1)
         if name in systems:
             name += " (compare)"
         metrics: dict[str, Any] = {"system": name, "protocol": split_data.protocol, "phase": phase}
@@ -328,7 +335,7 @@ def intent_metrics(
         out.update({f"tagitem_hit@{k}": m[f"hit@{k}"], f"tagitem_recall@{k}": m[f"recall@{k}"],
                     "tagitem_users": m["n_users"]})
     if truth_path is not None:
-        m = interest_prf({r["user_id"]: interest_texts(r) for r in records}, load_truth(truth_path), phi)
+        m = interest_prf({r["user_id"]: interest_texts(r) for r in records}, load_truth(truth_path, con), phi)
         out.update({f"interest_{key}": v for key, v in m.items()})
     return out
 

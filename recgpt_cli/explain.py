@@ -262,6 +262,10 @@ def interest_category_pairs(
 # --- generation -------------------------------------------------------------------------------------------
 
 
+# `source` of an item-only fallback written because every LLM call for the row failed (the command exits 3).
+LLM_ERROR_SOURCE = "fallback:llm-error"
+
+
 def fallback_explanation(item: ItemInfo, config: SafetyConfig = SafetyConfig()) -> str:
     """Item-only explanation without an LLM (§2.4.1 "based on the product's inherent qualities")."""
     leaf = item.leaf or "our catalogue"
@@ -495,6 +499,8 @@ def explain_recommendations(
                                            stats=stats, facts=item.facts, brands=brands)
             if text is not None:
                 out.update(explanation=text, interest=matched, source="llm")
+            elif gens and all(g.value is None for g in gens):  # no answer at all, not a safety drop: say so
+                out["source"] = LLM_ERROR_SOURCE
         if out["explanation"] is None:
             out["explanation"] = fallback_explanation(item, safety)
         return out, gens

@@ -37,6 +37,8 @@ from recgpt_cli.splits import SplitData, leak_reason
 from recgpt_cli.text import reason_problem
 
 if TYPE_CHECKING:
+    import duckdb
+
     from recgpt_cli.catalogue import Catalogue
     from recgpt_cli.retrieve import Tag
     from recgpt_cli.tag_category import TagCategoryModel
@@ -61,16 +63,38 @@ def read_intent_records(path: str | Path, *, protocol: str | None = None, phase:
     return out
 
 
-def load_truth(path: str | Path) -> dict[str, set[str]]:
-    """Ground-truth interests per user: JSONL {"user_id", "interests": [leaf category, ...]}."""
+def load_truth(path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, set[str]]:
+    """Ground-truth interests per user, JSONL {"user_id", "interests": [leaf category, ...]} (sample_data's
+    generator; for scoring and labels only, never a prompt). With `con`, every user and category must be the
+    store's: truth for another dataset would score or label nothing right."""
+    from recgpt_cli.store import known_user_ids
+
     name = source_name(path)
-    truth: dict[str, set[str]] = {}
-    for lineno, rec in iter_jsonl(path):
-        leaves = rec.get("interests")
-        if not isinstance(rec.get("user_id"), str) or not isinstance(leaves, list):
-            raise BadInput.at(name, lineno, "need \"user_id\" and an \"interests\" list of leaf categories")
-        truth[rec["user_id"]] = {str(x) for x in leaves}
-    return truth
+    if str(path) != "-" and not Path(path).is_file():
+        raise BadInput(f"{path}: no such file", "give sample_data/truth_interests.jsonl")
+    users = known_user_ids(con) if con is not None else None
+    leaves = None if con is None else {str(r[0]) for r in con.execute(
+        "SELECT DISTINCT category_leaf FROM items WHERE category_leaf IS NOT NULL").fetchall()}
+    out: dict[str, set[str]] = {}
+    first: dict[str, int] = {}
+    for n, rec in iter_jsonl(path):
+        uid, interests = rec.get("user_id"), rec.get("interests")
+        err: str | None = None
+        if not isinstance(uid, str) or not uid:
+            err = "user_id must be a non-empty string"
+        elif not isinstance(interests, list) or not all(isinstance(i, str) and i for i in interests):
+            err = "interests must be a list of leaf category names (strings)"
+        elif uid in first:
+            err = f"duplicate user_id {uid!r} (first at line {first[uid]})"
+        elif users is not None and uid not in users:
+            err = f"unknown user_id {uid!r} (not in the --db)"
+        elif leaves is not None and (unknown := [i for i in interests if i not in leaves]):
+            err = f"unknown categories {', '.join(map(repr, unknown[:3]))} (no item of the --db has such a leaf)"
+        if err is not None:
+            raise BadInput.at(name, n, err, "give the truth_interests.jsonl of this --db's dataset")
+        first[str(uid)] = n
+        out[str(uid)] = {str(i) for i in interests}  # type: ignore[union-attr]
+    return out
 
 
 def interest_texts(rec: Mapping[str, Any]) -> list[str]:

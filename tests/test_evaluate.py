@@ -65,6 +65,13 @@ def test_read_recs_orders_by_rank_or_score_and_reports_bad_lines(db, tmp_path):
         read_recs(bad, data, 3)
     with pytest.raises(BadInput, match=r":1: need a \"rank\""):
         read_recs(_write(tmp_path / "x.jsonl", [{"user_id": "u0", "item_id": "i1"}]), data, 3)
+    # a rank and a score are not one scale; ranks start at 1; booleans are not numbers
+    for rows, match in (([{"user_id": "u0", "item_id": "i3", "rank": 1}, {"user_id": "u0", "item_id": "i5",
+                                                                          "score": 0.5}], ":2: user 'u0' has rows"),
+                        ([{"user_id": "u0", "item_id": "i3", "rank": 0}], ":1: rank must be at least 1"),
+                        ([{"user_id": "u0", "item_id": "i3", "score": True}], ":1: score must be a finite number")):
+        with pytest.raises(BadInput, match=match):
+            read_recs(_write(tmp_path / "m.jsonl", rows), data, 3)
 
 
 def test_run_evaluation_baseline_and_compare(db, tmp_path):
@@ -102,6 +109,21 @@ def test_cli_json_and_errors(db, tmp_path):
     res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--k", "ten"])
     assert res.exit_code == 2
     assert np.isfinite(out["averagepopularity@1"])
+    # more cut-off than items, or a file where the plots folder goes: exit 2 before any work (was: exit 1)
+    res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--protocol", "loo", "--k", "5000"])
+    assert res.exit_code == 2 and "--k 5000: more than the 6 items" in res.output
+    res = runner.invoke(app, ["evaluate", "--db", str(path), "--baseline", "pop", "--protocol", "loo", "--k", "20",
+                              "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["hit@20"] == 1.0, res.output  # 6 items, all ranked
+    res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--protocol", "loo", "--plot",
+                              str(recs)])
+    assert res.exit_code == 2 and "is a file, expected a folder" in res.output
+    # a bad option leaves no split behind (the fixture's DB has loo only)
+    res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--phase", "nope"])
+    assert res.exit_code == 2
+    con = open_db(path, read_only=True)
+    assert con.execute("SELECT list(protocol) FROM split_meta").fetchone()[0] == ["loo"]
+    con.close()
 
 
 class _Phi:

@@ -161,7 +161,8 @@ def test_invalid_llm_json_counts_as_error_not_crash(db: Path) -> None:
     stats = ExplainStats()
     out = list(explain_recommendations([{"user_id": "u2", "item_id": "i2"}], items=load_items(db), users=users,
                                        mode="llm", llm=llm, stats=stats))
-    assert out[0]["source"] == "fallback" and stats.llm_errors == 3 and stats.dropped == 1
+    # the item-only fallback, marked as an LLM failure (not a safety drop) so the command can exit 3
+    assert out[0]["source"] == "fallback:llm-error" and stats.llm_errors == 3 and stats.dropped == 1
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
@@ -282,3 +283,10 @@ def test_cli_llm_mode(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     # No interest from retrieval: phi maps "Baby care" to the item's category (Baby Hats), so that one is used.
     assert (row["source"], row["interest"], row["explanation"]) == ("llm", "Baby care", "Made for baby care days")
     assert len(backend.calls) == 1
+    # every call failing is not a safety drop: the row says so and the command exits 3 (was: exit 0, "fallback")
+    broken, _ = fake_llm(lambda m, p: "not json")
+    monkeypatch.setattr("recgpt_cli.llm.factory.make_llm", lambda *a, **k: broken)
+    r = CliRunner().invoke(app, ["explain", "--in", str(recs), "--db", str(db), "--interests", str(interests),
+                                 "--mode", "llm", "--date", "2025-06-18", "-q"])
+    assert r.exit_code == 3 and "1 of 1 recommendations failed" in r.output, r.output
+    assert orjson.loads(r.stdout.splitlines()[0])["source"] == "fallback:llm-error"

@@ -241,3 +241,26 @@ def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) ->
     assert m["interest_recall"] == pytest.approx(hit / len(truth["u001"])) and hit >= 3
     assert m["tag_kept_share"] == 0.5 and m["tag_bad_reason_share"] == 1.0
     assert 0.0 <= m["exploration@10"] <= 1.0 and m["hr_tagcategory@30_users"] == 1
+
+
+def test_truth_file_is_checked_against_the_store(sample_db: Path, tmp_path: Path) -> None:
+    """Ground truth for another dataset (unknown users or categories), a string where the list goes (it was split
+    into characters) or a user given twice (the last won) is `file:line` bad input, never silently used."""
+    from recgpt_cli.intent import load_truth
+
+    con = open_db(sample_db, read_only=True)
+    try:
+        good = [json.loads(x) for x in (SAMPLE / "truth_interests.jsonl").read_text().splitlines()[:2]]
+        path = tmp_path / "truth.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in good))
+        assert load_truth(path, con) == {r["user_id"]: set(r["interests"]) for r in good}
+        leaf = good[0]["interests"][0]
+        for bad, match in (({"user_id": good[1]["user_id"], "interests": leaf}, ":2: interests must be a list"),
+                           ({"user_id": "zz1", "interests": [leaf]}, ":2: unknown user_id 'zz1'"),
+                           ({"user_id": good[1]["user_id"], "interests": ["Not A Leaf"]}, ":2: unknown categories"),
+                           (good[0], ":2: duplicate user_id")):
+            path.write_text(json.dumps(good[0]) + "\n" + json.dumps(bad) + "\n")
+            with pytest.raises(BadInput, match=match):
+                load_truth(path, con)
+    finally:
+        con.close()

@@ -202,3 +202,33 @@ def test_judge_check_cli_exit_code_on_a_degraded_judge(tmp_path: Path, monkeypat
     hist = check_history(con, "tags")
     con.close()
     assert [h["passed"] for h in hist] == [True, False] and hist[0]["f1"] == 0.0
+    # a judge that cannot answer some labels has not passed, whatever the F1 of the rest (was: recorded as passed)
+    answers = iter([reply.replace("No", "Yes"), "not json"] * 1000)
+    monkeypatch.setattr("recgpt_cli.llm.factory.make_llm",
+                        lambda *a, **k: StructuredLLM(FakeBackend(lambda m, s, p: next(answers)), retries=0))
+    r = CliRunner().invoke(app, [*args, "--min-f1", "0"])
+    assert r.exit_code == 1 and "got no verdict" in r.output, r.output
+    con = open_buffer(buf)
+    assert check_history(con, "tags")[0]["passed"] is False
+    con.close()
+
+
+def test_against_labels_must_match_and_be_unique(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`judge --against`: labels whose sample_ids were not judged are bad input (was: a table of zeros, exit 0),
+    and a sample_id labelled twice is `file:line` (was: the last row won)."""
+    from recgpt_cli.llm.base import FakeBackend
+    from recgpt_cli.llm.structured import StructuredLLM
+
+    gold = Path(__file__).resolve().parents[1] / "sample_data" / "gold" / "tags.jsonl"
+    rows = gold.read_text().splitlines()
+    reply = '{"relevance": "Yes", "consistency": "Yes", "specificity": "Yes", "validity": "Yes"}'
+    monkeypatch.setattr("recgpt_cli.llm.factory.make_llm",
+                        lambda *a, **k: StructuredLLM(FakeBackend(lambda m, s, p: reply)))
+    judged, labels = tmp_path / "judged.jsonl", tmp_path / "labels.jsonl"
+    judged.write_text(rows[0] + "\n")
+    labels.write_text(rows[1] + "\n")
+    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q"])
+    assert r.exit_code == 2 and "none of its 1 labelled samples was judged" in r.output, r.output
+    labels.write_text(rows[0] + "\n" + rows[0] + "\n")
+    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q"])
+    assert r.exit_code == 2 and f"{labels}:2: duplicate sample_id" in r.output, r.output

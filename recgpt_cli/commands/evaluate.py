@@ -84,10 +84,16 @@ def evaluate(
     seed: SeedOpt = 2020,
     quiet: QuietOpt = False,
 ) -> None:
+    from recgpt_cli.errors import BadInput
     from recgpt_cli.evaluate import run_evaluation
     from recgpt_cli.splits import make_split, split_info
     from recgpt_cli.store import connect
 
+    ks = _parse_ks(k)  # options first: a bad one must not leave a split behind
+    if phase not in ("valid", "test"):
+        raise BadInput(f"--phase {phase}: expected valid or test")
+    if plot is not None and plot.exists() and not plot.is_dir():
+        raise BadInput(f"--plot {plot}: is a file, expected a folder for the PNGs")
     if model is None:  # a model is scored only on the split it trained on: never make one for it
         with connect(db, create=False, read_only=True) as con:
             missing = split_info(con, protocol or "recbole") is None
@@ -97,7 +103,7 @@ def evaluate(
     # read-only from here on, so `recgpt retrieve ... | recgpt evaluate --recs -` can share the --db
     with connect(db, create=False, read_only=True) as con:
         result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,
-                                protocol=protocol, ks=_parse_ks(k), phase=phase, plot_dir=plot, seed=seed,
+                                protocol=protocol, ks=ks, phase=phase, plot_dir=plot, seed=seed,
                                 tags_path=tags, truth_path=truth)
     if as_json:
         import orjson

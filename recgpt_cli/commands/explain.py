@@ -22,7 +22,7 @@ from recgpt_cli.commands.common import (
     friendly_errors,
 )
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
-from recgpt_cli.errors import BadInput
+from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.io import Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.schema import InterestsRecord, Recommendation, TagsRecord, parse_stage_record, stage_row
 from recgpt_cli.store import connect, known_user_ids
@@ -111,6 +111,10 @@ def explain(
     _summary(quiet, stats, time.perf_counter() - t0, rejects, f"explanations written: {stats.n}",
              rejects_path_for(out, src))
     _write_rejects(rejects, out, src)
+    failed = stats.by_source.get(ex.LLM_ERROR_SOURCE, 0)
+    if failed:  # written with the item-only fallback; failed calls are not cached, so a rerun asks again
+        raise PartialFailure("explain", failed, stats.n, "recommendations",
+                             f"written with the item-only fallback, source {ex.LLM_ERROR_SOURCE!r}")
 
 
 def _check_rec(rec: dict[str, Any], items: dict[str, Any], users: set[str]) -> str | None:

@@ -69,7 +69,7 @@ def judge(
     llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
     """Judge interests, tags or explanations per criterion with an LLM judge (§3)."""
-    from recgpt_cli.judge import JudgeStats, agreement, expand_record, get_task, judge_samples
+    from recgpt_cli.judge import JudgeStats, expand_record, get_task, judge_samples
     from recgpt_cli.judge.run import JUDGE_PARAMS
     from recgpt_cli.llm.factory import make_llm
 
@@ -114,7 +114,7 @@ def judge(
                       f"{f' -> {rejects_path_for(out, src)}' if len(rejects) else ''}; "
                       f"{time.perf_counter() - t0:.1f}s", highlight=False, soft_wrap=True)
     if gold is not None:
-        report = agreement(rows, gold, task)
+        report = checked_agreement(rows, gold, task, against)  # type: ignore[arg-type]
         if as_json:
             typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         else:
@@ -125,14 +125,31 @@ def judge(
 
 def _load_labels(path: Path, spec: Any) -> list[dict[str, Any]]:
     out = []
+    first: dict[str, int] = {}
     for line, rec in iter_jsonl(path):
         labels = rec.get("labels")
         err = "missing 'sample_id'" if not rec.get("sample_id") else (
             "missing 'labels' object" if not isinstance(labels, dict) else spec.check_labels(labels))
+        sid = str(rec.get("sample_id"))
+        if not err and sid in first:  # two answers for one sample: which one is the truth?
+            err = f"duplicate sample_id {sid!r} (first at line {first[sid]})"
         if err:
             raise BadInput.at(str(path), line, err, f"labels for --task {spec.name}: see sample_data/gold/README.md")
+        first[sid] = line
         out.append(rec)
     return out
+
+
+def checked_agreement(rows: list[dict[str, Any]], gold: list[dict[str, Any]], task: str, against: Path
+                      ) -> dict[str, Any]:
+    """The agreement report; none of the labels matched by a judged sample is bad input, not a row of zeros."""
+    from recgpt_cli.judge import agreement
+
+    report = agreement(rows, gold, task)
+    if report["n"] == 0 and not report["n_errors"]:
+        raise BadInput(f"{against}: none of its {len(gold)} labelled samples was judged (no sample_id in common)",
+                       "label the samples you judge: their sample_id must match")
+    return report
 
 
 def agreement_table(report: dict[str, Any]) -> Table:
@@ -172,17 +189,18 @@ def derive(
 ) -> None:
     """Label judge samples from data (§3.2 at scale): ground truth (--truth) or behaviour after a cut."""
     from recgpt_cli.align.data import LogsConfig
+    from recgpt_cli.intent import load_truth
     from recgpt_cli.judge import get_task
     from recgpt_cli.judge.buffer import open_buffer
-    from recgpt_cli.judge.derive import derive_labels, load_truth, store_derived
+    from recgpt_cli.judge.derive import derive_labels, store_derived
     from recgpt_cli.splits import ensure_split
     from recgpt_cli.store import connect
 
     for t in task:
         get_task(t)
     cfg = LogsConfig(protocol=protocol, cuts=cuts, history_tokens=history_tokens, seed=seed, max_users=max_users)
-    truth_map = load_truth(truth) if truth is not None else None
     with connect(db, create=False) as con:
+        truth_map = load_truth(truth, con) if truth is not None else None
         excluded = user_list(exclude_users, con)
         ensure_split(con, protocol)
         labels = list(derive_labels(con, task, cfg, truth=truth_map, exclude=excluded))
@@ -213,7 +231,7 @@ def check(
 ) -> None:
     """Milestone check (§3.2): agreement with fresh labels (Table 9 form), recorded; exit 1 below --min-f1."""
     from recgpt_cli.errors import RecgptError
-    from recgpt_cli.judge import agreement, get_task, judge_samples
+    from recgpt_cli.judge import get_task, judge_samples
     from recgpt_cli.judge.buffer import open_buffer
     from recgpt_cli.judge.check import check_history, record_check
     from recgpt_cli.judge.run import JUDGE_PARAMS
@@ -226,8 +244,9 @@ def check(
     rows = list(judge_samples(gold, llm, task, prompt=llm_opts.load_prompt(spec.prompt),
                               params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
                               quiet=quiet))
-    report = agreement(rows, gold, task)
-    judge_name = f"{llm_opts.backend}:{llm_opts.model or 'embedded'}" + ("" if no_rules else " + rules")
+    report = checked_agreement(rows, gold, task, against)
+    default_model = "embedded" if llm_opts.backend == "llama-cpp" else "default"
+    judge_name = f"{llm_opts.backend}:{llm_opts.model or default_model}" + ("" if no_rules else " + rules")
     con = open_buffer(buffer)
     try:
         passed = record_check(con, report, judge=judge_name, labels=str(against), min_f1=min_f1)
@@ -243,6 +262,10 @@ def check(
                       f"{h['f1']:.3f}", "" if h["min_f1"] is None else f"{h['min_f1']:.2f}", "yes" if h["passed"]
                       else "NO")
     Console().print(trend)
+    if not passed and report["n_errors"]:
+        raise RecgptError(f"judge {task}: {report['n_errors']} of {report['n_errors'] + report['n']} fresh labels "
+                          "got no verdict (the judge's answer failed): the check is recorded as failed",
+                          "rerun the check (failed calls are not cached); if it persists, the judge needs realigning")
     if not passed:
         f1 = report["overall"]["f1"]
         raise RecgptError(f"judge {task}: F1 {f1:.3f} on {report['n']} fresh labels is below --min-f1 {min_f1:.2f}; "

@@ -26,7 +26,9 @@ def retrieve(
     ] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search instead of hnswlib.")] = False,
     exclude: Annotated[
-        str, typer.Option("--exclude", help="Filter engaged items: train (train split) or all (any behaviour).")
+        str, typer.Option("--exclude", help="Filter engaged items: train (the model's train split: what "
+                          "`evaluate` scores) or all (any behaviour, valid/test included: serving only, its lists "
+                          "cannot be evaluated).")
     ] = "train",
     protocol: Annotated[
         str | None, typer.Option("--protocol", help="Split the model must have been trained on (checked).")

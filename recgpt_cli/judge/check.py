@@ -30,12 +30,13 @@ CREATE TABLE IF NOT EXISTS judge_checks (
 
 def record_check(con: duckdb.DuckDBPyConnection, report: dict[str, Any], *, judge: str, labels: str,
                  min_f1: float | None, ts: datetime | None = None) -> bool:
-    """Store one check; returns whether it passed (overall F1 >= min_f1; always True without a threshold)."""
+    """Store one check; returns whether it passed: overall F1 >= min_f1 (always, without a threshold) and every
+    label got a verdict — a judge whose answers fail is not agreeing with anyone."""
     import orjson
 
     ensure_tables(con, CHECKS_DDL)
     m = report["overall"]
-    passed = min_f1 is None or m["f1"] >= min_f1
+    passed = (min_f1 is None or m["f1"] >= min_f1) and not report.get("n_errors") and report["n"] > 0
     stamp = (ts or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
     con.execute("INSERT INTO judge_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [stamp, report["task"], judge, labels, report["n"], m["acc"], m["precision"], m["recall"], m["f1"],

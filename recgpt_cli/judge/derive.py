@@ -28,14 +28,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 
 from recgpt_cli.align.data import LogsConfig, log_contexts, tag_reason, title_tag
-from recgpt_cli.errors import BadInput
 from recgpt_cli.judge.criteria import get_task
 
 SOURCES = ("derived:truth", "derived:behaviour")
@@ -48,26 +46,6 @@ class DerivedLabel:
     labels: dict[str, str]  # one label per criterion of the task
     source: str
     kind: str  # which candidate rule made it (positive, unrelated, hallucinated, ...)
-
-
-def load_truth(path: str | Path) -> dict[str, set[str]]:
-    """user_id -> ground-truth interest categories from a `truth_interests.jsonl` (sample_data's generator)."""
-    import orjson
-
-    out: dict[str, set[str]] = {}
-    if not Path(path).is_file():
-        raise BadInput(f"{path}: no such file", "give sample_data/truth_interests.jsonl, or leave --truth out")
-    for n, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = orjson.loads(line)
-            out[str(rec["user_id"])] = {str(i) for i in rec["interests"]}
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BadInput.at(str(path), n, f"not a truth-interests record ({type(exc).__name__}: {exc})") from None
-    if not out:
-        raise BadInput(f"{path}: file is empty, expected truth-interest JSON lines")
-    return out
 
 
 def _rng(*parts: object) -> np.random.Generator:
