@@ -66,6 +66,7 @@ class PipelineReport:
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> {n, errors, pass_rates}
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluate --json of the retrieved lists
     llm_tokens: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # task -> (calls, prompt, completion)
+    interests_kept: int = 0  # what mine-interests' rules let through: 0 is the raw embedded model's usual result
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -244,6 +245,8 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
     run("mine-interests", ["mine-interests", str(f["compressed.llm"]), "--out", str(f["interests"]), *day,
                             "--max-interests", str(cfg.max_interests), *llm],
         rows_in=f["interests"], note=f"first {n} users")
+    run.report.interests_kept = sum(len(r.get("interests") or []) for r in read_rows(f["interests"]))
+    run.report.stages[-1].note += f", {run.report.interests_kept} interests kept"
     run("predict-tags", ["predict-tags", str(f["interests"]), "--out", str(f["tags"]), *day, *db,
                           "--n-tags", str(cfg.n_tags), *llm],
         rows_in=f["tags"])

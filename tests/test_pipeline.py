@@ -87,6 +87,7 @@ def test_run_whole_pipeline_for_real(tmp_path: Path) -> None:
         judged = _rows(out / f"judge_{task}.jsonl")
         assert len(judged) == samples[task] and all(j["task"] == task for j in judged)  # one verdict per sample
     assert "LLM judge pass rates" in r.stdout and "ndcg@10" in r.stdout
+    assert f"{samples['interests']} interests kept" in r.stdout  # the stage table says what the rules let through
 
     # A rerun resumes: valid completions come from the cache, and the outputs are the same. Only calls whose
     # output was invalid (never cached, issue 12) are asked again.
