@@ -118,6 +118,8 @@ def jsonl_writer(path: str | Path | None) -> Iterator[JsonlWriter]:
     p = Path(path)
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected an output file path")
+    if p.is_symlink():
+        p = p.resolve()  # replace what the link points at, not the link
     if p.exists() and not p.is_file():
         with _open_out(p, p) as fh:
             writer = JsonlWriter(fh, close=True)
