@@ -63,8 +63,9 @@ def run(
         if report.interests_kept == 0 and llm_opts.model is None:
             # the raw 135M model's interests fail the rules (their reasons, mostly): nothing reaches tags or
             # explanations. Measured on sample_data's 8 users: 20 LoRA steps (3 min on 2 cores) -> 11 kept.
-            console.print("[yellow]note:[/] the raw embedded model's interests all failed the rules, so the tag, "
-                          "explanation and judge stages had nothing to work on. Align it first (README, \"Align your "
+            console.print("[yellow]note:[/] the raw embedded model's interests all failed the rules, so no tags "
+                          "or explanation table were made and the explanations are item-only fallbacks. Align it "
+                          "first (README, \"Align your "
                           f"own model\": `recgpt align data --db {db} --samples {out}/align/samples.duckdb`, then "
                           f"`recgpt align sft --samples {out}/align/samples.duckdb --out {out}/aligned "
                           f"--max-steps 20`) and rerun with `--model {out}/aligned`.", highlight=False, soft_wrap=True)
