@@ -230,6 +230,10 @@ def run_evaluation(
     Hit/Recall@50 of the items the tags alone retrieve (β = 0); `truth_path` adds interest P/R/F1 (issue 8)."""
     if sum(x is not None for x in (model_dir, recs_path, baseline)) != 1:
         raise BadInput("give exactly one of --model, --recs, --baseline")
+    stdin_users = [name for name, path in (("--recs", recs_path), ("--compare", compare_path), ("--tags", tags_path),
+                                           ("--truth", truth_path)) if path is not None and str(path) == "-"]
+    if len(stdin_users) > 1:  # stdin reads once: the second would look empty
+        raise BadInput(f"{' and '.join(stdin_users)} both read stdin (-); give files for all but one")
     if truth_path is not None and tags_path is None:
         raise BadInput("--truth scores the interests of --tags: give --tags too")
     if phase not in ("valid", "test"):
