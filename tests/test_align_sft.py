@@ -250,3 +250,25 @@ def test_rerunning_a_finished_run_keeps_its_measurements(trained: tuple[Path, ob
     assert again.losses == [] and again.first_loss == r.first_loss  # type: ignore[attr-defined]
     for key in ("first_loss", "last_loss", "train_s", "tokens_per_s", "steps"):
         assert after[key] == before[key], key
+
+
+def test_a_real_sigint_stops_between_steps_and_resumes_to_the_same_weights(embedded_hf: Path,
+                                                                            tmp_path: Path) -> None:
+    """Ctrl-C is taken at the end of the running step (never between its update and its count), saved, and the
+    resumed run ends with the uninterrupted run's weights."""
+    import torch
+
+    whole = train_sft(samples(), tmp_path / "whole", cfg(), base=embedded_hf, export=False)
+
+    def ctrl_c_at_2(entry: dict) -> None:
+        if entry["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False, progress=ctrl_c_at_2)
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["step"] == 2
+    resumed = train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False)
+    assert resumed.resumed_from == 2 and resumed.losses == pytest.approx(whole.losses[2:], abs=1e-5)
+    a = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    b = torch.load(tmp_path / "cut" / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -284,3 +284,22 @@ def test_ensemble_scores_are_member_mean_and_resume(tmp_path: Path):
     assert torch.allclose(score_all(model, split), mean_cos, atol=1e-5)
     assert model.item_vectors().shape[1] == 2 * TINY["dim"]
     assert 0.0 <= report.best_valid_ndcg10 <= 1.0
+
+
+def test_features_do_not_depend_on_duckdb_row_order(tmp_path: Path) -> None:
+    """The history sequences are the same on every build: DuckDB's parallel GROUP BY returns rows in any order,
+    and which of a (user, behaviour, item)'s rows was kept used to follow it, so two trainings with one seed
+    differed (was: different features.npz and weights run to run)."""
+    from recgpt_cli.importers import import_jsonl
+    from recgpt_cli.store import open_db
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    con = open_db(tmp_path / "s.duckdb")
+    import_jsonl(con, users=sample / "users.jsonl", items=sample / "items.jsonl", behaviors=sample / "behaviors.jsonl")
+    con.execute("SET threads = 2")
+    make_split(con, "recbole")
+    split = load_split(con, "recbole")
+    builds = [build_features(con, split)[0] for _ in range(4)]
+    con.close()
+    for other in builds[1:]:
+        assert np.array_equal(other.seq_item, builds[0].seq_item) and np.array_equal(other.seq_beh, builds[0].seq_beh)

@@ -56,6 +56,12 @@ def assert_resumes_like_uninterrupted(con: duckdb.DuckDBPyConnection, tmp_path: 
 
     with pytest.raises(KeyboardInterrupt):
         train_towers(con, tmp_path / "killed", TowerConfig(**cfg), after_epoch=kill)
+    from recgpt_cli.errors import BadInput
+    from recgpt_cli.towers import load_model
+
+    with pytest.raises(BadInput, match="its training did not finish"):  # not served as if it were the model
+        load_model(tmp_path / "killed")
     resumed = train_towers(con, tmp_path / "killed", TowerConfig(**cfg))
+    load_model(tmp_path / "killed")
     assert resumed.resumed_from_epoch == kill_at
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)

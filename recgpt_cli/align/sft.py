@@ -342,10 +342,18 @@ def train_sft(
     tokens = 0
     t0 = time.perf_counter()
 
-    def on_term(signum: int, frame: Any) -> None:  # a polite kill saves like Ctrl-C does
-        raise KeyboardInterrupt
+    # Ctrl-C and a polite kill stop between steps: a step cut after opt.step() but before `done` moved would save
+    # weights one update ahead of the step count, and the resumed run would differ. A second signal stops now
+    # (and saves nothing: the last periodic checkpoint is consistent).
+    stop: dict[str, Any] = {"asked": False, "now": False}
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop["asked"]:
+            stop["now"] = True
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     model.train()
     done = start  # steps whose update is applied
     try:
@@ -373,11 +381,15 @@ def train_sft(
                 progress(entry)
             if done % cfg.save_every == 0 and done < total:
                 _save(ckpt, identity, done, model, opt, sched)
+            if stop["asked"]:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
-        _save(ckpt, identity, done, model, opt, sched)
+        if not stop["now"]:
+            _save(ckpt, identity, done, model, opt, sched)
         raise  # the CLI says "rerun to resume" and exits 130
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         log.close()
     train_s = time.perf_counter() - t0
     _save(ckpt, identity, total, model, opt, sched)

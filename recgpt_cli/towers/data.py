@@ -130,7 +130,8 @@ def build_features(
            FROM behaviors b JOIN splits s
              ON s.protocol = ? AND s.split = 'train' AND s.user_id = b.user_id AND s.item_id = b.item_id
            WHERE b.type <> 'search'
-           GROUP BY ALL""",
+           GROUP BY ALL
+           ORDER BY ALL""",  # a fixed order: which duplicate np.unique keeps below must not vary run to run
         [split.protocol],
     ).fetchall()
     groups = [behavior_group(r[2], r[3]) for r in beh_rows]

@@ -101,11 +101,17 @@ def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
     return one() if k <= 1 else TAREnsemble([one() for _ in range(k)])
 
 
+UNFINISHED = "TRAINING"  # marker file: present while (or because) a training run has not reached its end
+
+
 def load_model(directory: str | Path, device: str = "cpu") -> TowerModel:
     """Load a model dir written by `train_towers` (best weights)."""
     d = Path(directory)
     if not (d / "config.json").exists() or not (d / "model.pt").exists():
         raise BadInput(f"{d}: not a trained tower model (no config.json/model.pt)", "run `recgpt train-towers` first")
+    if (d / UNFINISHED).exists():
+        raise BadInput(f"{d}: its training did not finish (killed or interrupted): model.pt is a best-so-far",
+                       "rerun the same `recgpt train-towers` command: it resumes from the last checkpoint")
     config = json.loads((d / "config.json").read_text())
     shapes = TowerShapes(**config.pop("shapes"))
     net = build_net(shapes, config)

@@ -29,7 +29,7 @@ from recgpt_cli.towers.config import TowerConfig, check_config
 from recgpt_cli.towers.data import build_features
 from recgpt_cli.towers.ensemble import train_ensemble
 from recgpt_cli.towers.model import TAR, TowerShapes
-from recgpt_cli.towers.saved import TowerModel, build_net, pick_device, write_static
+from recgpt_cli.towers.saved import UNFINISHED, TowerModel, build_net, pick_device, write_static
 
 
 @dataclass
@@ -141,8 +141,10 @@ def train_towers(
                           f"(best NDCG@10 {state.best_ndcg:.4f} @ {state.best_epoch})")
     else:
         state = RunState()
-        write_static(out, model)
+    write_static(out, model)  # on a resume too: config.json then says this run's epochs and patience
     resumed_from = state.epoch
+    # until the loop ends, model.pt is a best-so-far: load_model refuses a folder with this marker
+    (out / UNFINISHED).write_text(f"training {out}: a rerun of the same train-towers command resumes it\n")
 
     # 4. the loop: train an epoch, validate every eval_every, keep the best weights, checkpoint, maybe stop
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console,
@@ -180,5 +182,6 @@ def train_towers(
                               f"  {entry['seconds']:.1f}s" + ("  (best)" if state.best_epoch == epoch else ""))
             if after_epoch is not None:
                 after_epoch(epoch)
+    (out / UNFINISHED).unlink(missing_ok=True)
     return TrainReport(str(out), len(state.history), state.best_epoch, state.best_ndcg, resumed_from,
                        len(feats.train_user), state.seconds, time.perf_counter() - started, state.history)
