@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -135,8 +136,18 @@ def test_exported_gguf_serves_what_was_learned(trained: tuple[Path, object]) -> 
     assert orjson.loads(text) == {"colour": "blue"}
 
 
-def test_interrupted_run_resumes_to_the_same_weights(embedded_hf: Path, tmp_path: Path) -> None:
+def assert_resumed_like(whole: Any, cut: Path, base: Path, step: int) -> None:
+    """Rerun the interrupted run in `cut`: it resumes at `step`, its losses and final weights are `whole`'s."""
     import torch
+
+    resumed = train_sft(samples(), cut, cfg(), base=base, export=False)
+    assert resumed.resumed_from == step and resumed.losses == pytest.approx(whole.losses[step:], abs=1e-5)
+    a = torch.load(whole.out / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    b = torch.load(cut / "checkpoint" / "state.pt", weights_only=True)["weights"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(embedded_hf: Path, tmp_path: Path) -> None:
 
     whole = train_sft(samples(), tmp_path / "whole", cfg(), base=embedded_hf, export=False)
 
@@ -147,11 +158,7 @@ def test_interrupted_run_resumes_to_the_same_weights(embedded_hf: Path, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False, progress=stop_at_3)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["step"] == 3
-    resumed = train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False)
-    assert resumed.resumed_from == 3 and resumed.losses == pytest.approx(whole.losses[3:], abs=1e-5)
-    a = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=True)["weights"]
-    b = torch.load(tmp_path / "cut" / "checkpoint" / "state.pt", weights_only=True)["weights"]
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resumed_like(whole, tmp_path / "cut", embedded_hf, 3)
     # other data in the same folder is refused, not mixed in
     with pytest.raises(BadInput, match="other data or settings"):
         train_sft(samples()[:4], tmp_path / "cut", cfg(), base=embedded_hf, export=False)
@@ -256,7 +263,6 @@ def test_a_real_sigint_stops_between_steps_and_resumes_to_the_same_weights(embed
                                                                             tmp_path: Path) -> None:
     """Ctrl-C is taken at the end of the running step (never between its update and its count), saved, and the
     resumed run ends with the uninterrupted run's weights."""
-    import torch
 
     whole = train_sft(samples(), tmp_path / "whole", cfg(), base=embedded_hf, export=False)
 
@@ -267,8 +273,4 @@ def test_a_real_sigint_stops_between_steps_and_resumes_to_the_same_weights(embed
     with pytest.raises(KeyboardInterrupt):
         train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False, progress=ctrl_c_at_2)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "progress.json").read_text())["step"] == 2
-    resumed = train_sft(samples(), tmp_path / "cut", cfg(), base=embedded_hf, export=False)
-    assert resumed.resumed_from == 2 and resumed.losses == pytest.approx(whole.losses[2:], abs=1e-5)
-    a = torch.load(tmp_path / "whole" / "checkpoint" / "state.pt", weights_only=True)["weights"]
-    b = torch.load(tmp_path / "cut" / "checkpoint" / "state.pt", weights_only=True)["weights"]
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resumed_like(whole, tmp_path / "cut", embedded_hf, 2)
