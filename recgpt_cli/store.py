@@ -50,18 +50,7 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
     if not p.exists():
         if read_only or not create:
             raise BadInput(f"{p}: no such database", "run `recgpt import ...` first to create it")
-        check_parents(p)
-        p.parent.mkdir(parents=True, exist_ok=True)
-    if p.is_dir():
-        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
-    check_duckdb_header(p)
-    try:
-        con = duckdb.connect(str(p), read_only=read_only)
-    except duckdb.IOException as exc:
-        raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})") from None
-    except duckdb.Error as exc:
-        raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
-    check_file_backed(con, p)
+    con = open_duckdb_file(p, read_only=read_only)
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "meta" in tables:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -81,6 +70,26 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
     else:
         con.execute(CORE_DDL)
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    return con
+
+
+def open_duckdb_file(p: Path, *, read_only: bool = False, busy_hint: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Connect to DuckDB file `p` (created, with its folders, when missing and not read-only), refusing what is
+    not one: a folder, a path under a file, a file of another format. A lock held by another process is
+    RecgptError (exit 1, `busy_hint` says who); anything else DuckDB rejects is bad input."""
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
+    check_duckdb_header(p)
+    if not read_only:
+        check_parents(p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(p), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})", busy_hint) from None
+    except duckdb.Error as exc:
+        raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    check_file_backed(con, p)
     return con
 
 

@@ -335,11 +335,17 @@ def test_movielens_1m(con) -> None:
     assert import_movielens(con, FIX / "ml-1m", rating_threshold=5).behaviors.inserted == 0
 
 
+def fixture_with_line(tmp_path: Path, dataset: str, file: str, line: str) -> Path:
+    """A copy of fixture `dataset` under tmp_path with `line` appended to its `file`."""
+    d = tmp_path / dataset
+    shutil.copytree(FIX / dataset, d)
+    with (d / file).open("a") as fh:
+        fh.write(line + "\n")
+    return d
+
+
 def test_movielens_bad_input(con, tmp_path: Path) -> None:
-    d = tmp_path / "ml-1m"
-    shutil.copytree(FIX / "ml-1m", d)
-    with (d / "ratings.dat").open("a") as fh:
-        fh.write("4::10::x::978300760\n")
+    d = fixture_with_line(tmp_path, "ml-1m", "ratings.dat", "4::10::x::978300760")
     with pytest.raises(BadInput) as err:
         import_movielens(con, d)
     assert err.value.message.startswith(f"{d / 'ratings.dat'}:5: ")
@@ -473,10 +479,7 @@ def test_recbole_and_movielens_conflicting_duplicate_ids(con, tmp_path: Path) ->
     [rej] = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
     assert (rej["line"], rej["raw"]) == (6, "11\tGoldenEye II\t1995\tAction")
 
-    ml = tmp_path / "ml-1m"
-    shutil.copytree(FIX / "ml-1m", ml)
-    with (ml / "users.dat").open("a") as fh:
-        fh.write("1::M::25::3::10001\n")
+    ml = fixture_with_line(tmp_path, "ml-1m", "users.dat", "1::M::25::3::10001")
     with pytest.raises(BadInput) as err:
         import_movielens(con, ml)
     assert err.value.message == f"{ml / 'users.dat'}:3: duplicate user_id '1' with different content (first at line 1)"
@@ -548,10 +551,7 @@ def test_recbole_and_movielens_row_check_rejects_keep_the_input_line(con, tmp_pa
     import_recbole(con, d, skip_bad=True, rejects_path=tmp_path / "r.jsonl")
     [rej] = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
     assert (rej["source"], rej["line"], rej["raw"]) == (str(d / "ds.inter"), 3, "2\t99\t1\t4")
-    ml = tmp_path / "ml-100k"
-    shutil.copytree(FIX / "ml-100k", ml)
-    with (ml / "u.data").open("a") as fh:
-        fh.write("3\t77\t4\t881250960\n")
+    ml = fixture_with_line(tmp_path, "ml-100k", "u.data", "3\t77\t4\t881250960")
     n = len((ml / "u.data").read_text().splitlines())
     import_movielens(con, ml, skip_bad=True, rejects_path=tmp_path / "m.jsonl")
     [rej] = [orjson.loads(x) for x in (tmp_path / "m.jsonl").read_bytes().splitlines()]

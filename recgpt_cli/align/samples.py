@@ -105,26 +105,14 @@ def reply_json(value: Any) -> str:
 
 
 def open_samples(path: str | Path) -> duckdb.DuckDBPyConnection:
-    import duckdb
-
     from recgpt_cli.errors import BadInput
-    from recgpt_cli.io import check_parents
-    from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables
+    from recgpt_cli.store import ensure_tables, open_duckdb_file
 
     p = Path(path)
-    if p.is_dir():
-        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
     if p.suffix in (".jsonl", ".json"):
         raise BadInput(f"--samples {p}: the sample store is a DuckDB file (a .jsonl is read-only export)",
                        "store into a .duckdb file; add --jsonl FILE for a JSONL copy")
-    check_parents(p)
-    check_duckdb_header(p)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(p))
-    except duckdb.Error as exc:
-        raise BadInput(f"{p}: cannot open as a DuckDB database ({str(exc).splitlines()[0]})") from None
-    check_file_backed(con, p)
+    con = open_duckdb_file(p)
     ensure_tables(con, SAMPLES_DDL)
     return con
 

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from recgpt_cli.align.samples import Sample
+from recgpt_cli.devices import check_device, pick_device
 from recgpt_cli.errors import BadInput, RecgptError
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -109,30 +110,12 @@ def data_hash(samples: Sequence[Sample]) -> str:
     return h.hexdigest()
 
 
-def check_device(name: str) -> None:
-    """--device before any work: a typo or a missing CUDA must not surface after a round of generation."""
-    if name not in ("auto", "cpu") and not (name == "cuda" or name.startswith("cuda:")):
-        raise BadInput(f"--device {name!r}: expected auto, cpu or cuda")
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BadInput(f"--device {name}: no CUDA device here", "use auto or cpu")
-
-
 def check_gguf_type(name: str) -> None:
     """--gguf-type before training: the export comes last, after every step was paid for."""
     from recgpt_cli.align.gguf_export import OUT_TYPES
 
     if name not in OUT_TYPES:
         raise BadInput(f"--gguf-type {name!r}: expected one of {', '.join(OUT_TYPES)}")
-
-
-def pick_device(name: str) -> str:
-    import torch
-
-    check_device(name)
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def resolve_base(base: str | Path | None, cache_dir: Path) -> tuple[Path, Path | None]:

@@ -18,11 +18,11 @@ from typing import Any
 import duckdb
 import orjson
 
-from recgpt_cli.errors import BadInput, RecgptError
-from recgpt_cli.io import check_parents, iter_jsonl, jsonl_writer, source_name
+from recgpt_cli.errors import BadInput
+from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
 from recgpt_cli.judge.criteria import TASKS, JudgeTask
 from recgpt_cli.judge.samples import expand_record, prompt_variables
-from recgpt_cli.store import check_duckdb_header, check_file_backed, ensure_tables, transaction
+from recgpt_cli.store import ensure_tables, open_duckdb_file, transaction
 
 SKIP = "skip"
 
@@ -72,20 +72,7 @@ def ensure_buffer(con: duckdb.DuckDBPyConnection) -> None:
 
 def open_buffer(path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open (or create) a label buffer file."""
-    p = Path(path)
-    if p.is_dir():
-        raise BadInput(f"{p}: is a directory, expected a DuckDB file")
-    check_duckdb_header(p)
-    check_parents(p)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(p))
-    except duckdb.IOException as exc:
-        raise RecgptError(f"{p}: cannot open label buffer ({str(exc).splitlines()[0]})",
-                          "is another `recgpt judge annotate` using it?") from None
-    except duckdb.Error as exc:
-        raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
-    check_file_backed(con, p)
+    con = open_duckdb_file(Path(path), busy_hint="is another `recgpt judge annotate` using it?")
     ensure_buffer(con)
     return con
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from recgpt_cli.devices import check_device
 from recgpt_cli.errors import BadInput
 
 if sys.version_info >= (3, 11):
@@ -115,13 +116,7 @@ def check_config(cfg: TowerConfig) -> None:
             raise ValueError(f"--{option_name(name)} {value}: must be {bounds}")
     if cfg.lr == 0:
         raise ValueError("--lr 0: must be > 0")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise ValueError(f"--device {cfg.device}: expected auto, cpu or cuda")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {cfg.device}: this torch has no CUDA device (use auto or cpu)")
+    check_device(cfg.device)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{option_name(name)} {getattr(cfg, name)}: expected {' or '.join(allowed)}")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recgpt_cli import devices
 from recgpt_cli.errors import BadInput
 from recgpt_cli.splits import SplitData
 from recgpt_cli.towers.config import with_defaults
@@ -71,9 +72,7 @@ class TowerModel:
 
 def pick_device(name: str = "auto") -> torch.device:
     """CPU by default; CUDA when present and asked for (auto)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device(devices.pick_device(name))
 
 
 def write_static(directory: Path, model: TowerModel) -> None:
