@@ -40,8 +40,9 @@ COLUMNS = ("ndcg@10", "recall@10", "hit@10", "itemcoverage@10", "giniindex@10", 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "paper": ("paper", {}),  # §2.3 exactly: pairs, in-batch + 256 random negatives, mean pooling
     "full": ("paper", {"n_negatives": "all", "in_batch": False}),  # the same with a full softmax
-    "default": ("default", {}),  # the best single model on the RecBole split's validation
+    "default": ("default", {}),  # the best single model on validation (the pooled user tower, 512-d ids)
     "default-e3": ("default", {"ensemble": 3}),  # three default members served as one model
+    "variational": ("variational", {}),  # the variational (RecVAE) user tower: the flattest accurate model
     "sequential": ("default-loo", {}),  # the sequential user tower (the loo default)
     # the issue-4 ensembles, as overrides of the default preset
     "users-e3": ("default", {"history_dropout": 0.3, "loss_weighting": "user", "ensemble": 3}),

@@ -8,20 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from towers_fixtures import assert_resumes_like_uninterrupted, make_shop_db, one_thread  # noqa: F401
+from towers_fixtures import (  # noqa: F401
+    assert_resumes_like_uninterrupted,
+    make_shop_db,
+    one_thread,
+    top_item_in_own_category,
+)
 
 from recgpt_cli.splits import load_split, make_split
 from recgpt_cli.towers import TowerConfig, load_model, score_all, train_towers
 from recgpt_cli.towers.data import build_features, discretize, gather_sequences, tokenize
 from recgpt_cli.towers.losses import info_nce, l_cate, l_tar
-
-
-def top_item_in_own_category(scores: torch.Tensor, split) -> float:  # type: ignore[no-untyped-def]
-    """Share of users whose best-scored item is in the one category they shop in (the shop fixture's design)."""
-    cat_of = [split.item_ids[i].split("-")[0] for i in scores.argmax(1).numpy()]
-    users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
-    return float(np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]))
-
 
 TINY = dict(epochs=3, dim=8, batch_size=32, n_negatives=8, patience=5, device="cpu")
 

@@ -34,6 +34,8 @@ def test_paper_preset_is_the_dataclass_default_and_the_defaults_differ():
     loo = load_preset("default-loo")
     assert loo.protocol == "loo" and loo.user_tower == "sequential" and loo.batching == "next-item"
     assert default_preset(None) == "default" and default_preset("loo") == "default-loo"
+    vae = load_preset("variational")
+    assert vae.user_tower == "variational" and vae.item_bias and not vae.normalize and vae.ensemble == 1
 
 
 def test_bad_presets_are_errors(tmp_path: Path):

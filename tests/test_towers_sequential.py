@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from towers_fixtures import assert_resumes_like_uninterrupted, make_shop_db, one_thread  # noqa: F401
+from towers_fixtures import (  # noqa: F401
+    assert_hnsw_serves_like_exact,
+    assert_resumes_like_uninterrupted,
+    make_shop_db,
+    one_thread,
+    top_item_in_own_category,
+)
 
-from recgpt_cli.retrieve import Tag, rank_users
 from recgpt_cli.splits import load_split
 from recgpt_cli.towers import TowerConfig, load_model, score_all, train_towers
 from recgpt_cli.towers.model import TAR, TowerShapes, right_align
@@ -74,18 +78,8 @@ def test_sequential_tower_learns_next_items_and_reloads(tmp_path: Path):
     split = load_split(con, "loo")
     scores = score_all(model, split)
     assert scores.shape == (split.n_users, split.n_items)
-    # users shop in one category: the best-scored item is in it for most users
-    cat_of = [split.item_ids[i].split("-")[0] for i in scores.argmax(1).numpy()]
-    users_cat = [["shoes", "tents", "coffee", "books"][int(u[1:]) % 4] for u in split.user_ids]
-    assert sum(a == b for a, b in zip(cat_of, users_cat, strict=True)) / len(cat_of) > 0.7
-    # still a tower: hnswlib retrieval with beta fusion serves it unchanged, and agrees with exact search
-    users = np.arange(4)
-    tags = {int(u): [Tag("coffee")] for u in users}
-    hnsw = dict(rank_users(model, users, tags, beta=0.5, k=5))
-    exact = dict(rank_users(model, users, tags, beta=0.5, k=5, exact=True))
-    assert all(len(hnsw[int(u)]) == 5 for u in users)
-    assert [[h.item for h in hnsw[int(u)]] for u in users] == [[h.item for h in exact[int(u)]] for u in users]
-
+    assert top_item_in_own_category(scores, split) > 0.7  # users shop in one category
+    assert_hnsw_serves_like_exact(model)
 
 def test_sequential_tower_resumes_like_uninterrupted(tmp_path: Path):
     # dropout masks are seeded per epoch, so a resumed epoch repeats the uninterrupted one exactly

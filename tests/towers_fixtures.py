@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,22 @@ def assert_resumes_like_uninterrupted(con: duckdb.DuckDBPyConnection, tmp_path: 
     load_model(tmp_path / "killed")
     assert resumed.resumed_from_epoch == kill_at
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-5)
+
+
+def top_item_in_own_category(scores: torch.Tensor, split) -> float:  # type: ignore[no-untyped-def]
+    """Share of users whose best-scored item is in the one category they shop in (the shop fixture's design)."""
+    cat_of = [split.item_ids[i].split("-")[0] for i in scores.argmax(1).numpy()]
+    users_cat = [CATEGORIES[int(u[1:]) % 4] for u in split.user_ids]
+    return float(np.mean([a == b for a, b in zip(cat_of, users_cat, strict=True)]))
+
+
+def assert_hnsw_serves_like_exact(model) -> None:  # type: ignore[no-untyped-def]
+    """Still a tower: hnswlib retrieval with beta fusion serves the model and agrees with exact search."""
+    from recgpt_cli.retrieve import Tag, rank_users
+
+    users = np.arange(4)
+    tags = {int(u): [Tag("coffee")] for u in users}
+    hnsw = dict(rank_users(model, users, tags, beta=0.5, k=5))
+    exact = dict(rank_users(model, users, tags, beta=0.5, k=5, exact=True))
+    assert all(len(hnsw[int(u)]) == 5 for u in users)
+    assert [[h.item for h in hnsw[int(u)]] for u in users] == [[h.item for h in exact[int(u)]] for u in users]

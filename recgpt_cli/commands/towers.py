@@ -47,10 +47,12 @@ def train_towers(
                                           "negatives too (paper).")] = None,
     temperature: Annotated[float | None, _opt("--temperature", min=1e-4, help="Softmax temperature.")] = None,
     logq: Annotated[bool | None, _opt("--logq/--no-logq", help="logQ correction for sampling bias.")] = None,
-    user_tower: Annotated[str | None, _opt("--user-tower", help="pooled (paper: id + pooled behaviour sequences) or "
-                                           "sequential (causal self-attention over the ordered history).")] = None,
+    user_tower: Annotated[str | None, _opt("--user-tower", help="pooled (paper: id + pooled behaviour sequences), "
+                                           "sequential (causal self-attention over the ordered history) or "
+                                           "variational (a RecVAE encoder over the history).")] = None,
     pooling: Annotated[str | None, _opt("--pooling", help="Pooled tower: mean (paper) or attention.")] = None,
-    layers: Annotated[int | None, _opt("--layers", min=1, help="Sequential tower: attention blocks.")] = None,
+    layers: Annotated[int | None, _opt("--layers", min=1, help="Sequential tower: attention blocks; variational: "
+                                       "dense layers.")] = None,
     heads: Annotated[int | None, _opt("--heads", min=1, help="Sequential tower: heads per block.")] = None,
     dropout: Annotated[float | None, _opt("--dropout", min=0.0, max=0.9, help="Sequential tower: dropout.")] = None,
     user_id: Annotated[bool | None, _opt("--user-id/--no-user-id", help="EMB(user id) in the pooled user tower "
@@ -61,8 +63,17 @@ def train_towers(
     item_features: Annotated[bool | None, _opt("--item-features/--no-item-features", help="Item tower over the "
                                                "item's features (paper); --no-item-features = EMB(item id) "
                                                "alone.")] = None,
+    item_bias: Annotated[bool | None, _opt("--item-bias/--no-item-bias", help="A learned bias per item added to "
+                                           "h_u . h_v (served as one more vector coordinate).")] = None,
     history_dropout: Annotated[float | None, _opt("--history-dropout", min=0.0, max=0.9,
                                                   help="Share of history items hidden per training step.")] = None,
+    hidden_dim: Annotated[int | None, _opt("--hidden-dim", min=2, help="Variational tower: width of its dense "
+                                           "layers.")] = None,
+    kl_gamma: Annotated[float | None, _opt("--kl-gamma", min=0.0, help="Variational tower: KL weight per history "
+                                           "item (RecVAE's beta(x) = gamma*|x|).")] = None,
+    encoder_passes: Annotated[int | None, _opt("--encoder-passes", min=0, help="Variational tower: passes that "
+                                               "train it per epoch before one trains the item table (RecVAE); 0 "
+                                               "= one joint pass.")] = None,
     batching: Annotated[str | None, _opt("--batching", help="pairs (paper: a row per engaged pair), users (a row per "
                                          "user; its masked history must rank all its items) or next-item "
                                          "(sequential tower: every position predicts the next item).")] = None,
@@ -107,7 +118,8 @@ def train_towers(
                    n_negatives=_negatives(negatives), in_batch=in_batch, temperature=temperature, logq=logq,
                    user_tower=user_tower, pooling=pooling, n_layers=layers, n_heads=heads, dropout=dropout,
                    use_user_id=user_id, item_id_residual=item_id_residual,
-                   item_features=item_features, history_dropout=history_dropout,
+                   item_features=item_features, history_dropout=history_dropout, hidden_dim=hidden_dim,
+                   kl_gamma=kl_gamma, encoder_passes=encoder_passes, item_bias=item_bias,
                    batching=batching, loss_weighting=loss_weighting, lr_schedule=lr_schedule,
                    history_embedding=history_embedding, ensemble=ensemble, normalize=normalize, init_std=init_std,
                    max_seq_len=max_seq_len, n_levels=category_levels, n_buckets=buckets, patience=patience,

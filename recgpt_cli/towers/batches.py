@@ -138,14 +138,32 @@ def _users(net: TAR, feats: TowerFeatures, cfg: TowerConfig, rng: np.random.Gene
     pos_ptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(feats.train_user, minlength=n_users), out=pos_ptr[1:])
     users = rng.permutation(np.flatnonzero(np.diff(pos_ptr) > 0))
+    # the variational tower alternates as RecVAE: encoder_passes passes train the user tower (item vectors held
+    # still), q_old is refreshed, then one pass trains the item table (user samples without input dropout)
+    vae = net.vae_tower
+    passes = ["joint"] if vae is None or cfg.encoder_passes == 0 else ["user"] * cfg.encoder_passes + ["item"]
 
     def steps() -> Iterator[tuple[torch.Tensor, int]]:
-        for i in range(0, len(users), cfg.batch_size):
-            u = users[i : i + cfg.batch_size]
+        for k, phase in enumerate(passes):
+            if phase == "item" and vae is not None:
+                vae.refresh_prior()
+            order_k = users if k == 0 else rng.permutation(users)
+            yield from pass_steps(order_k, phase)
+        if vae is not None and passes == ["joint"]:
+            vae.refresh_prior()  # q_old: the encoder as this epoch left it
+
+    def pass_steps(order_k: np.ndarray, phase: str) -> Iterator[tuple[torch.Tensor, int]]:
+        for i in range(0, len(order_k), cfg.batch_size):
+            u = order_k[i : i + cfg.batch_size]
             row, seq_item, seq_beh = gather_sequences(feats, u)
-            keep = rng.random(len(seq_item)) >= cfg.history_dropout
-            h_u = net.users(t(u), t(seq_item[keep]), t(row[keep]), t(seq_beh[keep]), item_feats)
             n_pos = pos_ptr[u + 1] - pos_ptr[u]
+            if vae is not None:  # h_u = a sample of q(z | x_u); the tower drops its own inputs
+                with torch.set_grad_enabled(phase != "item"):
+                    z, kl = vae.sample(t(seq_item), t(row), len(u), drop=phase != "item")
+                h_u = net.query(z)
+            else:
+                keep = rng.random(len(seq_item)) >= cfg.history_dropout
+                h_u = net.users(t(u), t(seq_item[keep]), t(row[keep]), t(seq_beh[keep]), item_feats)
             p_row = np.repeat(np.arange(len(u)), n_pos)
             offsets = np.arange(n_pos.sum()) - np.repeat(np.cumsum(n_pos) - n_pos, n_pos)
             p_item = pos_items[np.repeat(pos_ptr[u], n_pos) + offsets]
@@ -154,10 +172,15 @@ def _users(net: TAR, feats: TowerFeatures, cfg: TowerConfig, rng: np.random.Gene
             else:
                 cand = np.unique(np.concatenate([p_item, rng.integers(0, n_items, int(cfg.n_negatives))]))
             h_c = net.items(item_feats[t(cand)])
+            if phase == "user":
+                h_c = h_c.detach()  # Adam skips parameters without a gradient: the item table stays as it is
             p_col = np.searchsorted(cand, p_item)
             weights = (np.full(len(p_item), 1.0 / len(p_item)) if cfg.loss_weighting == "pair"
                        else 1.0 / (n_pos[p_row] * len(u)))
             loss_col = softmax_nll(h_u, h_c, t(p_row), t(p_col), t(weights).float(), cfg.temperature)
+            if vae is not None and phase != "item":  # beta(x) = gamma*|x| times the weight of each of u's pairs
+                pair_w = 1.0 / len(p_item) if cfg.loss_weighting == "pair" else 1.0 / (n_pos * len(u))
+                loss_col = loss_col + cfg.kl_gamma * (kl * t(n_pos * pair_w).float()).sum()
             if cfg.tag_weight == 0:
                 yield loss_col, len(u)
                 continue
@@ -166,7 +189,7 @@ def _users(net: TAR, feats: TowerFeatures, cfg: TowerConfig, rng: np.random.Gene
                                                   rng, same_cat, in_batch=False)  # cand holds the positives already
             yield l_tar(loss_col, loss_tag, loss_cate, cfg.alpha, cfg.tag_weight), len(u)
 
-    return Epoch(len(users), "users", steps())
+    return Epoch(len(users) * len(passes), "users", steps())
 
 
 def _next_item(net: TAR, feats: TowerFeatures, cfg: TowerConfig, rng: np.random.Generator) -> Epoch:
@@ -192,7 +215,7 @@ def _next_item(net: TAR, feats: TowerFeatures, cfg: TowerConfig, rng: np.random.
             keep, col, _ = right_align(t(row[~first]), len(u), states.shape[1])
             targets = torch.zeros(valid.shape, dtype=torch.long, device=dev)
             targets[t(row[~first])[keep], col] = t(seq_item[~first])[keep]
-            h_q, h_c, target = net.unit(states[valid]), net.items(item_feats[all_items]), targets[valid]
+            h_q, h_c, target = net.query(states[valid]), net.items(item_feats[all_items]), targets[valid]
             weights = torch.full((len(h_q),), 1.0 / max(len(h_q), 1), device=dev)
             loss_col = softmax_nll(h_q, h_c, torch.arange(len(h_q), device=dev), target, weights, cfg.temperature)
             if cfg.tag_weight == 0:

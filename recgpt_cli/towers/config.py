@@ -45,16 +45,24 @@ class TowerConfig:
     temperature: float = 0.1
     logq: bool = False  # logQ correction of sampled-softmax popularity bias
     # "pooled" (paper): EMB(user id) + pooled behaviour sequences -> DNN. "sequential": causal self-attention over
-    # the ordered history with position and behaviour embeddings (SASRec-style, beyond the paper)
+    # the ordered history with position and behaviour embeddings (SASRec-style, beyond the paper). "variational":
+    # a RecVAE encoder over the history multi-hot, h_u = its posterior mean (towers/variational.py)
     user_tower: str = "pooled"
     pooling: str = "mean"  # pooled user tower: "mean" (paper) or "attention"
-    n_layers: int = 2  # sequential user tower: attention blocks
+    n_layers: int = 2  # sequential user tower: attention blocks; variational: dense layers
     n_heads: int = 1  # sequential user tower: heads per block
     dropout: float = 0.2  # sequential user tower: dropout on embeddings, attention and FFN
     use_user_id: bool = True  # EMB(user id) in the pooled user tower (paper); False = history only
     item_id_residual: bool = False  # h_v = EMB(item id) + DNN(features) instead of DNN alone
     item_features: bool = True  # False: h_v = EMB(item id) alone, no feature DNN (SASRec's item embedding)
-    history_dropout: float = 0.0  # share of sequence entries hidden per training step (0 = paper)
+    item_bias: bool = False  # y_col = h_u . h_v + b_v: a learned popularity offset per item (Mult-VAE's decoder bias)
+    history_dropout: float = 0.0  # share of history entries hidden per training step (0 = paper); variational:
+    # the share of its input multi-hot dropped (and the rest scaled up, as F.dropout)
+    hidden_dim: int = 600  # variational user tower: width of its dense layers (RecVAE's 600)
+    kl_gamma: float = 0.005  # variational user tower: KL weight per history item, beta(x) = gamma*|x| (RecVAE)
+    # variational user tower: passes over the users that train it per epoch, each epoch ending with one pass that
+    # trains the item table (RecVAE's alternating updates); 0 = one pass that trains both together
+    encoder_passes: int = 3
     # "pairs" (paper): one row per engaged (user, item), the target left out of the history. "users": one row per
     # user, history_dropout hides part of the history and the softmax must find ALL the user's train items
     # (multi-positive, Mult-DAE style). "next-item" (sequential tower): every position predicts the next item.
@@ -88,7 +96,7 @@ def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 RUN_FIELDS = ("epochs", "patience", "eval_every", "device", "threads", "resume", "ensemble", "split_seed")
 _CHOICES = {"batching": ("pairs", "users", "next-item"), "lr_schedule": ("constant", "cosine"),
             "pooling": ("mean", "attention"), "loss_weighting": ("user", "pair"),
-            "history_embedding": ("tower", "separate"), "user_tower": ("pooled", "sequential"),
+            "history_embedding": ("tower", "separate"), "user_tower": ("pooled", "sequential", "variational"),
             "protocol": ("recbole", "loo")}
 
 
@@ -96,7 +104,8 @@ _CHOICES = {"batching": ("pairs", "users", "next-item"), "lr_schedule": ("consta
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "dim": (2, None), "alpha": (0.0, 1.0), "tag_weight": (0.0, None), "lr": (0.0, None), "weight_decay": (0.0, None),
     "batch_size": (2, None), "temperature": (1e-4, None), "dropout": (0.0, 0.9), "history_dropout": (0.0, 0.9),
-    "init_std": (0.0, None), "n_levels": (0, None), "n_buckets": (1, None), "threads": (0, None),
+    "init_std": (0.0, None), "kl_gamma": (0.0, None), "hidden_dim": (2, None), "encoder_passes": (0, None),
+    "n_levels": (0, None), "n_buckets": (1, None), "threads": (0, None),
     **{name: (1, None) for name in ("eval_every", "patience", "ensemble", "n_layers", "n_heads", "epochs",
                                     "max_seq_len")},
 }
@@ -128,6 +137,13 @@ def check_config(cfg: TowerConfig) -> None:
         raise ValueError("--batching next-item goes with --user-tower sequential (and only with it)")
     if cfg.batching == "next-item" and cfg.history_dropout > 0:
         raise ValueError("--history-dropout hides pooled history; the sequential tower uses --dropout")
+    if cfg.user_tower == "variational" and cfg.batching != "users":
+        raise ValueError("--user-tower variational learns from whole histories: use it with --batching users")
+    if cfg.user_tower == "variational" and cfg.normalize:
+        raise ValueError("--user-tower variational scores raw dot products (its KL term acts on their scale): "
+                         "add --no-normalize")
+    if cfg.item_bias and cfg.normalize:
+        raise ValueError("--item-bias adds to raw dot products: add --no-normalize")
     if cfg.user_tower == "sequential" and cfg.dim % cfg.n_heads:
         raise ValueError(f"--dim {cfg.dim} must be a multiple of --heads {cfg.n_heads}")
 

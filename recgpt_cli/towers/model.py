@@ -8,6 +8,8 @@ Beyond the paper, `user_tower="sequential"` replaces the pooled user tower by ca
 user's ordered multi-behaviour history (SASRec, Kang & McAuley 2018): h_u is still one vector (the output at the
 most recent position), so retrieval, beta fusion and hnswlib are unchanged.
 
+`user_tower="variational"` (towers/variational.py) encodes the history as a RecVAE posterior: h_u = its mean.
+
 `item_features=False` makes h_v = EMB(item id) alone (no feature DNN); with `normalize=False` and `init_std` 0.02 the
 sequential tower is SASRec trained with cross-entropy.
 
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recgpt_cli.towers.variational import VariationalUserTower
 
 
 @dataclass
@@ -202,7 +206,8 @@ class TAR(nn.Module):
                  use_user_id: bool = True, item_id_residual: bool = False, item_features: bool = True,
                  history_embedding: str = "tower",
                  user_tower: str = "pooled", max_seq_len: int = 200, n_layers: int = 2, n_heads: int = 1,
-                 dropout: float = 0.2, init_std: float = 0.0) -> None:
+                 dropout: float = 0.2, init_std: float = 0.0, hidden_dim: int = 600,
+                 history_dropout: float = 0.0, item_bias: bool = False) -> None:
         super().__init__()
         self.shapes = shapes
         self.dim = dim
@@ -215,6 +220,9 @@ class TAR(nn.Module):
         # user_tower="sequential": the pooled tower above is replaced by causal self-attention over the history
         self.seq_tower = (SequentialUserTower(len(shapes.behaviors), dim, max_seq_len, n_layers, n_heads, dropout)
                           if user_tower == "sequential" else None)
+        # user_tower="variational": a RecVAE encoder over the history multi-hot (its own input table) replaces both
+        self.vae_tower = (VariationalUserTower(shapes.item_field_sizes[0], hidden_dim, dim, n_layers, history_dropout)
+                          if user_tower == "variational" else None)
         self.tag_tower = TagTower(shapes.vocab_size, dim)
         if init_std > 0:  # small embeddings keep unnormalised dot-product logits near 0 at the start (SASRec)
             for emb in self.modules():
@@ -223,16 +231,34 @@ class TAR(nn.Module):
                     if emb.padding_idx is not None:
                         with torch.no_grad():
                             emb.weight[emb.padding_idx].zero_()
+        # item_bias: y = h_u . h_v + b_v, served as one more coordinate (h_v gets b_v, h_u a 1, h_t a 0), so an
+        # inner-product index still finds the top items; starts at 0
+        self.item_bias = nn.Embedding(shapes.item_field_sizes[0], 1) if item_bias else None
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias.weight)
 
     def unit(self, h: torch.Tensor) -> torch.Tensor:
         """Tower output into the shared space: unit length when `normalize`."""
         return F.normalize(h, dim=-1) if self.normalize else h
 
+    @property
+    def out_dim(self) -> int:
+        """Length of the served vectors: dim, plus the bias coordinate."""
+        return self.dim + int(self.item_bias is not None)
+
+    def query(self, h: torch.Tensor, bias_weight: float = 1.0) -> torch.Tensor:
+        """A user (bias_weight 1) or tag (0) tower output as a query of the shared space."""
+        h = self.unit(h)
+        if self.item_bias is None:
+            return h
+        return torch.cat([h, torch.full((len(h), 1), bias_weight, device=h.device)], dim=-1)
+
     def items(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.unit(self.item_tower(feats))
+        h = self.unit(self.item_tower(feats))
+        return h if self.item_bias is None else torch.cat([h, self.item_bias(feats[:, 0])], dim=-1)
 
     def tags(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.unit(self.tag_tower(tokens))
+        return self.query(self.tag_tower(tokens), bias_weight=0.0)
 
     def users(
         self,
@@ -247,8 +273,10 @@ class TAR(nn.Module):
         seq_items/seq_row/seq_beh: (E,) item index, batch row and behaviour of each sequence entry (the training
         target already removed by the caller). Item vectors come from the item tower, computed once per distinct item.
         """
+        if self.vae_tower is not None:
+            return self.query(self.vae_tower(seq_items, seq_row, len(user_idx)))
         if self.seq_tower is not None:
-            return self.unit(self.sequence_states(seq_items, seq_row, seq_beh, item_feats, len(user_idx))[0][:, -1])
+            return self.query(self.sequence_states(seq_items, seq_row, seq_beh, item_feats, len(user_idx))[0][:, -1])
         uniq, inv = torch.unique(seq_items, return_inverse=True)
         if len(uniq) == 0:
             dim = self.user_tower.dim
@@ -256,7 +284,7 @@ class TAR(nn.Module):
         else:
             h_uniq = self.item_tower(item_feats[uniq]) if self.history_emb is None else self.history_emb(uniq)
             pooled = self.user_tower.pool(h_uniq, inv, seq_row, seq_beh, len(user_idx))
-        return self.unit(self.user_tower(user_idx, pooled))
+        return self.query(self.user_tower(user_idx, pooled))
 
     def history_vectors(self, items: torch.Tensor, item_feats: torch.Tensor) -> torch.Tensor:
         """Input-side vectors of history items: item-tower outputs (paper) or their own id embeddings."""
@@ -291,7 +319,7 @@ class TAREnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self._tars = members  # the same modules, typed for the calls below
         self.shapes = members[0].shapes
-        self.dim = sum(m.dim for m in members)
+        self.dim = self.out_dim = sum(m.out_dim for m in members)
 
     def _cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([F.normalize(p, dim=-1) for p in parts], dim=-1) / len(parts) ** 0.5

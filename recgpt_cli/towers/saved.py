@@ -60,7 +60,7 @@ class TowerModel:
             part = users[i : i + batch]
             row, item, beh = (torch.as_tensor(a, device=self.device) for a in gather_sequences(self.feats, part))
             out.append(self.net.users(torch.as_tensor(part, device=self.device), item, row, beh, item_feats))
-        dim = self.net.dim
+        dim = self.net.out_dim
         return torch.cat(out) if out else torch.zeros(0, dim)
 
     @torch.no_grad()
@@ -94,7 +94,8 @@ def build_net(shapes: TowerShapes, config: dict[str, Any]) -> TAR | TAREnsemble:
                    item_id_residual=c["item_id_residual"], item_features=c["item_features"],
                    history_embedding=c["history_embedding"], user_tower=c["user_tower"],
                    max_seq_len=c["max_seq_len"], n_layers=c["n_layers"], n_heads=c["n_heads"], dropout=c["dropout"],
-                   init_std=c["init_std"])
+                   init_std=c["init_std"], hidden_dim=c["hidden_dim"], history_dropout=c["history_dropout"],
+                   item_bias=c["item_bias"])
 
     k = int(c["ensemble"])
     return one() if k <= 1 else TAREnsemble([one() for _ in range(k)])
