@@ -6,11 +6,11 @@
     L_u = -sum_{i in x_u} log softmax(z . h_v)_i + gamma |x_u| KL(q(z | x_u) || p(z | x_u))    (beta(x) = gamma |x|)
     p(z | x_u) = 3/20 N(0, I) + 3/4 q_old(z | x_u) + 1/10 N(0, e^10 I)     per dimension (the composite prior)
 
-q_old is this tower as it was at the end of the previous epoch (`refresh_prior`): the KL term pulls each user's
-posterior towards where it was, not only towards N(0, I), so the strong regularisation that keeps the model flat
-does not also wipe out what it learned. Training alternates as RecVAE does (towers/batches.py): `encoder_passes`
-passes update the encoder, then one pass the item table; encoder_passes = 0 updates both at once. Still a tower:
-h_u is one vector and scores are h_u . h_v, so hnswlib, beta fusion and `retrieve` are unchanged.
+q_old is a frozen copy of the encoder, refreshed after each epoch's encoder passes (`refresh_prior`): the KL pulls
+each user's posterior towards where it was, not only towards N(0, I), so the strong regularisation that keeps the
+model flat does not also wipe out what it learned. Training alternates as RecVAE does (towers/batches.py):
+`encoder_passes` passes update the encoder, then one pass the item table; encoder_passes = 0 updates both at once.
+Still a tower: h_u is one vector and scores are h_u . h_v, so hnswlib, beta fusion and `retrieve` are unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# the composite prior's mixture: (weight, log-variance) of N(0, I), q_old and the wide N(0, e^10 I)
+# the composite prior's mixture weights of N(0, I), q_old and the wide N(0, e^10 I), and the wide one's log-variance
 _PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)
 _WIDE_LOGVAR = 10.0
 _LN_EPS = 0.1  # RecVAE's LayerNorm epsilon: keeps near-empty histories from being blown up to unit variance
@@ -60,7 +60,7 @@ class VariationalEncoder(nn.Module):
 
 
 class VariationalUserTower(nn.Module):
-    """The encoder, its frozen copy from the previous epoch (q_old) and the input dropout."""
+    """The encoder, its frozen copy q_old (the composite prior's middle term) and the input dropout."""
 
     def __init__(self, n_items: int, hidden: int, latent: int, n_layers: int, dropout: float) -> None:
         super().__init__()
@@ -70,7 +70,7 @@ class VariationalUserTower(nn.Module):
 
     @torch.no_grad()
     def refresh_prior(self) -> None:
-        """q_old := the encoder now (called once per epoch)."""
+        """q_old := the encoder now (once per epoch, before the item-table pass)."""
         self.prior_encoder.load_state_dict(self.encoder.state_dict())
 
     def bags(self, seq_items: torch.Tensor, seq_row: torch.Tensor, n_rows: int, drop: float
