@@ -94,11 +94,12 @@ class VariationalUserTower(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Training: (z (B, latent) sampled from q(z | x_u), its input dropped out unless not `drop`; KL(q || the
         composite prior) per row (B,))."""
-        bag = self.bags(seq_items, seq_row, n_rows, self.dropout if drop else 0.0)
-        mu, logvar = self.encoder(*bag)
+        items, offsets, weights = self.bags(seq_items, seq_row, n_rows, 0.0)  # q_old reads the whole x_u
+        dropped = F.dropout(weights, self.dropout, training=True) if drop and self.dropout > 0 else weights
+        mu, logvar = self.encoder(items, offsets, dropped)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         with torch.no_grad():
-            old_mu, old_logvar = self.prior_encoder(*self.bags(seq_items, seq_row, n_rows, 0.0))
+            old_mu, old_logvar = self.prior_encoder(items, offsets, weights)
         zeros = torch.zeros_like(z)
         parts = [log_normal(z, zeros, zeros), log_normal(z, old_mu, old_logvar),
                  log_normal(z, zeros, torch.full_like(z, _WIDE_LOGVAR))]
