@@ -142,18 +142,53 @@ def test_budget_drops_oldest_periods_first(con: duckdb.DuckDBPyConnection) -> No
     assert u1.compressed == expected
     assert (u1.truncated, u1.periods_dropped, u1.n_items, u1.n_items_shown) == (True, 2, 6, 5)
     assert u1.n_tokens_compressed <= len(expected.split())
-    # One word less and the 2025-03 period goes too.
+    # One word less and the 2025-03 period goes too; the dog food it showed is now only named by the summary line.
     u1 = by_user(con, max_tokens=len(expected.split()) - 1, user_ids=["u1"])["u1"]
     assert u1.compressed == "\n".join(EXPECTED_U1.splitlines()[:2] + [
         "2025-06-20(detail_view) | Sonix Noise Cancelling Headphones (Headphones), "
-        "Trailpeak Waterproof Hiking Boots (Hiking Boots)"])
-    assert u1.periods_dropped == 3
+        "Trailpeak Waterproof Hiking Boots (Hiking Boots)", "2023..2025-03(categories) | Dog Food x1"])
+    assert u1.periods_dropped == 3 and u1.n_items_shown == 4  # the search counts
+    assert u1.categories == ["Cookware", "Headphones", "Hiking Boots", "Dog Food"]
+    plain = by_user(con, max_tokens=len(expected.split()) - 1, user_ids=["u1"], summary_categories=0)["u1"]
+    assert plain.compressed == "\n".join(u1.compressed.splitlines()[:-1])
+    assert plain.categories == ["Cookware", "Headphones", "Hiking Boots"]
 
 
 def test_budget_smaller_than_newest_period_keeps_what_fits(con: duckdb.DuckDBPyConnection) -> None:
     u1 = by_user(con, max_tokens=8, user_ids=["u1"])["u1"]
     assert u1.compressed == "2025-06-28(purchase,cart,detail_view) | Lumina Stainless Steel Cookware Set (Cookware)"
     assert u1.truncated and u1.periods_dropped == 4 and u1.n_items_shown == 1
+
+
+def test_summary_line_names_what_truncation_hid(tmp_path: Path) -> None:
+    """Periods dropped for the budget leave a last line naming their items' categories, most items first (ties:
+    newest), inside the budget and in at most a quarter of it; `categories` gains them after the shown ones."""
+    con = open_db(tmp_path / "sum.duckdb")
+    teas = [(f"t{n}", f"Tea {n}", ["Food", "Tea"]) for n in range(16)]
+    rows = [*teas, ("k1", "Steel Pan", ["Home", "Cookware"]), ("k2", "Iron Pot", ["Home", "Cookware"]),
+            ("d1", "Dog Kibble", ["Pets", "Dog Food"]), ("h1", "Quiet Headphones", ["Audio", "Headphones"])]
+    con.executemany("INSERT INTO items VALUES (?, ?, ?, ?, NULL, NULL, NULL, '{}')",
+                    [(i, t, c, c[-1]) for i, t, c in rows])
+    when = {"h1": "2025-06-28", "t15": "2023-05-01", "k1": "2024-05-01", "k2": "2023-01-01", "d1": "2024-06-01"}
+    con.executemany("INSERT INTO behaviors VALUES ('u7', ?, NULL, 'purchase', CAST(? AS TIMESTAMP), NULL)",
+                    [(i, when.get(i, f"2024-02-{int(i[1:] if i[0] == 't' else 0) + 1:02d}") + " 08:00:00")
+                     for i, _, _ in rows])
+    newest = "2025-06-28(purchase) | Quiet Headphones (Headphones)"  # 5 words; the 2024 line alone is 53
+    u = by_user(con, max_tokens=44, user_ids=["u7"])["u7"]
+    assert u.compressed == newest + "\n2023..2024(categories) | Tea x16, Cookware x2, Dog Food x1"  # 9 words
+    assert u.truncated and u.n_items_shown == 1 and u.n_tokens_compressed == 14
+    assert u.categories == ["Headphones", "Tea", "Cookware", "Dog Food"]
+    assert by_user(con, max_tokens=44, user_ids=["u7"], summary_categories=2)["u7"].compressed.endswith(
+        "| Tea x16, Cookware x2")
+    # 32 tokens: the full line (9 words + its newline) is over a quarter (8), so it names fewer categories.
+    assert by_user(con, max_tokens=32, user_ids=["u7"])["u7"].compressed == (
+        newest + "\n2023..2024(categories) | Tea x16, Cookware x2")
+    # Too small for even one name: no summary line, the newest behaviours keep the room.
+    assert by_user(con, max_tokens=12, user_ids=["u7"])["u7"].compressed == newest
+    assert "(categories)" not in by_user(con, user_ids=["u7"])["u7"].compressed  # nothing hidden, no line
+    with pytest.raises(BadInput, match="summary-categories"):
+        by_user(con, summary_categories=-1)
+    con.close()
 
 
 def test_one_line_over_budget_keeps_its_newest_items(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, SeedOpt, console, friendly_errors
+from recgpt_cli.compress import SUMMARY_CATEGORIES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -88,6 +89,9 @@ def compress(
         "--keep", help="Behaviour types kept as reliable, comma-separated (add 'click' to keep clicks).")
     ] = "purchase,cart,favorite,rating,review_read,detail_view,search",
     min_rating: Annotated[float, typer.Option("--min-rating", help="Ratings below this are dropped.")] = 4.0,
+    summary_categories: Annotated[int, typer.Option(
+        "--summary-categories", min=0, help="When the budget hides older behaviours, a last line names up to this "
+        "many of their items' categories (within the budget). 0 = no such line.")] = SUMMARY_CATEGORIES,
     users: Annotated[str | None, typer.Option("--users", help="Only these user ids, comma-separated.")] = None,
     in_path: Annotated[str | None, typer.Option(
         "--in", help="Optional JSONL (or -) whose records carry user_id: compress only those users.")] = None,
@@ -159,7 +163,8 @@ def compress(
         report = compress_stats(con, date=reference, max_tokens=budget, keep_types=keep_types,
                                 min_rating=min_rating, user_ids=user_ids, view=view)
         records = compress_users(con, date=reference, max_tokens=budget, keep_types=keep_types,
-                                 min_rating=min_rating, user_ids=user_ids, token_counter=counter, view=view)
+                                 min_rating=min_rating, user_ids=user_ids, token_counter=counter, view=view,
+                                 summary_categories=summary_categories)
     finally:
         con.close()  # other pipeline processes open the same file; everything needed is in memory now
     started = time.perf_counter()
