@@ -118,6 +118,8 @@ def test_cli_json_and_errors(db, tmp_path):
     res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--protocol", "loo", "--plot",
                               str(recs)])
     assert res.exit_code == 2 and "is a file, expected a folder" in res.output
+    res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", str(recs), "--protocol", "loo", "--plot", ""])
+    assert res.exit_code == 2 and "--plot '': empty folder name" in res.output  # not PNGs in the current folder
     res = runner.invoke(app, ["evaluate", "--db", str(path), "--recs", "-", "--compare", "-", "--protocol", "loo"])
     assert res.exit_code == 2 and "--recs and --compare both read stdin" in res.output
     # a bad option leaves no split behind (the fixture's DB has loo only)

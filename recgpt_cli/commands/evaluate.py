@@ -71,7 +71,7 @@ def evaluate(
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "10,20",
     phase: Annotated[str, typer.Option("--phase", help="test, or valid (for tuning).")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print every metric as one JSON object on stdout.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write PNG plots into this folder.")] = None,
+    plot_arg: Annotated[str | None, typer.Option("--plot", help="Write PNG plots into this folder.")] = None,
     tags: Annotated[
         str | None, typer.Option("--tags", help="predict-tags (or mine-interests) JSONL made with `compress --split "
                                  "... --phase` for this phase: add HR@30 of tag->category (paper 2.2.2), tag quality "
@@ -92,6 +92,9 @@ def evaluate(
     ks = _parse_ks(k)  # options first: a bad one must not leave a split behind
     if phase not in ("valid", "test"):
         raise BadInput(f"--phase {phase}: expected valid or test")
+    if plot_arg is not None and not plot_arg.strip():  # Path("") is the current folder: never a silent default
+        raise BadInput("--plot '': empty folder name", "give the folder for the PNGs, e.g. --plot out/plots")
+    plot = Path(plot_arg) if plot_arg is not None else None
     if plot is not None and plot.exists() and not plot.is_dir():
         raise BadInput(f"--plot {plot}: is a file, expected a folder for the PNGs")
     if model is None:  # a model is scored only on the split it trained on: never make one for it
