@@ -323,6 +323,22 @@ def test_cli_end_to_end_on_sample_data(tmp_path: Path) -> None:
     assert sum(r["n_tokens_compressed"] for r in recs) < 0.5 * sum(r["n_tokens_raw"] for r in recs)
     assert all(r["n_items_shown"] == r["n_items"] for r in recs if not r["truncated"])
     assert "reduction" in result.stderr
+    # What the budget hid is named on a last line (never when nothing was hidden); --summary-categories 0 drops it.
+    summarised = [r for r in recs if r["compressed"].splitlines()[-1:] and "(categories) | " in
+                  r["compressed"].splitlines()[-1]]
+    assert summarised and all(r["truncated"] for r in summarised)
+    assert not any("(categories)" in r["compressed"] for r in recs if not r["truncated"])
+    plain = invoke(["compress", "--db", str(db), "--max-tokens", "2048", "--summary-categories", "0"])
+    assert plain.exit_code == 0, plain.output
+    plain_recs = {(r := json.loads(line))["user_id"]: r for line in plain.stdout.splitlines()}
+    assert not any("(categories)" in r["compressed"] for r in plain_recs.values())
+    for r in summarised:  # the line takes room from the oldest shown periods, never adds hidden items
+        assert r["n_items_shown"] <= plain_recs[r["user_id"]]["n_items_shown"]
+    # ... and names more categories in all (a user can lose one: the line names the 12 with the most items)
+    assert sum(len(r["categories"]) for r in summarised) > sum(
+        len(plain_recs[r["user_id"]]["categories"]) for r in summarised)
+    bad = invoke(["compress", "--db", str(db), "--summary-categories", "-1"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
 
 
 # ---- split-aware histories (issue 8) ----
