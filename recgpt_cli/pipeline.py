@@ -27,6 +27,7 @@ import orjson
 from recgpt_cli.errors import EXIT_PARTIAL, BadInput, RecgptError
 from recgpt_cli.io import check_parents
 from recgpt_cli.splits import PROTOCOLS
+from recgpt_cli.tags import DEFAULT_BETA
 
 JUDGE_TASKS = {"interests": "interests.jsonl", "tags": "tags.jsonl", "explanations": "explanations.jsonl"}
 
@@ -43,7 +44,7 @@ class PipelineConfig:
     max_interests: int = 4
     n_tags: int = 12
     k: int = 50
-    beta: float = 0.5
+    beta: float = DEFAULT_BETA
     epochs: int | None = None  # None = the train-towers preset's
     protocol: str = "recbole"
     date: str | None = None

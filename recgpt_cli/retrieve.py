@@ -6,7 +6,7 @@ so one tag cannot take the whole list, then topped up from the user-only list (b
 the user-only list. Items the user already engaged with are filtered out.
 
     from recgpt_cli.retrieve import retrieve
-    for rec in retrieve(con, load_model("models/tar"), tags_by_user, beta=0.5, k=50):
+    for rec in retrieve(con, load_model("models/tar"), tags_by_user, k=50):
         ...   # {"user_id","item_id","rank","score","tag","interest"}
 """
 
@@ -26,6 +26,7 @@ import torch
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
 from recgpt_cli.schema import TagsRecord, parse_stage_record
+from recgpt_cli.tags import DEFAULT_BETA
 from recgpt_cli.towers.saved import TowerModel
 
 Csr = tuple[np.ndarray, np.ndarray]
@@ -128,7 +129,7 @@ def rank_users(
     users: np.ndarray,
     tags: Mapping[int, list[Tag]],
     *,
-    beta: float = 0.5,
+    beta: float = DEFAULT_BETA,
     k: int = 50,
     per_tag_quota: int | None = None,
     exclude: Csr | None = None,
@@ -220,7 +221,7 @@ def retrieve(
     model: TowerModel,
     tags_by_user: Mapping[str, list[Tag]] | None = None,
     *,
-    beta: float = 0.5,
+    beta: float = DEFAULT_BETA,
     k: int = 50,
     per_tag_quota: int | None = None,
     exact: bool = False,

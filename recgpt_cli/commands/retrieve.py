@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, console, friendly_errors
+from recgpt_cli.tags import DEFAULT_BETA
 
 
 @friendly_errors
@@ -19,7 +20,8 @@ def retrieve(
     tags: Annotated[
         str | None, typer.Option("--tags", help="predict-tags JSONL ({user_id, tags:[{tag, interest}]}), - = stdin.")
     ] = None,
-    beta: Annotated[float, typer.Option("--beta", help="h_fuse = beta*h_u + (1-beta)*h_t; 1 = user tower only.")] = 0.5,
+    beta: Annotated[float, typer.Option("--beta", help="h_fuse = beta*h_u + (1-beta)*h_t; 1 = user tower only "
+                                        "(default chosen on validation).")] = DEFAULT_BETA,
     k: Annotated[int, typer.Option("--k", min=1, help="Items per user.")] = 50,
     per_tag_quota: Annotated[
         int | None, typer.Option("--per-tag-quota", min=1, help="Max items per tag (default ceil(k / tags)).")

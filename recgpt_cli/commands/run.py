@@ -10,6 +10,7 @@ import typer
 
 from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
+from recgpt_cli.tags import DEFAULT_BETA
 
 
 @friendly_errors
@@ -29,8 +30,8 @@ def run(
     n_tags: Annotated[int, typer.Option("--n-tags", min=1, help="Tags kept per user (the paper uses 50; each "
                                         "one costs a judge call here).")] = 12,
     k: Annotated[int, typer.Option("--k", min=1, help="Items retrieved per user.")] = 50,
-    beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t.")
-                    ] = 0.5,
+    beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t "
+                                        "(default chosen on validation).")] = DEFAULT_BETA,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="train-towers epochs (default: its "
                                                "preset's; early stopping applies).")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="Split: recbole (random 8/1/1) or loo.")] = "recbole",
