@@ -26,7 +26,7 @@ fit, the newest items that do are kept.) What truncation hides is not lost witho
 leaf categories of the items no longer shown, most items first, `2023..2025-03(categories) | Dog Food x4, Tea x2`
 (at most `summary_categories` of them, in at most a quarter of the budget). Without it a long history showed the
 model only its newest weeks: at 384 tokens the next item's category was named for 41% of sample_data's validation
-users, 53% with it, as many as the whole untruncated history names (bench/README.md, prompt ceiling).
+users, 53% with it, about as many as the whole untruncated history names (54%) (bench/README.md, prompt ceiling).
 """
 
 from __future__ import annotations
@@ -470,11 +470,11 @@ def _summary(h: _History, shown: set[str], items: dict[str, ItemInfo], limit: in
             newest[leaf] = max(newest.get(leaf, last_ts), last_ts)
     if not hidden or limit < 1:
         return None
-    cats = sorted(hidden, key=lambda c: c)
+    cats = sorted(hidden)
     cats.sort(key=newest.__getitem__, reverse=True)
     cats.sort(key=lambda c: len(hidden[c]), reverse=True)  # stable: most items, then newest, then name
     cats = cats[:limit]
-    # Period labels sort newest-last lexicographically within a granularity; the span is oldest..newest.
+    # The span runs from the oldest hidden period to the newest (years, months and days compared by their start).
     span = sorted(periods, key=_period_start)
     when = span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
     return f"{when}(categories) | " + ", ".join(f"{c} x{len(hidden[c])}" for c in cats), cats
