@@ -454,9 +454,9 @@ def _key_text(key: str, phrase: Callable[[str], str]) -> str:
     return phrase(key)
 
 
-def _summary(h: _History, shown: set[str], items: dict[str, ItemInfo], limit: int) -> tuple[str, list[str]] | None:
-    """The line naming the leaf categories of the items `shown` lacks, most distinct items first (ties: newest
-    engagement, then name), at most `limit`; with those categories. None when no hidden item has a category."""
+def _hidden_categories(h: _History, shown: set[str], items: dict[str, ItemInfo]) -> tuple[str, list[tuple[str, int]]]:
+    """What `shown` hides, for the summary line: the span of the hidden periods and each hidden leaf category with
+    its count of distinct items, most first (ties: newest engagement, then name)."""
     hidden: dict[str, set[str]] = defaultdict(set)
     newest: dict[str, datetime] = {}
     periods: set[str] = set()
@@ -468,16 +468,13 @@ def _summary(h: _History, shown: set[str], items: dict[str, ItemInfo], limit: in
         if leaf:
             hidden[leaf].add(item_id)  # type: ignore[arg-type]
             newest[leaf] = max(newest.get(leaf, last_ts), last_ts)
-    if not hidden or limit < 1:
-        return None
     cats = sorted(hidden)
     cats.sort(key=newest.__getitem__, reverse=True)
     cats.sort(key=lambda c: len(hidden[c]), reverse=True)  # stable: most items, then newest, then name
-    cats = cats[:limit]
     # The span runs from the oldest hidden period to the newest (years, months and days compared by their start).
     span = sorted(periods, key=_period_start)
-    when = span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
-    return f"{when}(categories) | " + ", ".join(f"{c} x{len(hidden[c])}" for c in cats), cats
+    when = "" if not span else span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
+    return when, [(c, len(hidden[c])) for c in cats]
 
 
 def _period_start(label: str) -> str:
@@ -500,20 +497,20 @@ def _fit_with_summary(h: _History, periods: list[str], max_tokens: int | None, p
         return token_counter(["\n".join(line for line, _ in lines)])[0]
 
     def summary_within(lines: Lines, room: int) -> tuple[Lines, list[str]] | None:
-        """`lines` plus the longest summary of what they hide whose line fits `room` tokens (with its newline)."""
-        shown = {k for _, ks in lines for k in ks}
-        for k in range(limit, 0, -1):
-            made = _summary(h, shown, items, k)
-            if made is None:
-                return None
-            if token_counter([made[0]])[0] + 1 <= room:
-                return [*lines, (made[0], [])], made[1]
+        """`lines` plus the longest summary of what they hide (at most `limit` names) whose line fits `room` tokens
+        with its newline; with the categories it names."""
+        when, cats = _hidden_categories(h, {k for _, ks in lines for k in ks}, items)
+        for k in range(min(limit, len(cats)), 0, -1):
+            line = f"{when}(categories) | " + ", ".join(f"{c} x{n}" for c, n in cats[:k])
+            if token_counter([line])[0] + 1 <= room:
+                return [*lines, (line, [])], [c for c, _ in cats[:k]]
         return None
 
     first = summary_within(lines, max_tokens // 4)
     if first is None:
         return lines, kept, n, []
-    reserve = token_counter([first[0][-1][0]])[0] + 1
+    summary_line = first[0][-1][0]
+    reserve = token_counter([summary_line])[0] + 1
     lines2, kept2, _ = _fit(h, periods, max_tokens - reserve, phrase, token_counter)
     if not lines2:
         return lines, kept, n, []
