@@ -2,13 +2,15 @@
 
     python bench/bench_judge.py [--tasks interests,tags,explanations] [--limit N] [--model PATH.gguf]
                                 [--trained DIR [--no-base]] [--heldout DIR] [--heldout-limit N]
-                                [--threads N] [--json FILE]
+                                [--sets gold,derived,hand] [--threads N] [--json FILE]
 
 For each task and label set: always-pass, the code post-checks alone (every criterion passes unless a rule fires,
 recgpt_cli.judge.rules), the base LLM judge, base + rules, and with `--trained DIR` (a judge trained with
 `recgpt align sft --task judge`) the trained judge and trained + rules. Label sets: the hand gold set
 (sample_data/gold, the final test set) and, with `--heldout DIR`, the held-out users' derived labels
-(`DIR/judge-heldout-<task>.jsonl` written by `recgpt align data --source labels`), reported separately.
+(`DIR/judge-heldout-<task>.jsonl` written by `recgpt align data --source labels`) and the held-out users' hand
+labels (`DIR/judge-heldout-hand-<task>.jsonl`, written by bench_judge_train.py --hand), each reported separately.
+`--sets derived,hand` leaves the gold set out: choose a recipe on the held-out sets, then look at gold once.
 Positive class = the sample passes every criterion.
 """
 
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--trained", default=None, help="a trained judge: aligned model dir or GGUF")
     ap.add_argument("--heldout", default=None, help="dir with judge-heldout-<task>.jsonl (derived labels)")
     ap.add_argument("--heldout-limit", type=int, default=40, help="held-out samples per task (evenly spread)")
+    ap.add_argument("--sets", default="gold,derived,hand", help="label sets to score (derived/hand need --heldout)")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all usable cores)")
     ap.add_argument("--no-base", action="store_true", help="skip the base LLM judge (its rows are in bench/README.md; "
                     "it passes everything) to halve a trained judge's run")
@@ -105,14 +108,21 @@ def main() -> None:
     crit = Table(title="per criterion (best LLM judge + rules): judge pass / gold pass / ACC / F1 / exact-label ACC")
     for col in ("labels", "task", "criterion", "judge pass", "gold pass", "ACC", "F1", "label ACC"):
         crit.add_column(col, justify="left" if col in ("labels", "task", "criterion") else "right")
-    sets = [("gold (hand)", None, args.limit)]
+    wanted = set(args.sets.split(","))
+    if wanted - {"gold", "derived", "hand"}:
+        ap.error(f"--sets: unknown set(s) {', '.join(sorted(wanted - {'gold', 'derived', 'hand'}))}")
+    sets: list[tuple[str, str | None, int | None]] = [("gold (hand)", None, args.limit)] if "gold" in wanted else []
     if args.heldout:
-        sets.append(("derived held-out", Path(args.heldout), args.heldout_limit))
-    for set_name, folder, limit in sets:
+        sets += [(name, prefix, args.heldout_limit) for key, name, prefix in
+                 (("derived", "derived held-out", ""), ("hand", "hand held-out", "hand-")) if key in wanted]
+    for set_name, prefix, limit in sets:
         results["sets"][set_name] = {}
         for task in args.tasks.split(","):
             spec = get_task(task)
-            gold = load_gold(task, limit, folder / f"judge-heldout-{task}.jsonl" if folder else None)
+            path = None if prefix is None else Path(args.heldout) / f"judge-heldout-{prefix}{task}.jsonl"
+            if path is not None and not path.exists():
+                continue
+            gold = load_gold(task, limit, path)
             variants: dict[str, list[dict[str, Any]]] = {"always pass": always_pass(task, gold),
                                                          "rules only": rules_only(task, gold)}
             res: dict[str, Any] = {"n": len(gold), "variants": {}, "seconds": {}}

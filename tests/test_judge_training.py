@@ -98,9 +98,10 @@ def test_relevance_needs_truth_or_behaviour_after_the_cut(store: Path) -> None:
     assert {r.source for r in derived(store, None, window_days=5)} == {"derived:behaviour"}
 
 
-def row(user: str, ok: bool, ts: str, behaviors: str = "a\nb\nc\nd") -> dict[str, Any]:
+def row(user: str, ok: bool, ts: str, behaviors: str = "a\nb\nc\nd", source: str = "derived:truth"
+        ) -> dict[str, Any]:
     label = "Yes" if ok else "No"
-    return {"user_id": user, "sample_hash": f"{user}-{ts}", "ts": ts, "source": "t",
+    return {"user_id": user, "sample_hash": f"{user}-{ts}", "ts": ts, "source": source,
             "sample": {"user_id": user, "behaviors": behaviors, "tag": "cast iron teapot", "interest": "tea",
                        "interests": ["tea"], "reason": "r"},
             "labels": {"relevance": label, "consistency": "Yes", "specificity": "Yes", "validity": "Yes"}}
@@ -122,6 +123,16 @@ def test_minority_augmentation_adds_shortened_variants_by_round() -> None:
     assert [rnd for _, rnd in extra] == [1, 2]
     assert [r["sample"]["behaviors"] for r, _ in extra] == ["a\nb", "a"]
     assert all(r["labels"]["relevance"] == "No" for r, _ in extra)
+
+
+def test_minority_augmentation_repeats_hand_labels_whole() -> None:
+    # a person's "strong correlation" may rest on the whole history: its variants are the sample itself
+    rows = [row("u", True, f"2025-01-0{d}", source="hand") for d in range(1, 9)] + [
+        row("v", False, "2025-01-01", source="hand")]
+    pairs = augment_minority(rows, "tags", JudgeDataConfig(minority_share=0.5, max_rounds=3))
+    extra = [(r, rnd) for r, rnd in pairs if rnd > 0]
+    assert [rnd for _, rnd in extra] == [1, 2, 3]
+    assert all(r["sample"]["behaviors"] == "a\nb\nc\nd" and r["labels"]["relevance"] == "No" for r, _ in extra)
 
 
 def test_heldout_split_is_by_user_and_stable() -> None:
@@ -232,3 +243,32 @@ def test_against_labels_must_match_and_be_unique(tmp_path: Path, monkeypatch: py
     labels.write_text(rows[0] + "\n" + rows[0] + "\n")
     r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q"])
     assert r.exit_code == 2 and f"{labels}:2: duplicate sample_id" in r.output, r.output
+
+
+@pytest.mark.parametrize("task", ["interests", "tags", "explanations"])
+def test_hand_training_labels_load_and_never_touch_the_gold_set(tmp_path: Path, task: str) -> None:
+    """sample_data/judge_train is training data for the judge; the gold set is its test: no shared sample, user or
+    text, every label valid for its criterion, and both classes present on the held-out users too."""
+    from recgpt_cli.judge.buffer import import_labels
+    from recgpt_cli.judge.criteria import get_task
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    buf = open_buffer(tmp_path / "b.duckdb")
+    got = import_labels(buf, root / "judge_train" / f"{task}.jsonl", task, source="hand", annotator="t")
+    import_labels(buf, root / "gold" / f"{task}.jsonl", task, source="gold", annotator="t")
+    rows = labelled(buf, task)
+    train = [r for r in rows if r["source"] == "agent"]
+    gold = [r for r in rows if r["source"] == "gold"]
+    assert len(train) == got["samples"] == got["new_samples"] and gold
+    assert not {r["user_id"] for r in train} & {r["user_id"] for r in gold}
+    # short interest names ("Camping") may coincide; what was written about them may not
+    def written(r: dict[str, Any]) -> tuple[str, str]:
+        s = r["sample"]
+        return (str(s.get("tag") or s.get("interest") or "").lower(),
+                str(s.get("reason") or s.get("explanation") or "").lower())
+
+    assert not {written(r) for r in train} & {written(r) for r in gold}
+    spec = get_task(task)
+    _, held, _ = build_judge_samples(train, task)
+    for part in (train, held):
+        assert {spec.sample_passes(r["labels"]) for r in part} == {True, False}

@@ -6,8 +6,10 @@
 - Recency-prioritised downsampling: past `max_per_class` samples of one class (the sample's overall pass / fail)
   the newest labels are kept — people's standards drift, so newer labels speak for the current guide.
 - Minority-class augmentation: the rarer class gets extra variants until it is at least `minority_share` of the
-  majority, one more round per shortfall; a variant shows the newest part of the behaviour history only (the
-  derived labels do not depend on the history's length), so the copies are new inputs, not duplicates.
+  majority, one more round per shortfall. A variant of a derived label shows the newest part of the behaviour
+  history only (derived labels do not depend on the history's length), so the copies are new inputs; a label a
+  person (or a teacher) gave may rest on the whole history ("several behaviours" -> strong correlation), so its
+  variant is the sample itself, shown again (plain oversampling).
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def _shortened(sample: dict[str, Any], round_: int) -> dict[str, Any] | None:
     return {**sample, "behaviors": "\n".join(lines[:keep])}
 
 
+def _variant(row: dict[str, Any], round_: int) -> dict[str, Any] | None:
+    if str(row.get("source") or "").startswith("derived:"):
+        return _shortened(row["sample"], round_)
+    return row["sample"]
+
+
 def augment_minority(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDataConfig
                      ) -> list[tuple[dict[str, Any], int]]:
     """(row, round) pairs: every row at round 0, plus minority-class variants at rounds 1..max_rounds."""
@@ -82,7 +90,7 @@ def augment_minority(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDataCo
         if need <= 0:
             break
         for r in pool[:need]:
-            variant = _shortened(r["sample"], round_)
+            variant = _variant(r, round_)
             if variant is not None:
                 out.append(({**r, "sample": variant}, round_))
                 need -= 1
