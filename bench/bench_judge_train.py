@@ -39,11 +39,7 @@ from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
 from recgpt_cli.intent import load_truth  # noqa: E402
 from recgpt_cli.judge.buffer import import_labels, labelled, open_buffer  # noqa: E402
 from recgpt_cli.judge.derive import derive_labels, store_derived  # noqa: E402
-from recgpt_cli.judge.training import JudgeDataConfig, build_judge_samples, heldout_record  # noqa: E402
-
-
-def is_derived(row: dict) -> bool:
-    return str(row.get("source") or "").startswith("derived:")
+from recgpt_cli.judge.training import JudgeDataConfig, build_judge_samples, heldout_record, is_derived  # noqa: E402
 
 
 def main() -> None:
@@ -79,13 +75,13 @@ def main() -> None:
             print(json.dumps({"hand": task, **got}), flush=True)
     samples = []
     for task, cap in caps.items():
-        rows = [r for r in labelled(buf, task) if not (args.no_derived and is_derived(r))]
+        rows = [r for r in labelled(buf, task) if not (args.no_derived and is_derived(r["source"]))]
         built, held, counts = build_judge_samples(rows, task, JudgeDataConfig(max_per_class=int(cap)))
-        hand = [s for s in built if not s.source.startswith("derived:")]
+        hand = [s for s in built if not is_derived(s.source)]
         samples += built + hand * (args.hand_repeat - 1)
         print(json.dumps({"task": task, **counts, "hand_samples": len(hand) * args.hand_repeat}), flush=True)
-        for suffix, part in (("", [r for r in held if is_derived(r)]),
-                             ("hand-", [r for r in held if not is_derived(r)])):
+        for suffix, part in (("", [r for r in held if is_derived(r["source"])]),
+                             ("hand-", [r for r in held if not is_derived(r["source"])])):
             if part:
                 (work / f"judge-heldout-{suffix}{task}.jsonl").write_bytes(
                     b"".join(orjson.dumps(heldout_record(r)) + b"\n" for r in part))

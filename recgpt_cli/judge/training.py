@@ -70,10 +70,13 @@ def _shortened(sample: dict[str, Any], round_: int) -> dict[str, Any] | None:
     return {**sample, "behaviors": "\n".join(lines[:keep])}
 
 
+def is_derived(source: Any) -> bool:
+    """Whether a label's source is a derivation rule (judge/derive.py SOURCES), not a person or a teacher."""
+    return str(source or "").startswith("derived:")
+
+
 def _variant(row: dict[str, Any], round_: int) -> dict[str, Any] | None:
-    if str(row.get("source") or "").startswith("derived:"):
-        return _shortened(row["sample"], round_)
-    return row["sample"]
+    return _shortened(row["sample"], round_) if is_derived(row.get("source")) else row["sample"]
 
 
 def augment_minority(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDataConfig
