@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import bench_intent  # noqa: E402
-from recgpt_cli.align.data import LogsConfig, build_from_logs  # noqa: E402
+from recgpt_cli.align.data import INTEREST_RANKS, LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
 from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN  # noqa: E402
@@ -51,10 +51,12 @@ RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_
               save_every=10, gguf_type="q8_0")
 
 
-def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int, max_interests: int) -> list[Sample]:
+def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int, max_interests: int,
+                  interest_rank: str) -> list[Sample]:
     con, users = bench_intent.scored_store(name, work, read_only=True)
     (out / f"{name}-bench-users.txt").write_text("\n".join(users) + "\n")
-    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=max_interests, tags_per_call=3)
+    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=max_interests,
+                     interest_rank=interest_rank, tags_per_call=3)
     built = list(build_from_logs(con, ["interests", "tags"], cfg, exclude=users, token_counter=token_counter()))
     con.close()
     rng = np.random.default_rng(seed)
@@ -88,7 +90,7 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
     for name in names:
         con, users = bench_intent.scored_store(name, Path(args.work), read_only=True)
         cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=args.max_interests,
-                         tags_per_call=3, max_users=args.st_users, seed=1)
+                         interest_rank=args.interest_rank, tags_per_call=3, max_users=args.st_users, seed=1)
         contexts = list(log_contexts(con, cfg, exclude=users, token_counter=token_counter()))
         catalogue = Catalogue.from_db(con)
         con.close()
@@ -142,6 +144,8 @@ def main() -> None:
                     help="predict-tags --constrain for the scored models (base and aligned)")
     ap.add_argument("--max-interests", type=int, default=bench_intent.BENCH_INTERESTS,
                     help="interests per user, in the logs samples and when scoring (mine-interests --max-interests)")
+    ap.add_argument("--interest-rank", default="count", choices=INTEREST_RANKS,
+                    help="the logs samples' interests: a user's categories by count or recency-weighted count")
     ap.add_argument("--phase", default="test", choices=("test", "valid"),
                     help="valid: score on the valid item with histories before it (to choose β; never test)")
     ap.add_argument("--json", default=None)
@@ -160,7 +164,7 @@ def main() -> None:
         model_dir, label = self_train_round(names, args, out), args.label or "+ self-train"
     elif args.model is None:
         samples = [s for name in names for s in build_samples(name, Path(args.work), out, args.per_task, 0,
-                                                                 args.max_interests)]
+                                                                 args.max_interests, args.interest_rank)]
         store = open_samples(out / "samples.duckdb")
         save_samples(store, samples)
         store.close()

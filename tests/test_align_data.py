@@ -110,6 +110,26 @@ def test_log_interests_rank_by_count_then_recency_with_stage() -> None:
     assert got[0]["reason"] == "3 golf items over 1 month, lately golf thing f"  # Yoga: one item, not an interest
 
 
+def test_log_interests_rank_by_recency_weights_newer_engagements() -> None:
+    def e(item: str, day: str, leaf: str) -> Engagement:
+        return Engagement(item, datetime.fromisoformat(day), f"{leaf} thing {item}", leaf, None)
+
+    # weights 0.9^(engagements after): Golf 0.9^6 + 0.9^5 + 0.9^4 = 1.78, Yoga 0.9^3 + 0.9^2 = 1.54,
+    # Tea 0.9 + 1 = 1.9; by count Golf (3) leads and Tea beats Yoga on the newest engagement
+    history = [e("c", "2025-01-10", "Golf"), e("d", "2025-01-11", "Golf"), e("f", "2025-01-12", "Golf"),
+               e("y1", "2025-02-01", "Yoga"), e("y2", "2025-02-02", "Yoga"),
+               e("a", "2025-02-10", "Tea"), e("b", "2025-02-11", "Tea")]
+    cut = datetime(2025, 2, 14)
+    assert [g["interest"] for g in log_interests(history, cut, 3)] == ["golf", "tea", "yoga"]
+    assert [g["interest"] for g in log_interests(history, cut, 3, rank="recency")] == ["tea", "golf", "yoga"]
+    # an older Yoga engagement: Yoga 1.54 + 0.9^7 = 2.02 leads by recency; by count it ties Golf and is newer
+    history.insert(0, e("y0", "2025-01-01", "Yoga"))
+    assert [g["interest"] for g in log_interests(history, cut, 3)] == ["yoga", "golf", "tea"]
+    assert [g["interest"] for g in log_interests(history, cut, 2, rank="recency")] == ["yoga", "tea"]
+    with pytest.raises(ValueError, match="rank"):
+        log_interests(history, cut, 3, rank="newest")
+
+
 def test_logs_build_exact_samples_with_purification(store: Path) -> None:
     samples = build(store)
     assert [s.task for s in samples] == ["interest_mining", "tag_prediction", "tag_prediction"]
@@ -191,6 +211,10 @@ def test_cli_align_data_writes_store_and_jsonl(store: Path, tmp_path: Path) -> N
     got = load_samples(tmp_path / "s.duckdb")
     assert {s.task for s in got} == {"interest_mining", "tag_prediction"} and {s.user_id for s in got} == {"u1"}
     assert len(load_samples(tmp_path / "s.jsonl")) == len(got)
+    r = CliRunner().invoke(app, ["align", "data", "--db", str(store), "--samples", str(tmp_path / "r.duckdb"),
+                                 "--exclude-users", str(users), "--cuts", "1", "--interest-rank", "recency"])
+    assert r.exit_code == 0, r.output
+    assert {s.task for s in load_samples(tmp_path / "r.duckdb")} == {"interest_mining", "tag_prediction"}
     r = CliRunner().invoke(app, ["align", "data", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 2 and "no such database" in r.output
     # a list that would exclude nobody (JSON lines, another dataset's ids, nothing) is bad input, not a no-op
@@ -220,4 +244,6 @@ def test_cli_align_bad_inputs_exit_2_with_file_and_line(store: Path, tmp_path: P
     assert r.exit_code == 2 and "logs build interests and tags" in r.output and "--source teacher" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--source", "teacher"])  # no server named
     assert r.exit_code == 2 and "needs --teacher-base-url" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--interest-rank", "newest"])
+    assert r.exit_code == 2 and "--interest-rank newest: expected count or recency" in r.output
     assert not (tmp_path / "m").exists()  # nothing was trained or written

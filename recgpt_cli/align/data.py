@@ -7,8 +7,10 @@ Source `logs` (§2.2.2 "incremental learning", the paper's own recipe), from a s
   *train* interactions (never valid or test), the history is compressed as it was at the cut
   (`compress.SplitView(cuts=...)`, the same split-aware compression `compress` uses).
 - Interests from logs: the leaf categories the user engaged with at least MIN_LEAF_ITEMS times before the cut,
-  most first; "long-term" when they span two or more months, else "short-term"; the reason counts the items and
-  names the newest one. They must pass the interest stage's own rules (`interests.clean_interests`).
+  ranked by count (`rank="count"`) or by a recency-weighted count (`rank="recency"`: each engagement weighs
+  RECENCY_DECAY ** the number of engagements after it); "long-term" when they span two or more months, else
+  "short-term"; the reason counts the items and names the newest one. They must pass the interest stage's own
+  rules (`interests.clean_interests`).
 - Tags from logs: for each such interest, the items the user engaged with in the `window_days` after the cut in
   that interest's categories, each written as a tag from its title (brand, sizes and the part after a comma
   dropped: the paper's "modifier + core word" shape), with a reason that cites the newest history item of the
@@ -47,6 +49,8 @@ MIN_HISTORY = 5  # train interactions before a cut
 MIN_LEAF_ITEMS = 2  # a category engaged with fewer times is not an interest
 MAX_TAGS_PER_USER = 80  # §2.2.2 step 3
 MAX_PER_CATEGORY = 2  # samples per user and category, §2.2.2 step 3
+RECENCY_DECAY = 0.9  # rank="recency": an engagement 7 engagements old weighs half of the newest
+INTEREST_RANKS = ("count", "recency")
 REASON_CHARS = 100  # PredictedTag.reason's bound
 INTEREST_REASON_CHARS = 120  # MinedInterest.reason's bound
 
@@ -61,15 +65,24 @@ class Engagement:
     brand: str | None
 
 
-def log_interests(history: Sequence[Engagement], cut: datetime, max_interests: int) -> list[dict[str, Any]]:
-    """Interests from logs at `cut`: categories engaged with >= MIN_LEAF_ITEMS times, most first (ties: newest
-    first, then name); stage long-term when they span >= 2 months."""
+def log_interests(history: Sequence[Engagement], cut: datetime, max_interests: int,
+                  rank: str = "count") -> list[dict[str, Any]]:
+    """Interests from logs at `cut`: categories engaged with >= MIN_LEAF_ITEMS times, ranked by count or by a
+    recency-weighted count (module doc), ties newest first, then name; stage long-term when they span >= 2
+    months."""
+    if rank not in INTEREST_RANKS:
+        raise ValueError(f"rank {rank!r}: one of {', '.join(INTEREST_RANKS)}")
     by_leaf: dict[str, list[Engagement]] = defaultdict(list)
     for e in history:
         if e.leaf:
             by_leaf[e.leaf].append(e)
+    weight: dict[str, float] = defaultdict(float)
+    ordered = sorted(history, key=lambda e: e.ts)  # stable: same-time engagements keep the history's order
+    for age, e in enumerate(reversed(ordered)):
+        if e.leaf:
+            weight[e.leaf] += RECENCY_DECAY ** age if rank == "recency" else 1.0
     ranked = sorted((leaf for leaf, es in by_leaf.items() if len(es) >= MIN_LEAF_ITEMS),
-                    key=lambda leaf: (-len(by_leaf[leaf]), -max(e.ts for e in by_leaf[leaf]).timestamp(), leaf))
+                    key=lambda leaf: (-weight[leaf], -max(e.ts for e in by_leaf[leaf]).timestamp(), leaf))
     out = []
     for leaf in ranked[:max_interests]:
         es = sorted(by_leaf[leaf], key=lambda e: e.ts)
@@ -94,6 +107,7 @@ class LogsConfig:
     cuts: int = 2  # cut points per user, evenly spaced in the train interactions
     window_days: int = 30  # targets: engagements this many days after the cut
     max_interests: int = 3  # as the bench asks (mine-interests --max-interests)
+    interest_rank: str = "count"  # log_interests' ranking
     tags_per_call: int = 3  # as the bench asks (predict-tags --max-tags-per-call)
     history_tokens: int = 384  # compress budget, as the bench
     seed: int = 0
@@ -169,7 +183,7 @@ def log_contexts(
             i, cut = plan[user.user_id]
             history, future = by_user[user.user_id][:i], by_user[user.user_id][i:]
             future = [e for e in future if e.ts <= cut + timedelta(days=cfg.window_days)]
-            mined = log_interests(history, cut, cfg.max_interests)
+            mined = log_interests(history, cut, cfg.max_interests, cfg.interest_rank)
             kept, _ = clean_interests([MinedInterest(**{k: m[k] for k in ("interest", "stage", "reason")})
                                        for m in mined], record, max_interests=cfg.max_interests)
             if kept:

@@ -60,6 +60,9 @@ def data(
                                              "after the cut.")] = 30,
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, max=8, help="Interests per user, as "
                                                "mine-interests --max-interests.")] = 3,
+    interest_rank: Annotated[str, typer.Option("--interest-rank", help="logs: rank a user's categories by count or "
+                                               "by a recency-weighted count (each engagement 0.9^newer ones).")
+                             ] = "count",
     tags_per_call: Annotated[int, typer.Option("--tags-per-call", min=1, max=10, help="Tags per interest, as "
                                                "predict-tags --max-tags-per-call.")] = 3,
     history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")] = 384,
@@ -73,7 +76,7 @@ def data(
     quiet: QuietOpt = False,
 ) -> None:
     """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
-    from recgpt_cli.align.data import LogsConfig, build_from_logs
+    from recgpt_cli.align.data import INTEREST_RANKS, LogsConfig, build_from_logs
     from recgpt_cli.align.samples import open_samples, record_pass_rate, save_samples, unique_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
@@ -90,8 +93,11 @@ def data(
                        "--max-per-category")
     counts: dict[str, dict[str, int]] = {}
     rates: list[tuple[str, Any]] = []
+    if interest_rank not in INTEREST_RANKS:
+        raise BadInput(f"--interest-rank {interest_rank}: expected {' or '.join(INTEREST_RANKS)}")
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
-                     tags_per_call=tags_per_call, history_tokens=history_tokens, seed=seed, max_users=max_users)
+                     interest_rank=interest_rank, tags_per_call=tags_per_call, history_tokens=history_tokens,
+                     seed=seed, max_users=max_users)
     with connect(db, create=False) as con:
         excluded = user_list(exclude_users, con)
         ensure_split(con, protocol)
