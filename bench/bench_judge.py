@@ -109,8 +109,8 @@ def main() -> None:
     for col in ("labels", "task", "criterion", "judge pass", "gold pass", "ACC", "F1", "label ACC"):
         crit.add_column(col, justify="left" if col in ("labels", "task", "criterion") else "right")
     wanted = set(args.sets.split(","))
-    if wanted - {"gold", "derived", "hand"}:
-        ap.error(f"--sets: unknown set(s) {', '.join(sorted(wanted - {'gold', 'derived', 'hand'}))}")
+    if unknown := wanted - {"gold", "derived", "hand"}:
+        ap.error(f"--sets: unknown set(s) {', '.join(sorted(unknown))}")
     sets: list[tuple[str, str | None, int | None]] = [("gold (hand)", None, args.limit)] if "gold" in wanted else []
     if args.heldout:
         sets += [(name, prefix, args.heldout_limit) for key, name, prefix in
