@@ -1,12 +1,13 @@
 """Judge agreement with held-out labels (§4.3, Table 9 form): the base model, a trained judge, and baselines.
 
     python bench/bench_judge.py [--tasks interests,tags,explanations] [--limit N] [--model PATH.gguf]
-                                [--trained DIR [--no-base]] [--heldout DIR] [--heldout-limit N]
+                                [--trained DIR] [--head DIR] [--no-base] [--heldout DIR] [--heldout-limit N]
                                 [--sets gold,derived,hand] [--threads N] [--json FILE]
 
 For each task and label set: always-pass, the code post-checks alone (every criterion passes unless a rule fires,
 recgpt_cli.judge.rules), the base LLM judge, base + rules, and with `--trained DIR` (a judge trained with
-`recgpt align sft --task judge`) the trained judge and trained + rules. Label sets: the hand gold set
+`recgpt align sft --task judge`) the trained judge and trained + rules; with `--head DIR` (heads trained with
+`recgpt judge train --out DIR`) the head judge and head + rules. Label sets: the hand gold set
 (sample_data/gold, the final test set) and, with `--heldout DIR`, the held-out users' derived labels
 (`DIR/judge-heldout-<task>.jsonl` written by `recgpt align data --source labels`) and the held-out users' hand
 labels (`DIR/judge-heldout-hand-<task>.jsonl`, written by bench_judge_train.py --hand), each reported separately.
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recgpt_cli.judge import agreement, get_task, judge_samples  # noqa: E402
+from recgpt_cli.judge.head import judge_with_head, load_head_dir  # noqa: E402
 from recgpt_cli.judge.rules import apply_rules, rules_only  # noqa: E402
 from recgpt_cli.judge.run import JudgeStats  # noqa: E402
 from recgpt_cli.llm.structured import StructuredLLM  # noqa: E402
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N gold samples per task")
     ap.add_argument("--model", default=None, help="base judge GGUF (default: the embedded model)")
     ap.add_argument("--trained", default=None, help="a trained judge: aligned model dir or GGUF")
+    ap.add_argument("--head", default=None, help="a trained head dir (`recgpt judge train --out DIR`)")
     ap.add_argument("--heldout", default=None, help="dir with judge-heldout-<task>.jsonl (derived labels)")
     ap.add_argument("--heldout-limit", type=int, default=40, help="held-out samples per task (evenly spread)")
     ap.add_argument("--sets", default="gold,derived,hand", help="label sets to score (derived/hand need --heldout)")
@@ -94,13 +97,14 @@ def main() -> None:
     unknown = sorted(set(args.tasks.split(",")) - {"interests", "tags", "explanations"})
     if unknown:
         ap.error(f"--tasks: unknown task(s) {', '.join(unknown)}; choose from interests, tags, explanations")
-    if args.no_base and not args.trained:
-        ap.error("--no-base needs --trained: nothing would be judged")
+    if args.no_base and not (args.trained or args.head):
+        ap.error("--no-base needs --trained or --head: nothing would be judged")
+    head_dir = load_head_dir(args.head) if args.head else None
     judges = {} if args.no_base else {"base": make_llm(args.model, args.threads)}
     if args.trained:
         judges["trained"] = make_llm(args.trained, args.threads)
     results: dict[str, Any] = {"model": None if args.no_base else getattr(judges["base"].backend, "model_id", "?"),
-                               "trained": args.trained, "sets": {}}
+                               "trained": args.trained, "head": args.head, "sets": {}}
     summary = Table(title="LLM judge vs held-out labels (positive = sample passes every criterion)")
     for col in ("labels", "task", "judge", "n", "pass rate", "gold pass", "ACC", "Precision", "Recall", "F1",
                 "s/sample"):
@@ -134,6 +138,12 @@ def main() -> None:
                 res[f"errors_{name}"] = stats.n_errors
                 variants[name] = raw
                 variants[f"{name} + rules"] = with_rules(task, gold, raw)
+            if head_dir is not None:
+                t0 = time.perf_counter()
+                raw = list(judge_with_head(gold, head_dir, task, use_rules=False))
+                res["seconds"]["head"] = round(time.perf_counter() - t0, 1)
+                variants["head"] = raw
+                variants["head + rules"] = with_rules(task, gold, raw)
             gold_pass = sum(spec.sample_passes(g["labels"]) for g in gold) / len(gold)
             for name, rows in variants.items():
                 a = agreement(rows, gold, task)
@@ -145,7 +155,8 @@ def main() -> None:
                 summary.add_row(set_name, task, name, str(a["n"]), f"{rate:.3f}", f"{gold_pass:.3f}",
                                 f"{m['acc']:.4f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
                                 f"{secs / len(gold):.1f}" if secs else "")
-            best = "trained + rules" if "trained" in judges else "base + rules"
+            best = ("head + rules" if head_dir is not None else "trained + rules" if "trained" in judges
+                    else "base + rules")
             for c in spec.criteria:
                 ok = [r for r in variants[best] if not r.get("error")]
                 jp = sum(spec.passes(c, r["verdicts"][c]) for r in ok) / len(ok) if ok else 0.0

@@ -38,6 +38,7 @@ from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.errors import BadInput
 from recgpt_cli.explain import EXPLAIN_PARAMS, EXPLANATION_MAX_CHARS, ExplanationOutput
 from recgpt_cli.interests import clean_interests, default_params, interest_list_model, mining_variables, resolve_prompt
+from recgpt_cli.judge.head import HeadJudge
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.structured import StructuredLLM
 from recgpt_cli.tags import TagVocabulary, clean_tags, tag_list_model, tag_variables
@@ -294,14 +295,15 @@ def judge_filter(llm: StructuredLLM, *, use_rules: bool = True) -> JudgeFilter:
     return passes
 
 
-def judge_beats_rules(llm: StructuredLLM, heldout: Sequence[dict[str, Any]], task: str
+def judge_beats_rules(llm: StructuredLLM | HeadJudge, heldout: Sequence[dict[str, Any]], task: str
                       ) -> tuple[bool, dict[str, float]]:
     """Whether judge + rules agree with held-out labels (gold format rows) more often than the rules alone
     (ACC on the sample's pass/fail): the paper's condition for letting a judge filter training data."""
     from recgpt_cli.judge import agreement, judge_samples
     from recgpt_cli.judge.rules import rules_only
 
-    judged = list(judge_samples(heldout, llm, task, use_rules=True))
+    judged = list(llm.rows(heldout, task) if isinstance(llm, HeadJudge) else
+                  judge_samples(heldout, llm, task, use_rules=True))
     acc_judge = agreement(judged, heldout, task)["overall"]["acc"]
     acc_rules = agreement(rules_only(task, list(heldout)), heldout, task)["overall"]["acc"]
     return acc_judge > acc_rules, {"judge_acc": acc_judge, "rules_acc": acc_rules}

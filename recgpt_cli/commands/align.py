@@ -324,13 +324,16 @@ def _judge_gate(judge_model: Path | None, heldout: Path | None, quiet: bool) -> 
     from recgpt_cli.commands.llm_options import LLMOptions
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import iter_jsonl
+    from recgpt_cli.judge.head import HeadJudge, is_head_dir, load_head_dir
     from recgpt_cli.llm.factory import make_llm
 
     if judge_model is None:
         return None
     if heldout is None or not heldout.is_file():
         raise BadInput("--judge-model needs --judge-heldout FILE (held-out tag labels) to show it beats the rules")
-    llm = make_llm(LLMOptions(model=str(judge_model)), task="judge")
+    # An aligned judge model (align sft --task judge) or a head dir (judge train --out).
+    llm = (HeadJudge(load_head_dir(judge_model), LLMOptions().resolved_cache_dir()) if is_head_dir(judge_model)
+           else make_llm(LLMOptions(model=str(judge_model)), task="judge"))
     rows = [rec for _, rec in iter_jsonl(heldout)]
     better, accs = judge_beats_rules(llm, rows, "tags")  # type: ignore[arg-type]
     if not quiet:
@@ -353,8 +356,9 @@ def self_train(
                                         "round's rule pass rate does not improve.")] = 2,
     k: Annotated[int, typer.Option("--k", min=1, max=16, help="Answers per input (temperature 0.7).")] = 4,
     judge_model: Annotated[Path | None, typer.Option("--judge-model", help="A trained judge (align sft --task "
-                                                     "judge) that must also pass each kept answer, used only when "
-                                                     "it beats the rules on --judge-heldout.")] = None,
+                                                     "judge, or a head dir from judge train) that must also pass "
+                                                     "each kept answer, used only when it beats the rules on "
+                                                     "--judge-heldout.")] = None,
     judge_heldout: Annotated[Path | None, typer.Option("--judge-heldout", help="Held-out tag labels (gold format, "
                                                        "e.g. judge-heldout-tags.jsonl from `align data --source "
                                                        "labels`) the judge must agree with better than the rules."

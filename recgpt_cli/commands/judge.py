@@ -31,6 +31,7 @@ from recgpt_cli.commands.common import (
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.io import STDIO, Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.judge.head import DEFAULT_LAYER, DEFAULT_WEIGHT_DECAY
 from recgpt_cli.schema import stage_row
 
 
@@ -48,6 +49,9 @@ app = typer.Typer(cls=JudgeGroup, no_args_is_help=False, help="Judge interests, 
                   "`recgpt judge --task T FILE`, plus annotate / derive / check for the human loop (§3.2).")
 InArg = Annotated[str | None, typer.Argument(help="Stage output or samples JSONL (or - for stdin); same as --in.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="interests | tags | explanations")]
+HeadOpt = Annotated[Path | None, typer.Option(
+    "--head", help="A trained judge (`recgpt judge train --out DIR`): verdicts from linear heads over the model's "
+    "hidden state instead of its written answer; the LLM options then do not apply.")]
 
 
 @app.command("run")
@@ -63,6 +67,7 @@ def judge(
         "Judged rows then go to --out only when it is a file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --against: the agreement as JSON.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
+    head: HeadOpt = None,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -90,15 +95,15 @@ def judge(
                 continue
             yield from samples
 
-    llm = make_llm(llm_opts, task="judge")
-    tmpl = llm_opts.load_prompt(spec.prompt)
-    params = llm_opts.sampling(JUDGE_PARAMS, seed=seed)
     stats = JudgeStats()
     rows = []
     write_to = None if (gold is not None and out == STDIO) else out
+    judged = (_head_judged(head, records(), task, no_rules, stats, llm_opts) if head is not None else
+              judge_samples(records(), make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
+                  spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
+                  stats=stats, quiet=quiet))
     with jsonl_writer(write_to) if write_to is not None else contextlib.nullcontext() as w:
-        for row in judge_samples(records(), llm, task, prompt=tmpl, params=params, use_rules=not no_rules,
-                                 stats=stats, quiet=quiet):
+        for row in judged:
             if gold is not None:
                 rows.append(row)
             if w is not None:
@@ -121,6 +126,24 @@ def judge(
             Console().print(agreement_table(report))
     if stats.n_errors:
         raise PartialFailure(f"judge {task}", stats.n_errors, stats.n, "samples")
+
+
+def _head_judged(head: Path, samples: Iterator[dict[str, Any]] | list[dict[str, Any]], task: str, no_rules: bool,
+                 stats: Any, llm_opts: LLMOptions) -> Iterator[dict[str, Any]]:
+    """Rows from a trained head dir, counted into `stats` like the LLM judge's."""
+    from recgpt_cli.judge.criteria import get_task
+    from recgpt_cli.judge.head import judge_with_head, load_head_dir
+
+    spec = get_task(task)
+    stats.task = task
+    for row in judge_with_head(samples, load_head_dir(head), task, use_rules=not no_rules,
+                               cache_dir=llm_opts.resolved_cache_dir()):
+        stats.n += 1
+        stats.n_pass += int(row["pass"])
+        stats.rules_fired.update(row.get("rules", []))
+        for c, label in row["verdicts"].items():
+            stats.criterion_pass[c] += int(spec.passes(c, label))
+        yield row
 
 
 def _load_labels(path: Path, spec: Any) -> list[dict[str, Any]]:
@@ -214,6 +237,66 @@ def derive(
                       f"labels stored in {buffer}", highlight=False)
 
 
+@app.command("train")
+@friendly_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Head dir to write (manifest.json + one <task>.pt per task); "
+                                      "serve it with `recgpt judge --head DIR`.")],
+    buffer: BufferOpt = Path("judge_labels.duckdb"),
+    task: Annotated[list[str], typer.Option("--task", help="interests, tags, explanations (repeatable).")] = [  # noqa: B006
+        "interests", "tags", "explanations"],
+    base: Annotated[str | None, typer.Option("--from", help="Model whose hidden state the heads read: a GGUF, a "
+                                             "transformers dir or an `align sft` output dir (default: the "
+                                             "embedded model).")] = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Train on labels from these sources only "
+                                                     "(repeatable; e.g. human, agent, derived:truth).")] = None,
+    layer: Annotated[int, typer.Option("--layer", min=0, help="Hidden layer the heads read.")] = DEFAULT_LAYER,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0,
+                                                help="L2 penalty of the heads.")] = DEFAULT_WEIGHT_DECAY,
+    heldout_share: Annotated[float, typer.Option("--heldout-share", min=0.0, max=0.9, help="Share of users kept "
+                                                 "out of training and scored (a stable hash of the user id).")] = 0.2,
+    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="Newest labels kept per task and "
+                                               "class (recency-prioritised downsampling).")] = 600,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the embedded GGUF is converted "
+                                                   "once (default: $RECGPT_CACHE_DIR or ./.recgpt-cache).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the judge (§3.2) on the label buffer: linear heads over the model's hidden state, scored on held-out
+    users against always-pass and the rules (Table 9 form)."""
+    from recgpt_cli.judge import get_task
+    from recgpt_cli.judge.head import train_heads
+    from recgpt_cli.llm.options import LLMOptions as Opts
+
+    for t in task:
+        get_task(t)
+    if not buffer.exists():
+        raise BadInput(f"{buffer}: no such label buffer", "label first: recgpt judge annotate / derive, or "
+                       "`recgpt judge annotate --task T --import labels.jsonl`")
+    with contextlib.ExitStack() as stack:
+        tick = None
+        if not quiet:
+            from rich.progress import Progress
+
+            prog = stack.enter_context(Progress(console=console, transient=True))
+            bar = prog.add_task("judge train: features", total=None)
+
+            def tick() -> None:
+                prog.advance(bar)
+        res = train_heads(buffer, task, out, base=base, layer=layer, weight_decay=weight_decay, sources=source,
+                          heldout_share=heldout_share, max_per_class=max_per_class,
+                          cache_dir=cache_dir or Opts().resolved_cache_dir(), progress=tick)
+    table = Table(title=f"judge heads -> {out}: agreement on held-out users (positive = passes every criterion)")
+    for col in ("task", "train (pass)", "held-out", "judge", "ACC", "F1"):
+        table.add_column(col, justify="left" if col in ("task", "judge") else "right", no_wrap=True)
+    for name, info in res.items():
+        lead = [name + (" (up to date)" if info.get("up_to_date") else ""), f"{info['train']} ({info['train_pass']})",
+                str(info["heldout"])]
+        for judge_name, m in (info.get("agreement_heldout") or {"(no held-out users)": None}).items():
+            table.add_row(*lead, judge_name, *([f"{m['acc']:.3f}", f"{m['f1']:.3f}"] if m else ["", ""]))
+            lead = ["", "", ""]
+    Console().print(table)
+
+
 @app.command("check")
 @friendly_errors
 @llm_options(date=False)
@@ -225,6 +308,7 @@ def check(
                                           "overall F1 on these labels is below this.")] = 0.7,
     buffer: BufferOpt = Path("judge_labels.duckdb"),
     no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
+    head: HeadOpt = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
     llm_opts: LLMOptions = LLMOptions(),
@@ -240,13 +324,18 @@ def check(
     spec = get_task(task)
     gold = _load_labels(against, spec)
     open_buffer(buffer).close()  # a bad --buffer fails now, not after judging every label
-    llm = make_llm(llm_opts, task="judge")
-    rows = list(judge_samples(gold, llm, task, prompt=llm_opts.load_prompt(spec.prompt),
-                              params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
-                              quiet=quiet))
+    if head is not None:
+        from recgpt_cli.judge import JudgeStats
+
+        rows = list(_head_judged(head, gold, task, no_rules, JudgeStats(), llm_opts))
+        judge_name = f"head:{head}"
+    else:
+        rows = list(judge_samples(gold, make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
+            spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules, quiet=quiet))
+        default_model = "embedded" if llm_opts.backend == "llama-cpp" else "default"
+        judge_name = f"{llm_opts.backend}:{llm_opts.model or default_model}"
+    judge_name += "" if no_rules else " + rules"
     report = checked_agreement(rows, gold, task, against)
-    default_model = "embedded" if llm_opts.backend == "llama-cpp" else "default"
-    judge_name = f"{llm_opts.backend}:{llm_opts.model or default_model}" + ("" if no_rules else " + rules")
     con = open_buffer(buffer)
     try:
         passed = record_check(con, report, judge=judge_name, labels=str(against), min_f1=min_f1)
