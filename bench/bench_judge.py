@@ -139,6 +139,7 @@ def main() -> None:
                 variants[name] = raw
                 variants[f"{name} + rules"] = with_rules(task, gold, raw)
             if head_dir is not None:
+                head_dir.refuse_training_samples(gold, task, f"{set_name} {task} labels")
                 t0 = time.perf_counter()
                 raw = list(judge_with_head(gold, head_dir, task, use_rules=False))
                 res["seconds"]["head"] = round(time.perf_counter() - t0, 1)

@@ -159,6 +159,7 @@ def test_train_serve_check_on_a_tiny_model(tmp_path: Path) -> None:
     rows = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()]
     n_held = sum(is_heldout(row["user_id"], 0.2) for row in rows)
     info = load_head_dir(head).manifest["tasks"]["tags"]
+    assert load_head_dir(head).manifest["base"] == str(tiny.resolve())  # absolute: serves from any directory
     assert (info["labelled"], info["heldout"], info["train"]) == (147, n_held, 147 - n_held) and n_held > 0
     assert set(info["agreement_heldout"]) == {"always pass", "rules only", "head", "head + rules"}
     assert info["agreement_heldout"]["always pass"]["n"] == n_held
@@ -176,9 +177,11 @@ def test_train_serve_check_on_a_tiny_model(tmp_path: Path) -> None:
     spec = get_task("tags")
     assert [j["sample_id"] for j in judged] == [row["sample_id"] for row in rows[:4]]
     assert all(j["pass"] == spec.sample_passes(j["verdicts"]) for j in judged)
-    # The milestone check serves the head too and records it under its own name.
-    r = CliRunner().invoke(app, ["judge", "check", "--task", "tags", "--against", str(inp), "--head", str(head),
-                                 "--buffer", str(buf), "--min-f1", "0"])
+    # The milestone check serves the head too (on labels it was not fitted on) and records it under its own name.
+    held_file = tmp_path / "held.jsonl"
+    held_file.write_text("\n".join(orjson.dumps(row).decode() for row in rows if is_heldout(row["user_id"], 0.2)))
+    r = CliRunner().invoke(app, ["judge", "check", "--task", "tags", "--against", str(held_file), "--head",
+                                 str(head), "--buffer", str(buf), "--min-f1", "0"])
     assert r.exit_code == 0, r.output
     con = open_buffer(buf)
     try:
@@ -190,6 +193,20 @@ def test_train_serve_check_on_a_tiny_model(tmp_path: Path) -> None:
     assert hj("tags", rows[0]) == judged[0]["pass"] and is_head_dir(head) and not is_head_dir(tiny)
     better, accs = judge_beats_rules(hj, rows[:4], "tags")
     assert better == (accs["judge_acc"] > accs["rules_acc"])
+    # Agreement on the head's own training labels would leak: refused, with the file named; held-out ones are fine.
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("\n".join(orjson.dumps(row).decode() for row in rows
+                                    if not is_heldout(row["user_id"], 0.2)) + "\n")
+    for cmd in (["judge", "--task", "tags", str(train_file), "--against", str(train_file), "--head", str(head)],
+                ["judge", "check", "--task", "tags", "--against", str(train_file), "--head", str(head), "--buffer",
+                 str(buf)]):
+        r = CliRunner().invoke(app, cmd)
+        assert r.exit_code == 2 and f"{147 - n_held} of its {147 - n_held} samples" in r.output, r.output
+        assert "would leak" in r.output
+    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(held_file), "--against", str(held_file), "--head",
+                                 str(head), "--json"])
+    assert r.exit_code == 0, r.output
+    assert orjson.loads(r.stdout[r.stdout.index("{"):])["n"] == n_held
     # A head serves only with the model it was fitted on; a task it was not trained on is refused.
     (tiny / "config.json").write_text((tiny / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
     r = CliRunner().invoke(app, ["judge", "--task", "tags", str(inp), "--head", str(head), "-q"])

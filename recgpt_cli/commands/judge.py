@@ -98,8 +98,14 @@ def judge(
     stats = JudgeStats()
     rows = []
     write_to = None if (gold is not None and out == STDIO) else out
-    judged = (_head_judged(head, records(), task, no_rules, stats, llm_opts) if head is not None else
-              judge_samples(records(), make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
+    inputs: Iterator[dict[str, Any]] | list[dict[str, Any]] = records()
+    if head is not None and gold is not None:  # agreement on the head's own training labels would leak
+        from recgpt_cli.judge.head import load_head_dir
+
+        inputs = list(inputs)
+        load_head_dir(head).refuse_training_samples(inputs, task, source_name(src))
+    judged = (_head_judged(head, inputs, task, no_rules, stats, llm_opts) if head is not None else
+              judge_samples(inputs, make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
                   spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
                   stats=stats, quiet=quiet))
     with jsonl_writer(write_to) if write_to is not None else contextlib.nullcontext() as w:
@@ -326,7 +332,9 @@ def check(
     open_buffer(buffer).close()  # a bad --buffer fails now, not after judging every label
     if head is not None:
         from recgpt_cli.judge import JudgeStats
+        from recgpt_cli.judge.head import load_head_dir
 
+        load_head_dir(head).refuse_training_samples(gold, task, str(against))
         rows = list(_head_judged(head, gold, task, no_rules, JudgeStats(), llm_opts))
         judge_name = f"head:{head}"
     else:

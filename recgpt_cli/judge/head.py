@@ -235,6 +235,17 @@ class HeadDir:
                            f"train one: recgpt judge train --task {task} --out {self.path}")
         return TaskHead.from_state(torch.load(f, weights_only=True))
 
+    def refuse_training_samples(self, samples: Sequence[dict[str, Any]], task: str, what: str) -> None:
+        """Scoring a head on labels it was fitted on would leak: refuse when any of `samples` is one of them."""
+        from recgpt_cli.judge.buffer import sample_hash
+
+        seen = set(self.manifest.get("tasks", {}).get(task, {}).get("train_hashes", []))
+        hits = [s.get("sample_id") for s in samples if sample_hash(s, task) in seen]
+        if hits:
+            raise BadInput(f"{what}: {len(hits)} of its {len(samples)} samples (e.g. {hits[0]}) are training labels "
+                           f"of the head {self.path}; scoring it on them would leak",
+                           "score it on labels it was not fitted on (e.g. `judge train --source` without this set)")
+
     def feature_model(self, cache_dir: Path | str = ".recgpt-cache") -> FeatureModel:
         """The model the heads were fitted on, checked by fingerprint before any verdict."""
         from recgpt_cli.align.sft import resolve_base
@@ -339,8 +350,9 @@ def train_heads(
     for t in tasks:
         get_task(t)
     model_dir, _ = resolve_base(base, Path(cache_dir))
-    manifest = {"base": base or "embedded", "fingerprint": model_fingerprint(model_dir), "layer": layer,
-                "weight_decay": weight_decay}
+    # An absolute path, so the heads serve from any working directory.
+    manifest = {"base": str(Path(base).resolve()) if base else "embedded",
+                "fingerprint": model_fingerprint(model_dir), "layer": layer, "weight_decay": weight_decay}
     old = load_head_dir(out).manifest if (out / MANIFEST).exists() else {}
     con = open_buffer(buffer)
     try:
@@ -380,7 +392,8 @@ def train_heads(
             heldout = {name: agreement(js, labels, task)["overall"] for name, js in judged.items()}
         n_pass = sum(spec.sample_passes(r["labels"]) for r in kept)
         info = {"data_hash": data_hash, "labelled": len(rows[task]), "train": len(kept), "train_pass": n_pass,
-                "heldout": len(held), "agreement_heldout": heldout}
+                "heldout": len(held), "agreement_heldout": heldout,
+                "train_hashes": sorted(r["sample_hash"] for r in kept)}  # so scoring on them can be refused
         save_task_head(out, head, manifest, info)
         result[task] = info
     return result
