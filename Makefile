@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= sample_data
 OUT ?= out
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint bench heads clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Refit the packaged judge heads (recgpt_cli/judge/heads/) on the shipped training labels: ~3 min on 2 cores.
+heads: $(STAMP)
+	rm -f build/heads.duckdb && mkdir -p build
+	$(BIN)/recgpt judge annotate --task tags --import sample_data/judge_train/tags.jsonl --buffer build/heads.duckdb
+	rm -rf recgpt_cli/judge/heads
+	$(BIN)/recgpt judge train --task tags --buffer build/heads.duckdb --source agent --out recgpt_cli/judge/heads
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -217,6 +217,35 @@ def test_train_serve_check_on_a_tiny_model(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no such label buffer" in r.output
 
 
+def test_packaged_heads_and_when_they_are_the_default(tmp_path: Path) -> None:
+    """The heads that ship: tags only (where they beat the LLM judge + rules on gold), over the embedded GGUF, and
+    picked by `recgpt judge` only when no option asks for another judge."""
+    from recgpt_cli.commands.judge import _pick_head
+    from recgpt_cli.judge.head import BUILTIN_HEADS, builtin_head
+    from recgpt_cli.llm.embedded import embedded_model_path
+    from recgpt_cli.llm.fingerprint import file_sha256
+    from recgpt_cli.llm.options import LLMOptions
+
+    m = load_head_dir(BUILTIN_HEADS).manifest
+    assert set(m["tasks"]) == {"tags"} and m["base"] == "embedded" and m["layer"] == 18
+    assert m["fingerprint"] == file_sha256(embedded_model_path())
+    agree = m["tasks"]["tags"]["agreement_heldout"]
+    assert agree["head + rules"]["acc"] > agree["rules only"]["acc"]
+    assert builtin_head("tags") == BUILTIN_HEADS and builtin_head("interests") is None
+    assert _pick_head(None, False, LLMOptions(), "tags") == BUILTIN_HEADS
+    assert _pick_head(None, False, LLMOptions(), "explanations") is None
+    assert _pick_head(None, True, LLMOptions(), "tags") is None
+    assert _pick_head(None, False, LLMOptions(model="x.gguf"), "tags") is None
+    assert _pick_head(None, False, LLMOptions(backend="openai", base_url="http://127.0.0.1:1/v1"), "tags") is None
+    assert _pick_head(None, False, LLMOptions(prompt="p.md"), "tags") is None
+    assert _pick_head(tmp_path, False, LLMOptions(), "tags") == tmp_path
+    with pytest.raises(BadInput, match="give one"):
+        _pick_head(tmp_path, True, LLMOptions(), "tags")
+    # The shipped labels' users are invented (hl..), so no sample_data or gold sample is a training label of it.
+    gold = [orjson.loads(line) for line in (HAND.parent / "gold" / "tags.jsonl").read_text().splitlines()]
+    load_head_dir(BUILTIN_HEADS).refuse_training_samples(gold, "tags", "gold")
+
+
 @pytest.mark.slow
 @pytest.mark.model
 def test_heads_on_the_embedded_model_beat_the_rules_on_held_out_hand_labels(tmp_path: Path, embedded_hf: Path
@@ -227,6 +256,17 @@ def test_heads_on_the_embedded_model_beat_the_rules_on_held_out_hand_labels(tmp_
     r = CliRunner().invoke(app, ["judge", "train", "--buffer", str(buf), "--task", "tags", "--from", str(embedded_hf),
                                  "--out", str(tmp_path / "head"), "-q"])
     assert r.exit_code == 0, r.output
-    agree = load_head_dir(tmp_path / "head").manifest["tasks"]["tags"]["agreement_heldout"]
+    fitted = load_head_dir(tmp_path / "head")
+    agree = fitted.manifest["tasks"]["tags"]["agreement_heldout"]
     assert agree["head + rules"]["acc"] > agree["rules only"]["acc"] > agree["always pass"]["acc"]
     assert agree["head"]["acc"] > agree["always pass"]["acc"]
+    # The packaged heads are what `make heads` fits from these labels: the same verdicts on held-out samples
+    # (features read once from the same weights) and the same stored held-out agreement.
+    from recgpt_cli.judge.head import BUILTIN_HEADS
+
+    shipped = load_head_dir(BUILTIN_HEADS)
+    held = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()
+            if is_heldout(orjson.loads(line)["user_id"], 0.2)]
+    x = np.stack(list(FeatureModel(embedded_hf).features(held, "tags")))
+    assert shipped.task_head("tags").verdicts(x) == fitted.task_head("tags").verdicts(x)
+    assert shipped.manifest["tasks"]["tags"]["agreement_heldout"] == agree

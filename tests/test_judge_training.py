@@ -203,7 +203,7 @@ def test_judge_check_cli_exit_code_on_a_degraded_judge(tmp_path: Path, monkeypat
     reply = '{"relevance": "No", "consistency": "No", "specificity": "No", "validity": "No"}'
     monkeypatch.setattr("recgpt_cli.llm.factory.make_llm",
                         lambda *a, **k: StructuredLLM(FakeBackend(lambda m, s, p: reply)))
-    args = ["judge", "check", "--task", "tags", "--against", str(gold), "--buffer", str(buf), "-q"]
+    args = ["judge", "check", "--task", "tags", "--against", str(gold), "--buffer", str(buf), "-q", "--llm-judge"]
     r = CliRunner().invoke(app, [*args, "--min-f1", "0.5"])
     assert r.exit_code == 1, r.output
     assert "below --min-f1 0.50" in r.output and "realign" in r.output
@@ -238,10 +238,12 @@ def test_against_labels_must_match_and_be_unique(tmp_path: Path, monkeypatch: py
     judged, labels = tmp_path / "judged.jsonl", tmp_path / "labels.jsonl"
     judged.write_text(rows[0] + "\n")
     labels.write_text(rows[1] + "\n")
-    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q"])
+    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q",
+                                 "--llm-judge"])
     assert r.exit_code == 2 and "none of its 1 labelled samples was judged" in r.output, r.output
     labels.write_text(rows[0] + "\n" + rows[0] + "\n")
-    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q"])
+    r = CliRunner().invoke(app, ["judge", "--task", "tags", str(judged), "--against", str(labels), "-q",
+                                 "--llm-judge"])
     assert r.exit_code == 2 and f"{labels}:2: duplicate sample_id" in r.output, r.output
 
 

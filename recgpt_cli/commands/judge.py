@@ -51,7 +51,22 @@ InArg = Annotated[str | None, typer.Argument(help="Stage output or samples JSONL
 TaskOpt = Annotated[str, typer.Option("--task", help="interests | tags | explanations")]
 HeadOpt = Annotated[Path | None, typer.Option(
     "--head", help="A trained judge (`recgpt judge train --out DIR`): verdicts from linear heads over the model's "
-    "hidden state instead of its written answer; the LLM options then do not apply.")]
+    "hidden state instead of its written answer; the LLM options then do not apply. Default: the packaged heads "
+    "for the tasks they ship for (tags) when the LLM options are the defaults, else the LLM judge.")]
+LLMJudgeOpt = Annotated[bool, typer.Option("--llm-judge", help="The LLM's written verdicts even where packaged "
+                                           "heads ship for the task.")]
+
+
+def _pick_head(head: Path | None, llm_judge: bool, llm_opts: LLMOptions, task: str) -> Path | None:
+    """--head, else the packaged heads for `task` when nothing asks for another judge (the best measured one)."""
+    from recgpt_cli.judge.head import builtin_head
+
+    if head is not None or llm_judge:
+        if head is not None and llm_judge:
+            raise BadInput("--head and --llm-judge pick different judges: give one")
+        return head
+    defaults = llm_opts.backend == "llama-cpp" and not llm_opts.model and not llm_opts.prompt
+    return builtin_head(task) if defaults else None
 
 
 @app.command("run")
@@ -68,6 +83,7 @@ def judge(
     as_json: Annotated[bool, typer.Option("--json", help="With --against: the agreement as JSON.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
     head: HeadOpt = None,
+    llm_judge: LLMJudgeOpt = False,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -79,6 +95,7 @@ def judge(
     from recgpt_cli.llm.factory import make_llm
 
     spec = get_task(task)
+    head = _pick_head(head, llm_judge, llm_opts, task)
     t0 = time.perf_counter()
     src = in_arg if in_arg is not None else in_path
     gold = _load_labels(against, spec) if against else None
@@ -119,7 +136,8 @@ def judge(
     if not quiet:
         d = stats.as_dict()
         rates = ", ".join(f"{c} {r:.0%}" for c, r in d["pass_rates"].items())
-        console.print(f"[bold]judge {task}[/]: {d['n']} samples, pass rates: {rates}; errors {d['errors']}; "
+        by = "LLM" if head is None else f"heads {head}"
+        console.print(f"[bold]judge {task}[/] ({by}): {d['n']} samples, pass rates: {rates}; errors {d['errors']}; "
                       f"rules fired {d['rules_fired'] or {}}; cached {d['cached']}; tokens "
                       f"{d['prompt_tokens']}+{d['completion_tokens']}; bad lines skipped {len(rejects)}"
                       f"{f' -> {rejects_path_for(out, src)}' if len(rejects) else ''}; "
@@ -315,6 +333,7 @@ def check(
     buffer: BufferOpt = Path("judge_labels.duckdb"),
     no_rules: Annotated[bool, typer.Option("--no-rules", help="The model's verdicts without post-checks.")] = False,
     head: HeadOpt = None,
+    llm_judge: LLMJudgeOpt = False,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
     llm_opts: LLMOptions = LLMOptions(),
@@ -330,13 +349,16 @@ def check(
     spec = get_task(task)
     gold = _load_labels(against, spec)
     open_buffer(buffer).close()  # a bad --buffer fails now, not after judging every label
+    head = _pick_head(head, llm_judge, llm_opts, task)
     if head is not None:
         from recgpt_cli.judge import JudgeStats
         from recgpt_cli.judge.head import load_head_dir
 
         load_head_dir(head).refuse_training_samples(gold, task, str(against))
         rows = list(_head_judged(head, gold, task, no_rules, JudgeStats(), llm_opts))
-        judge_name = f"head:{head}"
+        from recgpt_cli.judge.head import BUILTIN_HEADS
+
+        judge_name = "head:packaged" if head == BUILTIN_HEADS else f"head:{head}"
     else:
         rows = list(judge_samples(gold, make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
             spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules, quiet=quiet))

@@ -39,6 +39,9 @@ DEFAULT_LAYER = 18
 DEFAULT_WEIGHT_DECAY = 0.01
 PASS, FAIL = "pass", "fail"
 MANIFEST = "manifest.json"
+# Heads that ship with the package: fitted by `make heads` on sample_data/judge_train over the embedded model, for
+# the tasks where they beat the LLM judge + rules on the gold labels (tags: ACC 0.875 vs 0.667, bench/README.md).
+BUILTIN_HEADS = Path(__file__).resolve().parent / "heads"
 _HASHED = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -167,6 +170,17 @@ def model_fingerprint(model_dir: Path) -> str:
     return files_sha256({p for pattern in _HASHED for p in Path(model_dir).glob(pattern)})
 
 
+def base_fingerprint(base: str | None, model_dir: Path) -> str:
+    """Identity of the model the heads read: a GGUF's own sha256 when converted from one (the embedded model for
+    None) — stable across transformers versions, whose converted dirs differ in metadata — else the dir's."""
+    from recgpt_cli.llm.embedded import embedded_model_path
+    from recgpt_cli.llm.fingerprint import file_sha256
+
+    if base is None or base == "embedded" or str(base).endswith(".gguf"):
+        return file_sha256(Path(base) if base not in (None, "embedded") else embedded_model_path())
+    return model_fingerprint(model_dir)
+
+
 class FeatureModel:
     """The frozen transformers model the heads read: judge prompt -> [last-token state, mean state] at `layer`."""
 
@@ -252,7 +266,7 @@ class HeadDir:
 
         base = self.manifest["base"]
         model_dir, _ = resolve_base(None if base == "embedded" else base, Path(cache_dir))
-        if model_fingerprint(model_dir) != self.manifest["fingerprint"]:
+        if base_fingerprint(base, model_dir) != self.manifest["fingerprint"]:
             raise RecgptError(f"{self.path}: the heads were fitted on features of {base} "
                               f"(fingerprint {self.manifest['fingerprint'][:12]}), and {model_dir} is not that model",
                               "retrain the heads on this model: recgpt judge train")
@@ -269,6 +283,14 @@ def load_head_dir(path: Path | str) -> HeadDir:
     if not isinstance(manifest, dict) or not {"base", "fingerprint", "layer", "tasks"} <= set(manifest):
         raise BadInput(f"{p / MANIFEST}: not a judge head manifest (needs base, fingerprint, layer, tasks)")
     return HeadDir(p, manifest)
+
+
+def builtin_head(task: str) -> Path | None:
+    """The packaged head dir when it has a head for `task`, else None."""
+    try:
+        return BUILTIN_HEADS if task in load_head_dir(BUILTIN_HEADS).manifest["tasks"] else None
+    except BadInput:
+        return None
 
 
 def save_task_head(path: Path, head: TaskHead, manifest: dict[str, Any], info: dict[str, Any]) -> None:
@@ -352,7 +374,7 @@ def train_heads(
     model_dir, _ = resolve_base(base, Path(cache_dir))
     # An absolute path, so the heads serve from any working directory.
     manifest = {"base": str(Path(base).resolve()) if base else "embedded",
-                "fingerprint": model_fingerprint(model_dir), "layer": layer, "weight_decay": weight_decay}
+                "fingerprint": base_fingerprint(base, model_dir), "layer": layer, "weight_decay": weight_decay}
     old = load_head_dir(out).manifest if (out / MANIFEST).exists() else {}
     con = open_buffer(buffer)
     try:
@@ -418,8 +440,9 @@ class HeadJudge:
              progress: Any = None) -> Iterator[dict[str, Any]]:
         """Judge rows, one sample at a time (so output streams)."""
         head = self._head(task)
-        self._fm = self._fm or self.head_dir.feature_model(self.cache_dir)
         for sample in samples:
+            if self._fm is None:  # loaded (and checked) at the first sample: judging nothing costs nothing
+                self._fm = self.head_dir.feature_model(self.cache_dir)
             x = next(self._fm.features([sample], task))[None, :]
             yield head_rows([sample], x, head, use_rules=use_rules)[0]
             if progress is not None:
