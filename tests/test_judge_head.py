@@ -21,6 +21,7 @@ from recgpt_cli.judge.criteria import get_task
 from recgpt_cli.judge.head import (
     FAIL,
     PASS,
+    FeatureCache,
     FeatureModel,
     HeadJudge,
     Linear,
@@ -145,6 +146,23 @@ def test_features_shape_and_wrong_model_refused(tmp_path: Path) -> None:
     other = tiny_model_dir(tmp_path / "other")
     (other / "config.json").write_text((other / "config.json").read_text().replace('"hidden_act"', '"hidden_act" '))
     assert model_fingerprint(other) != model_fingerprint(tiny)
+
+
+def test_feature_cache_resumes_without_running_the_model(tmp_path: Path) -> None:
+    tiny = tiny_model_dir(tmp_path / "tiny")
+    samples = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()[:3]]
+    cache = FeatureCache(tmp_path / "c", "ab" * 32, 2)
+    fresh = list(FeatureModel(tiny, 2, cache).features(samples, "tags"))
+    files = list(cache.dir.glob("*.jsonl"))
+    assert len(files) == 1 and len(files[0].read_bytes().splitlines()) == 3
+    with files[0].open("ab") as f:
+        f.write(b'{"k": "torn", "v": "00')  # a kill in the middle of a line
+    fm = FeatureModel(tiny, 2, FeatureCache(tmp_path / "c", "ab" * 32, 2))
+    fm.model = None  # any forward pass would fail: every vector must come from the cache
+    again = list(fm.features(samples, "tags"))
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, again, strict=True))
+    # Another layer (or model) is another cache.
+    assert FeatureCache(tmp_path / "c", "ab" * 32, 1).get(FeatureCache.key(fm.text(samples[0], "tags"))) is None
 
 
 def test_train_serve_check_on_a_tiny_model(tmp_path: Path) -> None:

@@ -181,10 +181,52 @@ def base_fingerprint(base: str | None, model_dir: Path) -> str:
     return model_fingerprint(model_dir)
 
 
+class FeatureCache:
+    """Feature vectors already computed, keyed by the exact prompt text, for one (model fingerprint, layer): a rerun
+    after a crash or Ctrl-C, or a refit on more labels, reads them instead of running the model again. Each process
+    appends to its own file (concurrent stages never interleave; a line torn by a kill is skipped on reading) and
+    every file of the dir is read back. Only finished vectors are written, so a failure is never cached."""
+
+    def __init__(self, cache_dir: Path | str, fingerprint: str, layer: int) -> None:
+        self.dir = Path(cache_dir) / "judge-head-features" / f"{fingerprint[:16]}-L{layer}"
+        self._vecs: dict[str, np.ndarray] | None = None
+        self._file: Any = None
+
+    @staticmethod
+    def key(text: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        if self._vecs is None:
+            self._vecs = {}
+            for f in sorted(self.dir.glob("*.jsonl")):
+                for line in f.read_bytes().splitlines():
+                    try:
+                        rec = orjson.loads(line)
+                        self._vecs[rec["k"]] = np.frombuffer(bytes.fromhex(rec["v"]), dtype=np.float32)
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        continue  # a torn last line
+        return self._vecs.get(key)
+
+    def put(self, key: str, vec: np.ndarray) -> None:
+        import os
+        import time
+
+        if self._file is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._file = (self.dir / f"{os.getpid()}-{time.time_ns()}.jsonl").open("ab")
+        self._file.write(orjson.dumps({"k": key, "v": np.asarray(vec, np.float32).tobytes().hex()}) + b"\n")
+        self._file.flush()
+        if self._vecs is not None:
+            self._vecs[key] = vec
+
+
 class FeatureModel:
     """The frozen transformers model the heads read: judge prompt -> [last-token state, mean state] at `layer`."""
 
-    def __init__(self, model_dir: Path | str, layer: int = DEFAULT_LAYER) -> None:
+    def __init__(self, model_dir: Path | str, layer: int = DEFAULT_LAYER, cache: FeatureCache | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -199,6 +241,7 @@ class FeatureModel:
         if not 0 <= layer <= n_layers:
             raise BadInput(f"--layer {layer}: the model has layers 0..{n_layers}")
         self.layer = layer
+        self.cache = cache
         self._prompts: dict[str, Any] = {}
 
     def text(self, sample: dict[str, Any], task: str) -> str:
@@ -216,9 +259,18 @@ class FeatureModel:
 
         with torch.inference_mode():
             for s in samples:
-                ids = self.tok(self.text(s, task), return_tensors="pt").input_ids
+                text = self.text(s, task)
+                key = FeatureCache.key(text)
+                hit = self.cache.get(key) if self.cache is not None else None
+                if hit is not None:
+                    yield hit
+                    continue
+                ids = self.tok(text, return_tensors="pt").input_ids
                 h = self.model(ids, output_hidden_states=True).hidden_states[self.layer][0]
-                yield torch.cat([h[-1], h.mean(dim=0)]).numpy().astype(np.float32)
+                vec = torch.cat([h[-1], h.mean(dim=0)]).numpy().astype(np.float32)
+                if self.cache is not None:
+                    self.cache.put(key, vec)
+                yield vec
 
 
 def feature_matrix(fm: FeatureModel, samples: Sequence[dict[str, Any]], task: str,
@@ -270,7 +322,8 @@ class HeadDir:
             raise RecgptError(f"{self.path}: the heads were fitted on features of {base} "
                               f"(fingerprint {self.manifest['fingerprint'][:12]}), and {model_dir} is not that model",
                               "retrain the heads on this model: recgpt judge train")
-        return FeatureModel(model_dir, int(self.manifest["layer"]))
+        layer = int(self.manifest["layer"])
+        return FeatureModel(model_dir, layer, FeatureCache(cache_dir, self.manifest["fingerprint"], layer))
 
 
 def load_head_dir(path: Path | str) -> HeadDir:
@@ -373,8 +426,9 @@ def train_heads(
         get_task(t)
     model_dir, _ = resolve_base(base, Path(cache_dir))
     # An absolute path, so the heads serve from any working directory.
+    fingerprint = base_fingerprint(base, model_dir)
     manifest = {"base": str(Path(base).resolve()) if base else "embedded",
-                "fingerprint": base_fingerprint(base, model_dir), "layer": layer, "weight_decay": weight_decay}
+                "fingerprint": fingerprint, "layer": layer, "weight_decay": weight_decay}
     old = load_head_dir(out).manifest if (out / MANIFEST).exists() else {}
     con = open_buffer(buffer)
     try:
@@ -398,7 +452,7 @@ def train_heads(
         if prev.get("data_hash") == data_hash and (out / f"{task}.pt").exists():
             result[task] = {**prev, "up_to_date": True}
             continue
-        fm = fm or FeatureModel(model_dir, layer)
+        fm = fm or FeatureModel(model_dir, layer, FeatureCache(cache_dir, fingerprint, layer))
         x = feature_matrix(fm, [r["sample"] for r in kept], task, progress)
         head = fit_task_head(task, x, [r["labels"] for r in kept], weight_decay)
         labels = [{"sample_id": r["sample"]["sample_id"], "labels": r["labels"]} for r in held]
