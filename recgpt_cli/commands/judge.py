@@ -388,5 +388,5 @@ def check(
     if not passed:
         f1 = report["overall"]["f1"]
         raise RecgptError(f"judge {task}: F1 {f1:.3f} on {report['n']} fresh labels is below --min-f1 {min_f1:.2f}; "
-                          "the judge no longer agrees with people: realign it (label more, then `recgpt align sft "
-                          "--task judge`)")
+                          "the judge no longer agrees with people: realign it (label more, then `recgpt judge train` "
+                          "or `recgpt align sft --task judge`)")
