@@ -282,7 +282,8 @@ def train(
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="Newest labels kept per task and "
                                                "class (recency-prioritised downsampling).")] = 600,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Where the embedded GGUF is converted "
-                                                   "once (default: $RECGPT_CACHE_DIR or ./.recgpt-cache).")] = None,
+                                                   "once and features are cached (a rerun resumes; default: "
+                                                   "$RECGPT_CACHE_DIR or ./.recgpt-cache).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the judge (§3.2) on the label buffer: linear heads over the model's hidden state, scored on held-out
