@@ -163,10 +163,7 @@ def _head_judged(head: Path, samples: Iterator[dict[str, Any]] | list[dict[str, 
     for row in judge_with_head(samples, load_head_dir(head), task, use_rules=not no_rules,
                                cache_dir=llm_opts.resolved_cache_dir()):
         stats.n += 1
-        stats.n_pass += int(row["pass"])
-        stats.rules_fired.update(row.get("rules", []))
-        for c, label in row["verdicts"].items():
-            stats.criterion_pass[c] += int(spec.passes(c, label))
+        stats.count_verdicts(row, spec)
         yield row
 
 

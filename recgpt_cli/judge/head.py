@@ -42,7 +42,6 @@ MANIFEST = "manifest.json"
 # Heads that ship with the package: fitted by `make heads` on sample_data/judge_train over the embedded model, for
 # the tasks where they beat the LLM judge + rules on the gold labels (tags: ACC 0.875 vs 0.667, bench/README.md).
 BUILTIN_HEADS = Path(__file__).resolve().parent / "heads"
-_HASHED = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 @dataclass
@@ -164,10 +163,10 @@ def fit_task_head(task: str, x: np.ndarray, labels: Sequence[dict[str, str]],
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the transformers dir's weights, config and tokenizer (the head is only valid on these)."""
-    from recgpt_cli.llm.fingerprint import files_sha256
+    """The `hf` backend's model id: sha256 over the dir's weights, config and tokenizer (loads nothing)."""
+    from recgpt_cli.llm.hf_backend import HFBackend
 
-    return files_sha256({p for pattern in _HASHED for p in Path(model_dir).glob(pattern)})
+    return HFBackend(model_dir).model_id
 
 
 def base_fingerprint(base: str | None, model_dir: Path) -> str:

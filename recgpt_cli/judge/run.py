@@ -39,6 +39,13 @@ class JudgeStats:
         rates["pass"] = self.n_pass / judged if judged else 0.0
         return rates
 
+    def count_verdicts(self, row: dict[str, Any], spec: JudgeTask) -> None:
+        """Count a judged row's pass, per-criterion passes and fired rules (the LLM judge's and the heads')."""
+        self.n_pass += int(row["pass"])
+        self.rules_fired.update(row.get("rules", []))
+        for c, label in row["verdicts"].items():
+            self.criterion_pass[c] += int(spec.passes(c, label))
+
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "n": self.n, "pass": self.n_pass, "errors": self.n_errors, "cached": self.n_cached,
                 "pass_rates": self.pass_rates(), "rules_fired": dict(self.rules_fired),
@@ -100,8 +107,5 @@ def _verdict_row(
     row["pass"] = spec.sample_passes(verdicts)
     if fired:
         row["rules"] = fired
-        stats.rules_fired.update(fired)
-    stats.n_pass += int(row["pass"])
-    for c, label in verdicts.items():
-        stats.criterion_pass[c] += int(spec.passes(c, label))
+    stats.count_verdicts(row, spec)
     return row
