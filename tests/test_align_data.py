@@ -182,6 +182,29 @@ def test_balancing_caps_samples_per_user_and_category(store: Path, monkeypatch: 
     assert sum(len(orjson.loads(s.target)["tags"]) for s in build(store) if s.task == "tag_prediction") == 1
 
 
+def test_a_slice_of_the_logs_has_no_cut_or_target_outside_it(store: Path) -> None:
+    # the whole log (two cuts: after the 3rd, too little history, and the 7th train engagement) for reference
+    whole = build(store, cuts=2)
+    assert {s.meta["cut"] for s in whole} == {"2025-02-20T10:00:00"}
+    # until 1 March: 8 engagements in the slice, cuts after the 3rd (too little history) and the 5th (t2, 10 Feb);
+    # its 30-day window would reach t3 (1 March), which is after the slice, so there is no teapot tag sample
+    before = build(store, cuts=2, until=datetime(2025, 3, 1))
+    assert [s.task for s in before] == ["interest_mining", "tag_prediction"]
+    assert {s.meta["cut"] for s in before} == {"2025-02-10T10:00:00"}
+    assert orjson.loads(before[1].target)["tags"][0]["item_tag"] == "waterproof trekking boots"
+    assert all("Cast Iron" not in s.target and "cast iron" not in s.target for s in before)
+    # since 20 Feb: the slice holds x1, h4, t3, h5; one cut after h4 (25 Feb) with the whole history before it
+    after = build(store, since=datetime(2025, 2, 20))
+    assert [s.task for s in after] == ["interest_mining", "tag_prediction"]
+    assert {s.meta["cut"] for s in after} == {"2025-02-25T10:00:00"}
+    assert "Lumina Ceramic Teapot" in after[0].messages[-1]["content"]  # January history, before the slice
+    assert orjson.loads(after[1].target)["tags"][0]["item_tag"] == "cast iron teapot"
+    # a slice with room for no cut builds nothing; an empty or reversed slice is bad input
+    assert build(store, since=datetime(2025, 4, 1)) == []
+    with pytest.raises(BadInput, match="--since 2025-03-01 is not before --until 2025-03-01"):
+        build(store, since=datetime(2025, 3, 1), until=datetime(2025, 3, 1))
+
+
 def test_sample_store_dedupes_and_exports(store: Path, tmp_path: Path) -> None:
     samples = build(store)
     con = open_samples(tmp_path / "s.duckdb")
@@ -215,6 +238,11 @@ def test_cli_align_data_writes_store_and_jsonl(store: Path, tmp_path: Path) -> N
                                  "--exclude-users", str(users), "--cuts", "1", "--interest-rank", "recency"])
     assert r.exit_code == 0, r.output
     assert {s.task for s in load_samples(tmp_path / "r.duckdb")} == {"interest_mining", "tag_prediction"}
+    # the newest slice of the logs (incremental learning): only the cut on or after --since
+    r = CliRunner().invoke(app, ["align", "data", "--db", str(store), "--samples", str(tmp_path / "il.duckdb"),
+                                 "--exclude-users", str(users), "--since", "2025-02-20", "--cuts", "1"])
+    assert r.exit_code == 0, r.output
+    assert {s.meta["cut"] for s in load_samples(tmp_path / "il.duckdb")} == {"2025-02-25T10:00:00"}
     r = CliRunner().invoke(app, ["align", "data", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 2 and "no such database" in r.output
     # a list that would exclude nobody (JSON lines, another dataset's ids, nothing) is bad input, not a no-op
@@ -246,4 +274,10 @@ def test_cli_align_bad_inputs_exit_2_with_file_and_line(store: Path, tmp_path: P
     assert r.exit_code == 2 and "needs --teacher-base-url" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--interest-rank", "newest"])
     assert r.exit_code == 2 and "--interest-rank newest: expected count or recency" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--until", "March"])
+    assert r.exit_code == 2 and "--until: 'March' is not a date" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--since", "2025-03-02", "--until", "2025-03-01"])
+    assert r.exit_code == 2 and "--since 2025-03-02 is not before --until 2025-03-01" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--source", "curriculum", "--since", "2025-03-01"])
+    assert r.exit_code == 2 and "slice the logs of --source logs and teacher" in r.output
     assert not (tmp_path / "m").exists()  # nothing was trained or written

@@ -18,6 +18,10 @@ Source `logs` (§2.2.2 "incremental learning", the paper's own recipe), from a s
   category is not the interest's (`implausible`), that no item carries (`invalid`), that repeats the last 30
   days (`stale`), names an unsearched brand, or is vague, is dropped. Balancing (step 3): at most MAX_TAGS_PER_USER
   tags per user and at most MAX_PER_CATEGORY samples per user and category.
+- A slice of the logs (`since` / `until`, §2.2.2's bi-weekly increments): only cuts on or after `since`, and
+  nothing on or after `until` (cuts and targets alike), so a model trained on the slice before a date has not seen
+  the logs after it and `align sft --from` can continue it on the next slice. The history before a cut is the
+  user's whole train history up to it, as serving sees it.
 
 Samples (`align.samples.Sample`) are content-addressed and stored in DuckDB or JSONL.
 """
@@ -112,14 +116,25 @@ class LogsConfig:
     history_tokens: int = 384  # compress budget, as the bench
     seed: int = 0
     max_users: int | None = None
+    since: datetime | None = None  # the slice of logs: cuts on or after this time
+    until: datetime | None = None  # ... and nothing (cut or target) on or after this one
 
 
-def _cut_points(n: int, cuts: int) -> list[int]:
-    """Indices i (history = interactions[:i]) evenly spaced, each with >= MIN_HISTORY before and >= 1 after."""
-    if n < MIN_HISTORY + 1:
+def _cut_points(n: int, cuts: int, start: int = 0) -> list[int]:
+    """Indices i (history = interactions[:i]) evenly spaced over interactions[start:n] (the slice), each with
+    >= MIN_HISTORY before, the cut's own interaction in the slice, and >= 1 after it within the slice."""
+    m = n - start
+    if n < MIN_HISTORY + 1 or m < 2:
         return []
-    points = {int(round(n * (j + 1) / (cuts + 1))) for j in range(cuts)}
-    return sorted(i for i in points if MIN_HISTORY <= i <= n - 1)
+    points = {start + int(round(m * (j + 1) / (cuts + 1))) for j in range(cuts)}
+    return sorted(i for i in points if max(MIN_HISTORY, start + 1) <= i <= n - 1)
+
+
+def _in_slice(es: list[Engagement], cfg: LogsConfig) -> tuple[int, int]:
+    """[start, end) of a user's time-ordered engagements that fall in the config's slice of the logs."""
+    start = 0 if cfg.since is None else next((k for k, e in enumerate(es) if e.ts >= cfg.since), len(es))
+    end = len(es) if cfg.until is None else next((k for k, e in enumerate(es) if e.ts >= cfg.until), len(es))
+    return start, end
 
 
 @dataclass
@@ -167,9 +182,13 @@ def log_contexts(
         rng = np.random.default_rng(cfg.seed)
         users = sorted(rng.choice(users, size=min(cfg.max_users, len(users)), replace=False).tolist())
     plans: list[dict[str, tuple[int, datetime]]] = [{} for _ in range(cfg.cuts)]
+    if cfg.since is not None and cfg.until is not None and cfg.since >= cfg.until:
+        raise BadInput(f"--since {cfg.since:%Y-%m-%d} is not before --until {cfg.until:%Y-%m-%d}")
+    ends: dict[str, int] = {}
     for uid in users:
+        start, ends[uid] = _in_slice(by_user[uid], cfg)
         es = by_user[uid]
-        for r, i in enumerate(_cut_points(len(es), cfg.cuts)):
+        for r, i in enumerate(_cut_points(ends[uid], cfg.cuts, start)):
             plans[r][uid] = (i, es[i - 1].ts)
     for r, plan in enumerate(plans):
         if not plan:
@@ -181,7 +200,7 @@ def log_contexts(
         for user in compressed:
             record = user.to_record()
             i, cut = plan[user.user_id]
-            history, future = by_user[user.user_id][:i], by_user[user.user_id][i:]
+            history, future = by_user[user.user_id][:i], by_user[user.user_id][i:ends[user.user_id]]
             future = [e for e in future if e.ts <= cut + timedelta(days=cfg.window_days)]
             mined = log_interests(history, cut, cfg.max_interests, cfg.interest_rank)
             kept, _ = clean_interests([MinedInterest(**{k: m[k] for k in ("interest", "stage", "reason")})

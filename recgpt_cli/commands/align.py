@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,6 +59,11 @@ def data(
     cuts: Annotated[int, typer.Option("--cuts", min=1, help="Cut points per user in the train history.")] = 2,
     window_days: Annotated[int, typer.Option("--window-days", min=1, help="Targets: engagements this many days "
                                              "after the cut.")] = 30,
+    since: Annotated[str | None, typer.Option("--since", help="logs: a slice of the logs (incremental learning, "
+                                              "§2.2.2): only cut points on or after this date (YYYY-MM-DD).")
+                     ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="logs: nothing on or after this date (YYYY-MM-DD), "
+                                              "cut points and targets alike.")] = None,
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, max=8, help="Interests per user, as "
                                                "mine-interests --max-interests.")] = 3,
     interest_rank: Annotated[str, typer.Option("--interest-rank", help="logs: rank a user's categories by count or "
@@ -95,9 +101,11 @@ def data(
     rates: list[tuple[str, Any]] = []
     if interest_rank not in INTEREST_RANKS:
         raise BadInput(f"--interest-rank {interest_rank}: expected {' or '.join(INTEREST_RANKS)}")
+    if source == "curriculum" and (since or until):
+        raise BadInput("--since/--until slice the logs of --source logs and teacher")
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
                      interest_rank=interest_rank, tags_per_call=tags_per_call, history_tokens=history_tokens,
-                     seed=seed, max_users=max_users)
+                     seed=seed, max_users=max_users, since=_day(since, "--since"), until=_day(until, "--until"))
     with connect(db, create=False) as con:
         excluded = user_list(exclude_users, con)
         ensure_split(con, protocol)
@@ -133,6 +141,18 @@ def data(
             by_task[s.task] = by_task.get(s.task, 0) + 1
         console.print(f"{samples}: {new} new samples ({known} already stored, {repeats} repeats kept once); "
                       + ", ".join(f"{k} {v}" for k, v in sorted(by_task.items())))
+
+
+def _day(value: str | None, option: str) -> datetime | None:
+    """A YYYY-MM-DD option as the start of that day (engagement times are naive, as stored)."""
+    from recgpt_cli.errors import BadInput
+
+    if value is None:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value), datetime.min.time())
+    except ValueError:
+        raise BadInput(f"{option}: {value!r} is not a date", "use YYYY-MM-DD") from None
 
 
 def _judge_data(buffer: Path, task: list[str], samples: Path, jsonl: str | None, max_per_class: int,
