@@ -81,8 +81,8 @@ def samples(path: Path, make: Any) -> list[Sample]:
 
 def later_users(con: Any, users: list[str], t: datetime, n: int) -> list[str]:
     """The first `n` of `users` whose test interaction is on or after `t`."""
-    test = load_split(con, bench_intent.PROTOCOL).phase("test")
     split = load_split(con, bench_intent.PROTOCOL)
+    test = split.phase("test")
     when = {split.user_ids[int(u)]: ts for u, ts in zip(test.user, test.ts, strict=True)}
     return [u for u in users if when[u] >= np.datetime64(t)][:n]
 
