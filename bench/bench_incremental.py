@@ -22,6 +22,7 @@ and the LLM cache live in DIR.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -87,6 +88,16 @@ def later_users(con: Any, users: list[str], t: datetime, n: int) -> list[str]:
     return [u for u in users if when[u] >= np.datetime64(t)][:n]
 
 
+@functools.cache
+def phi_of(db: Path) -> Any:
+    """φ fitted on the store's titles, once per store (every source of a dataset is mapped by the same φ)."""
+    con = open_db(db, read_only=True)
+    try:
+        return fit_tag_category(con, holdout=0.0)[0]
+    finally:
+        con.close()
+
+
 def score(name: str, db: Path, users: list[str], model: Path | None, work: Path, args: argparse.Namespace
           ) -> dict[str, Any]:
     ns = argparse.Namespace(history_tokens=384, model=str(model / "model.gguf") if model else None,
@@ -94,8 +105,7 @@ def score(name: str, db: Path, users: list[str], model: Path | None, work: Path,
     rows, cost = bench_intent.llm_records(db, users, work, ns)
     path = bench_intent.write_jsonl(work / f"{name}-{model.name if model else 'base'}-tags.jsonl", rows)
     con = open_db(db, read_only=True)
-    phi, _ = fit_tag_category(con, holdout=0.0)
-    hr = tag_category_hit_rate(con, path, bench_intent.PROTOCOL, "test", phi=phi)["hr_tagcategory@30"]
+    hr = tag_category_hit_rate(con, path, bench_intent.PROTOCOL, "test", phi=phi_of(db))["hr_tagcategory@30"]
     con.close()
     kept = sum(len(r.get("tags") or []) for r in rows)
     removed = sum(sum((r.get("tag_rules_removed") or {}).values()) for r in rows)
@@ -106,13 +116,13 @@ def score(name: str, db: Path, users: list[str], model: Path | None, work: Path,
 def baselines(db: Path, users: list[str]) -> dict[str, float]:
     con = open_db(db, read_only=True)
     split = load_split(con, bench_intent.PROTOCOL)
-    phi, _ = fit_tag_category(con, holdout=0.0)
     out = {}
     for src, rows in bench_intent.baseline_records(con, split, users).items():
         if src == "oracle":
             continue
         path = bench_intent.write_jsonl(Path(str(db) + f".{src}.jsonl"), rows)
-        out[src] = tag_category_hit_rate(con, path, bench_intent.PROTOCOL, "test", phi=phi)["hr_tagcategory@30"]
+        out[src] = tag_category_hit_rate(con, path, bench_intent.PROTOCOL, "test",
+                                         phi=phi_of(db))["hr_tagcategory@30"]
     con.close()
     return out
 

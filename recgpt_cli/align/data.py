@@ -160,6 +160,8 @@ def log_contexts(
 ) -> Iterator[CutContext]:
     """Every (user, cut) of the train interactions of users not in `exclude` that has an interest from logs."""
     cfg = config or LogsConfig()
+    if cfg.since is not None and cfg.until is not None and cfg.since >= cfg.until:
+        raise BadInput(f"--since {cfg.since:%Y-%m-%d} is not before --until {cfg.until:%Y-%m-%d}")
     if split_info(con, cfg.protocol) is None:
         raise BadInput(f"the store has no {cfg.protocol!r} split",
                        f"make it first: recgpt train-towers --protocol {cfg.protocol} (or import then split)")
@@ -182,12 +184,10 @@ def log_contexts(
         rng = np.random.default_rng(cfg.seed)
         users = sorted(rng.choice(users, size=min(cfg.max_users, len(users)), replace=False).tolist())
     plans: list[dict[str, tuple[int, datetime]]] = [{} for _ in range(cfg.cuts)]
-    if cfg.since is not None and cfg.until is not None and cfg.since >= cfg.until:
-        raise BadInput(f"--since {cfg.since:%Y-%m-%d} is not before --until {cfg.until:%Y-%m-%d}")
     ends: dict[str, int] = {}
     for uid in users:
-        start, ends[uid] = _in_slice(by_user[uid], cfg)
         es = by_user[uid]
+        start, ends[uid] = _in_slice(es, cfg)
         for r, i in enumerate(_cut_points(ends[uid], cfg.cuts, start)):
             plans[r][uid] = (i, es[i - 1].ts)
     for r, plan in enumerate(plans):
