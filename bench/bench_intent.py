@@ -105,9 +105,9 @@ def scored_store(name: str, work: Path, *, read_only: bool = False) -> tuple[Any
     return con, pick_users(load_split(con, PROTOCOL), 100, 0)
 
 
-def record(user_id: str, tags: list[str], interests: list[str] | None = None) -> dict[str, Any]:
+def record(user_id: str, split_id: str, tags: list[str], interests: list[str] | None = None) -> dict[str, Any]:
     ints = interests if interests is not None else tags
-    return {"user_id": user_id, "split": PROTOCOL, "phase": PHASE,
+    return {"user_id": user_id, "split": PROTOCOL, "phase": PHASE, "split_id": split_id,
             "interests": [{"interest_id": f"I{i}", "interest": t} for i, t in enumerate(ints, 1)],
             "tags": [{"tag": t, "interest_id": "I1", "interest": ints[0] if ints else None, "reason": ""}
                      for t in tags]}
@@ -126,6 +126,7 @@ def baseline_records(con: Any, split: SplitData, users: list[str]) -> dict[str, 
         for u, v, t in zip(part.user, part.item, part.ts, strict=True):
             ts[(int(u), int(v))] = t
     test_ip, test_items = split.user_items(PHASE)
+    sid = split.split_id
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in ("freq-categories", "pop-categories", "recent-titles",
                                                              "oracle")}
     for uid in users:
@@ -135,10 +136,10 @@ def baseline_records(con: Any, split: SplitData, users: list[str]) -> dict[str, 
         freq = [c for c, _ in sorted(leaves.items(), key=lambda x: (-x[1], x[0]))][:N_BASELINE_TAGS]
         recent = sorted(items, key=lambda v: ts[(u, int(v))], reverse=True)[:N_BASELINE_TAGS]
         held = test_items[test_ip[u]: test_ip[u + 1]]
-        out["freq-categories"].append(record(uid, freq))
-        out["pop-categories"].append(record(uid, pop_leaves))
-        out["recent-titles"].append(record(uid, [info[split.item_ids[v]][0] for v in recent]))
-        out["oracle"].append(record(uid, [info[split.item_ids[v]][0] for v in held]))
+        out["freq-categories"].append(record(uid, sid, freq))
+        out["pop-categories"].append(record(uid, sid, pop_leaves))
+        out["recent-titles"].append(record(uid, sid, [info[split.item_ids[v]][0] for v in recent]))
+        out["oracle"].append(record(uid, sid, [info[split.item_ids[v]][0] for v in held]))
     return out
 
 

@@ -43,6 +43,7 @@ import orjson
 
 from recgpt_cli.errors import BadInput, RecgptError
 from recgpt_cli.schema import BEHAVIOR_TYPES, stage_row
+from recgpt_cli.splits import stored_split_id
 from recgpt_cli.tokens import TokenCounter, count_tokens
 
 # Strongest intent first: the order of behaviour types inside a period.
@@ -121,6 +122,7 @@ class CompressedUser:
     split: str | None = None
     phase: str | None = None
     cut: str | None = None
+    split_id: str | None = None  # the version of the stored split (`SplitData.split_id`)
 
     def to_record(self) -> dict[str, Any]:
         return stage_row("compressed", asdict(self))  # schema.CompressedUser
@@ -303,6 +305,7 @@ def compress_users(
     keep_types = check_keep_types(keep_types)
     kept, params = _params(date, keep_types, min_rating, user_ids, view)
     cuts = user_cuts(con, view) if view is not None else {}
+    split_id = stored_split_id(con, view.protocol) if view is not None else None
     users_sql = "SELECT user_id, attributes FROM users UNION ALL SELECT DISTINCT user_id, NULL FROM behaviors"
     histories: dict[str, _History] = {}
     for uid, attrs in con.execute(f"SELECT user_id, any_value(attributes) FROM ({users_sql}) GROUP BY 1 ORDER BY 1"
@@ -336,7 +339,7 @@ def compress_users(
     def run(h: _History) -> CompressedUser:
         user = _compress_one(h, h.reference, max_tokens, phrase, items, token_counter, summary_categories)
         if view is not None:
-            user.split, user.phase = view.protocol, view.phase
+            user.split, user.phase, user.split_id = view.protocol, view.phase, split_id
             user.cut = h.cut.isoformat() if h.cut else None
         return user
 

@@ -116,6 +116,7 @@ def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "tes
     per_user: dict[int, list[tuple[float, int, int]]] = {}
     ordered_by: dict[int, str] = {}  # "rank" or "score", per user
     n_rows = 0
+    current_id = split_data.split_id
     for lineno, rec in iter_jsonl(path):
         n_rows += 1
         if record_kind(rec) not in (None, Recommendation.KIND):  # another stage's file given by mistake
@@ -133,8 +134,16 @@ def read_recs(path: str | Path, split_data: SplitData, k: int, phase: str = "tes
         v = split_data.item_index.get(item_id)
         if v is None:
             raise BadInput.at(name, lineno, f"unknown item_id {item_id!r} (not in the items table)")
+        if rec.get("exclude") == "all":
+            raise BadInput.at(name, lineno, "a serving list (`retrieve --exclude all`): it leaves out the held-out "
+                              "items it would be scored on", "retrieve with --exclude train to evaluate")
+        if rec.get("split_id") not in (None, current_id):
+            raise BadInput.at(name, lineno, f"made by a model trained on another version of the split (id "
+                              f"{rec['split_id']}; this --db's {split_data.protocol} split is {current_id}), whose "
+                              "train items may be held out here", "retrieve again with a model trained on this --db")
         if rec.get("tag") is not None:
-            why = leak_reason(rec.get("split"), rec.get("phase"), split_data.protocol, phase)
+            why = leak_reason(rec.get("split"), rec.get("phase"), split_data.protocol, phase,
+                              split_id=rec.get("split_id"), current_id=current_id)
             if why:
                 raise BadInput.at(name, lineno, f"recommendation from tag {rec['tag']!r}: the tag was {why}")
         by = "rank" if rec.get("rank") is not None else "score" if rec.get("score") is not None else None
@@ -322,7 +331,8 @@ def intent_metrics(
     from recgpt_cli.retrieve import Tag
     from recgpt_cli.tag_category import fit_tag_category
 
-    records = read_intent_records(tags_path, protocol=split_data.protocol, phase=phase)
+    records = read_intent_records(tags_path, protocol=split_data.protocol, phase=phase,
+                                  split_id=split_data.split_id)
     phi, _ = fit_tag_category(con, seed=seed, holdout=0.0)
     out: dict[str, Any] = {}
     if any("tags" in r for r in records):
@@ -366,14 +376,15 @@ def tag_category_hit_rate(
     from recgpt_cli.tag_category import fit_tag_category
 
     name = source_name(tags_path)
-    ensure_split(con, protocol)
+    current_id = ensure_split(con, protocol).split_id
     truth = next_item_categories(con, protocol, phase)
     user_tags: dict[str, list[str]] = {}
     for lineno, rec in iter_jsonl(tags_path):
         tags = rec.get("tags")
         if not isinstance(rec.get("user_id"), str) or not isinstance(tags, list):
             raise BadInput.at(name, lineno, "need \"user_id\" and a \"tags\" list (output of recgpt predict-tags)")
-        why = leak_reason(rec.get("split"), rec.get("phase"), protocol, phase)
+        why = leak_reason(rec.get("split"), rec.get("phase"), protocol, phase, split_id=rec.get("split_id"),
+                          current_id=current_id)
         if why:
             raise BadInput.at(name, lineno, f"tags of user {rec['user_id']!r} were {why}")
         texts = [t.get("tag") if isinstance(t, dict) else t for t in tags]

@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from recgpt_cli.towers.saved import TowerModel
 
 
-def read_intent_records(path: str | Path, *, protocol: str | None = None, phase: str | None = None
-                        ) -> list[dict[str, Any]]:
+def read_intent_records(path: str | Path, *, protocol: str | None = None, phase: str | None = None,
+                        split_id: str | None = None) -> list[dict[str, Any]]:
     """mine-interests / predict-tags JSONL, one record per user. With `protocol` and `phase`, a record made from a
-    history that saw that phase is BadInput (file:line)."""
+    history that saw that phase (or, with `split_id`, cut for another version of the split) is BadInput
+    (file:line)."""
     name = source_name(path)
     out = []
     for lineno, rec in iter_jsonl(path):
@@ -56,7 +57,8 @@ def read_intent_records(path: str | Path, *, protocol: str | None = None, phase:
             raise BadInput.at(name, lineno, "need \"user_id\" and an \"interests\" list (mine-interests or "
                               "predict-tags output)")
         if protocol is not None and phase is not None:
-            why = leak_reason(rec.get("split"), rec.get("phase"), protocol, phase)
+            why = leak_reason(rec.get("split"), rec.get("phase"), protocol, phase, split_id=rec.get("split_id"),
+                              current_id=split_id)
             if why:
                 raise BadInput.at(name, lineno, f"record of user {rec['user_id']!r} was {why}")
         out.append(rec)

@@ -107,6 +107,7 @@ class InterestList(BaseModel):
 
 
 DEFAULT_MAX_INTERESTS = 8  # mine-interests' default (the bench and `align data` ask for 3)
+MAX_INTERESTS_CAP = 50  # the reply schema's array bound: every array the model writes is bounded
 MIN_INTERESTS = 3  # asked of the model: a small model stops after one item unless the schema says otherwise
 
 
@@ -276,8 +277,8 @@ class InterestMiner:
     params: SamplingParams | None = None  # None: max_tokens sized to the schema, seed 0
 
     def __post_init__(self) -> None:
-        if self.max_interests < 1:
-            raise BadInput(f"--max-interests {self.max_interests}: must be at least 1")
+        if not 1 <= self.max_interests <= MAX_INTERESTS_CAP:
+            raise BadInput(f"--max-interests {self.max_interests}: must be between 1 and {MAX_INTERESTS_CAP}")
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "InterestList")
         self.model = interest_list_model(self.max_interests)

@@ -26,6 +26,7 @@ import torch
 from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
 from recgpt_cli.schema import TagsRecord, parse_stage_record
+from recgpt_cli.splits import SPLIT_ID_CHARS
 from recgpt_cli.tags import DEFAULT_BETA
 from recgpt_cli.towers.saved import TowerModel
 
@@ -39,6 +40,7 @@ class Tag:
     interest_id: str | None = None  # its mine-interests id ("I1")
     split: str | None = None  # provenance of the history the tag came from (compress --split/--phase)
     phase: str | None = None
+    split_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,10 @@ def engaged_items(con: duckdb.DuckDBPyConnection, model: TowerModel) -> Csr:
 def read_tags(path: str | Path, lines: dict[str, int] | None = None) -> tuple[dict[str, list[Tag]], int]:
     """Tags per user from predict-tags JSONL (schema.TagsRecord: {"user_id", "tags": [{"tag", "interest_id",
     "interest", ...}]}). Returns (tags by user id, number of records with no usable tags); `lines` gets each
-    user's first line number."""
+    user's first line number. A user's records must come from one history (the same split, phase and cut): the
+    rows `retrieve` makes carry one provenance per user, which `evaluate` checks."""
     out: dict[str, list[Tag]] = {}
+    origin: dict[str, tuple[tuple[str | None, ...], int]] = {}
     empty = 0
     for line, rec in iter_jsonl(path):
         try:
@@ -208,12 +212,42 @@ def read_tags(path: str | Path, lines: dict[str, int] | None = None) -> tuple[di
         except ValueError as exc:
             raise BadInput.at(source_name(path), line, str(exc)) from None
         assert isinstance(record, TagsRecord)
-        parsed = [Tag(t.tag, t.interest, t.interest_id, record.split, record.phase) for t in record.tags]
+        prov = (record.split, record.phase, record.cut, record.split_id)
+        first, first_line = origin.setdefault(record.user_id, (prov, line))
+        if prov != first:
+            raise BadInput.at(source_name(path), line, f"user {record.user_id!r}: tags from another history than "
+                              f"line {first_line}'s ({_history_name(prov)} vs {_history_name(first)})",
+                              "give each user's tags from one `recgpt compress` run")
+        parsed = [Tag(t.tag, t.interest, t.interest_id, record.split, record.phase, record.split_id)
+                  for t in record.tags]
         empty += not parsed
         out.setdefault(record.user_id, []).extend(parsed)
         if lines is not None:
             lines.setdefault(record.user_id, line)
     return out, empty
+
+
+def _history_name(prov: tuple[str | None, ...]) -> str:
+    split, phase, cut, _ = prov
+    return f"{split} split, {phase} phase, cut {cut}" if split else "the full history"
+
+
+def check_tags_split(tags_by_user: Mapping[str, list[Tag]], model: TowerModel, name: str,
+                     lines: Mapping[str, int]) -> None:
+    """Refuse tags made from a history cut for another split than the model trained on: its rows would mix two
+    versions of what is held out. Tags from the full history (serving, no split) go through."""
+    model_split = model.config.get("protocol")
+    fingerprint = model.config.get("split_fingerprint")
+    model_id = fingerprint[:SPLIT_ID_CHARS] if isinstance(fingerprint, str) else None
+    for user, tags in tags_by_user.items():
+        if not tags or tags[0].split is None:
+            continue
+        t = tags[0]
+        if t.split != model_split or t.split_id != model_id:
+            raise BadInput.at(name, lines.get(user, 0),
+                              f"user {user!r}: tags from a history cut for the {t.split} split (id {t.split_id}), "
+                              f"but the model trained on the {model_split} split (id {model_id})",
+                              f"compress with `--split {model_split}` on the --db the model trained on")
 
 
 def retrieve(
@@ -243,13 +277,20 @@ def retrieve(
     wanted = list(u_pos) if users is None else [u for u in users if u in u_pos]
     tags = {u_pos[u]: t for u, t in (tags_by_user or {}).items() if u in u_pos}
     excl = engaged_items(con, model) if exclude == "all" and con is not None else None
+    fingerprint = model.config.get("split_fingerprint")
+    model_id = fingerprint[:SPLIT_ID_CHARS] if isinstance(fingerprint, str) else None
     for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,
                               per_tag_quota=per_tag_quota, exclude=excl, exact=exact, ef=ef, m=m):
-        # rows that a tag produced carry the tag's provenance, so `evaluate` can refuse leaked tags
+        # rows that a tag produced carry the tag's provenance (one per user: `read_tags`), so `evaluate` can refuse
+        # leaked tags; every row carries the split the model trained on, whose train items the lists leave out
         origin = (tags.get(u) or [Tag("")])[0]
         for rank, h in enumerate(hits, start=1):
             row = {"user_id": model.user_ids[u], "item_id": model.item_ids[h.item], "rank": rank,
                    "score": round(h.score, 6), "tag": h.tag, "interest_id": h.interest_id, "interest": h.interest}
             if h.tag is not None:
                 row.update(split=origin.split, phase=origin.phase)
+            if model_id is not None:
+                row["split_id"] = model_id
+            if excl is not None:
+                row["exclude"] = "all"
             yield row

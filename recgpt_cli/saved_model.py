@@ -53,7 +53,11 @@ def check_model_split(model_dir: str | Path, model: Any, split: Any) -> None:
         raise BadInput(f"{model_dir}: trained on the {protocol} split, asked to score on the {split.protocol} split",
                        f"use --protocol {protocol}, or train a model with --protocol {split.protocol}")
     fingerprint = model.config.get("split_fingerprint")
-    if fingerprint is not None and fingerprint != split.fingerprint():
+    if fingerprint is None:
+        raise BadInput(f"{model_dir}: its config.json records no split fingerprint (an older recgpt, or edited), so "
+                       "whether its train items are held out in this split cannot be checked",
+                       "train it again with `recgpt train-towers`")
+    if fingerprint != split.fingerprint():
         raise BadInput(f"{model_dir}: trained on another {protocol} split than this --db holds (another seed, "
                        "or data imported since), so its train items could be scored as held-out",
                        "pass the --db the model was trained on, or retrain on this one")

@@ -198,6 +198,7 @@ class CompressedUser(StageRecord):
     split: str | None = None
     phase: str | None = None
     cut: str | None = None
+    split_id: str | None = None  # which version of the stored split (`SplitData.split_id`)
 
     @field_validator("user_id", mode="before")
     @classmethod
@@ -265,6 +266,8 @@ class Recommendation(StageRecord):
     interest: str | None = None
     split: str | None = None  # the tag's provenance (issue 8), on rows a tag produced
     phase: str | None = None
+    split_id: str | None = None  # the version of the split the model trained on (every row of `retrieve`)
+    exclude: str | None = None  # "all": a serving list (`retrieve --exclude all`), which `evaluate` refuses
 
     @field_validator("user_id", "item_id", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ from recgpt_cli.store import ensure_tables
 Protocol = Literal["recbole", "loo"]
 PROTOCOLS: tuple[str, ...] = ("recbole", "loo")
 PHASES: tuple[str, ...] = ("train", "valid", "test")
+SPLIT_ID_CHARS = 16  # 64 bits of the fingerprint: enough to tell two versions of one DB's split apart
 
 SPLITS_DDL = """
 CREATE TABLE IF NOT EXISTS splits (
@@ -147,6 +148,12 @@ class SplitData:
             ph = self.phase(name)
             h.update(name.encode() + ph.user.astype("<i8").tobytes() + ph.item.astype("<i8").tobytes())
         return h.hexdigest()
+
+    @property
+    def split_id(self) -> str:
+        """A short form of `fingerprint()` that LLM records carry (`compress --split`), so that output made from one
+        version of the split is refused on another (a rebuild with another seed, or after an import)."""
+        return self.fingerprint()[:SPLIT_ID_CHARS]
 
     def item_train_counts(self) -> np.ndarray:
         """Popularity of each item = its number of train interactions (RecBole's `data.count_items`)."""
@@ -296,21 +303,30 @@ def _loo_sql() -> str:
     """
 
 
-def leak_reason(split: str | None, phase: str | None, protocol: str, scored: str) -> str | None:
+def leak_reason(split: str | None, phase: str | None, protocol: str, scored: str, *,
+                split_id: str | None = None, current_id: str | None = None) -> str | None:
     """Why LLM output made from a history cut for (`split`, `phase`) must not be scored on `scored` of `protocol`,
     or None when it may (issue 8). A history for `valid` saw train only, one for `test` saw train + valid, and one
-    without provenance saw everything."""
+    without provenance saw everything. With `current_id` (the stored split's `SplitData.split_id`), the record's
+    `split_id` must be it: a history cut for an earlier version of the split (another seed, or before an import)
+    holds items that are valid or test now."""
+    remake = f"make it from `recgpt compress --split {protocol} --phase {scored}`"
     if split is None or phase is None:
-        return (f"made from the full history, which holds the {scored} items being scored; "
-                f"make it from `recgpt compress --split {protocol} --phase {scored}`")
+        return f"made from the full history, which holds the {scored} items being scored; {remake}"
     if phase not in ("valid", "test"):
-        return (f"marked phase {phase!r}, which no `recgpt compress --phase` writes (valid or test); "
-                f"make it from `recgpt compress --split {protocol} --phase {scored}`")
+        return f"marked phase {phase!r}, which no `recgpt compress --phase` writes (valid or test); {remake}"
     if split != protocol:
         return (f"made for the {split} split but scored on the {protocol} split, whose held-out items it may have "
                 f"seen; make it with `recgpt compress --split {protocol} --phase {scored}`")
     if scored == "valid" and phase != "valid":
         return f"made for the {phase} phase, whose history holds the valid items; use --phase valid"
+    if current_id is not None and split_id != current_id:
+        if split_id is None:
+            return (f"made without the split's id (an older recgpt, or edited), so which version of the {split} "
+                    f"split its history saw cannot be checked; {remake}")
+        return (f"made for another version of the {split} split (id {split_id}; this --db's is {current_id}: "
+                f"rebuilt with another seed or after an import), whose valid/test items its history may hold; "
+                f"{remake}")
     return None
 
 
@@ -324,6 +340,17 @@ def check_fresh(con: duckdb.DuckDBPyConnection, stored: SplitInfo, n_now: int | 
             "behaviours were imported after the split was made; rebuild it with "
             f"`recgpt train-towers --protocol {stored.protocol} --new-split` (models trained before must be retrained)",
         )
+
+
+def stored_split_id(con: duckdb.DuckDBPyConnection, protocol: str) -> str:
+    """The stored split's `split_id`; a split older than the DB's behaviours is refused (its new interactions are
+    in no phase, so a history built on it would hold items that a rebuilt split may hold out)."""
+    stored = split_info(con, protocol)
+    if stored is None:
+        raise BadInput(f"no {protocol} split in this DB",
+                       f"make it first: `recgpt train-towers --protocol {protocol}` (or `recgpt compress --split`)")
+    check_fresh(con, stored)
+    return load_split(con, protocol).split_id
 
 
 def split_info(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | None:

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 
 TAG_RULES = ("vague", "bad_reason", "brand", "unlinked", "implausible", "invalid", "stale", "duplicate", "over_cap")
 FRESH_DAYS = 30
+N_TAGS_CAP = 200  # --n-tags bound (the paper asks 50); the reply schema's arrays are bounded by it
 STALE_SHARE = 2 / 3
 DUPLICATE_JACCARD = 0.75
 LINK_JACCARD = 0.5
@@ -420,8 +421,8 @@ class TagPredictor:
     constrain: str = DEFAULT_CONSTRAIN  # TagVocabulary's modes; needs the catalogue (without it: none)
 
     def __post_init__(self) -> None:
-        if self.n_tags < 1:
-            raise BadInput(f"--n-tags {self.n_tags}: must be at least 1")
+        if not 1 <= self.n_tags <= N_TAGS_CAP:
+            raise BadInput(f"--n-tags {self.n_tags}: must be between 1 and {N_TAGS_CAP}")
         self.vocabulary = TagVocabulary.serving(self.constrain, self.catalogue, self.llm)
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "TagList")

@@ -103,6 +103,8 @@ def test_loss_decreases_and_outputs_are_written(trained: tuple[Path, object]) ->
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["steps"] == 12 and manifest["samples"] == 8 and manifest["config"]["method"] == "lora"
     assert manifest["precision"] == ("fp32" if autocast_dtype("cpu", "auto") is None else "bf16")
+    assert manifest["judge_inputs"] == []  # no judge samples here; a judge run records what it saw
+    assert json.loads((out / "trained_users.json").read_text()) == {}  # these samples are no user's history
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 12
 
 

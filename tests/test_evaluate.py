@@ -145,11 +145,12 @@ def test_tag_category_hit_rate(db, tmp_path):
 
     con, _ = db
     assert next_item_categories(con, "loo") == {"u0": "b", "u1": "b", "u2": "b"}
+    made = {**LOO, "split_id": load_split(con, "loo").split_id}
     tags = _write(tmp_path / "tags.jsonl", [
-        {"user_id": "u0", "tags": [{"tag": "pan"}], **LOO},                     # {a}: miss
-        {"user_id": "u1", "tags": [{"tag": "pan"}, {"tag": "shoe"}], **LOO},      # {a, b}: hit
-        {"user_id": "u2", "tags": [], **LOO},                                   # nothing: miss
-        {"user_id": "ghost", "tags": [{"tag": "shoe"}], **LOO}])                  # no next item: not counted
+        {"user_id": "u0", "tags": [{"tag": "pan"}], **made},                     # {a}: miss
+        {"user_id": "u1", "tags": [{"tag": "pan"}, {"tag": "shoe"}], **made},      # {a, b}: hit
+        {"user_id": "u2", "tags": [], **made},                                   # nothing: miss
+        {"user_id": "ghost", "tags": [{"tag": "shoe"}], **made}])                  # no next item: not counted
     out = tag_category_hit_rate(con, tags, "loo", phi=_Phi())
     assert out == {"hr_tagcategory@30": pytest.approx(1 / 3), "hr_tagcategory@30_users": 3,
                    "hr_tagcategory@30_users_without_next_item": 1}
@@ -157,3 +158,8 @@ def test_tag_category_hit_rate(db, tmp_path):
     assert tag_category_hit_rate(con, tags, "loo", n_tags=1, phi=_Phi())["hr_tagcategory@1"] == 0.0
     with pytest.raises(BadInput, match=r"tags\.jsonl:1"):
         tag_category_hit_rate(con, _write(tmp_path / "tags.jsonl", [{"user_id": "u0"}]), "loo", phi=_Phi())
+    # tags cut for an earlier version of the split (before a rebuild) are refused, not scored
+    stale = _write(tmp_path / "stale.jsonl", [{"user_id": "u1", "tags": [{"tag": "shoe"}], **LOO,
+                                               "split_id": "f" * 16}])
+    with pytest.raises(BadInput, match=r"stale\.jsonl:1: .*another version of the loo split"):
+        tag_category_hit_rate(con, stale, "loo", phi=_Phi())

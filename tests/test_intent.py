@@ -41,6 +41,15 @@ def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def loo_id(db: Path) -> str:
+    """The stored loo split's id, which records made by `compress --split loo` carry."""
+    con = open_db(db, read_only=True)
+    try:
+        return load_split(con, "loo").split_id
+    finally:
+        con.close()
+
+
 def words(texts: list[str]) -> list[int]:
     return [len(t.split()) for t in texts]
 
@@ -102,7 +111,27 @@ def test_no_held_out_title_reaches_a_prompt(sample_db: Path, phase: str) -> None
 
     assert leaks(leaky_records) > 0  # the check can fail: full histories do leak held-out items
     assert leaks(split_records) == 0
-    assert all(r["split"] == "loo" and r["phase"] == phase for r in split_records)
+    assert all(r["split"] == "loo" and r["phase"] == phase and r["split_id"] == split.split_id
+               for r in split_records)
+
+
+def test_compress_refuses_a_split_older_than_the_behaviours(sample_db: Path, tmp_path: Path) -> None:
+    """A behaviour imported after the split is in no phase: a history built on the stale split could hold an item
+    that the rebuilt split holds out, so split-aware compression refuses until the split is rebuilt."""
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(sample_db.read_bytes())
+    con = open_db(db)
+    before = load_split(con, "loo").split_id
+    con.execute("INSERT INTO behaviors SELECT * REPLACE ('i0003' AS item_id, ts + INTERVAL 1 DAY AS ts) "
+                "FROM behaviors WHERE user_id = 'u001' AND item_id <> 'i0003' ORDER BY ts DESC LIMIT 1")
+    with pytest.raises(BadInput, match="the stored loo split has .* interactions but the DB now has"):
+        list(compress_users(con, date=default_reference_date(con), user_ids=["u001"], token_counter=words,
+                            view=SplitView("loo", "test")))
+    make_split(con, "loo", force=True)  # what `train-towers --new-split` does
+    rec = next(iter(compress_users(con, date=default_reference_date(con), user_ids=["u001"], token_counter=words,
+                                   view=SplitView("loo", "test")))).to_record()
+    assert rec["split_id"] == load_split(con, "loo").split_id != before
+    con.close()
 
 
 def test_leak_reason_cases() -> None:
@@ -113,14 +142,18 @@ def test_leak_reason_cases() -> None:
     assert "full history" in (leak_reason(None, None, "loo", "test") or "")
     assert "recbole split" in (leak_reason("loo", "test", "recbole", "test") or "")
     assert "marked phase 'train'" in (leak_reason("loo", "train", "loo", "test") or "")  # no compress writes it
+    # a history cut for another version of the split (rebuilt with another seed, or after an import)
+    assert leak_reason("loo", "test", "loo", "test", split_id="a", current_id="a") is None
+    assert "another version" in (leak_reason("loo", "test", "loo", "test", split_id="a", current_id="b") or "")
+    assert "without the split's id" in (leak_reason("loo", "test", "loo", "test", current_id="b") or "")
 
 
 def test_evaluate_refuses_tags_from_a_full_history(sample_db: Path, tmp_path: Path) -> None:
     from recgpt_cli.cli import app
 
     tags = tmp_path / "tags.jsonl"
-    tags.write_text(json.dumps({"user_id": "u001", "split": "loo", "phase": "test", "interests": [],
-                                "tags": [{"tag": "hiking boots", "interest": "I1"}]}) + "\n"
+    tags.write_text(json.dumps({"user_id": "u001", "split": "loo", "phase": "test", "split_id": loo_id(sample_db),
+                                "interests": [], "tags": [{"tag": "hiking boots", "interest": "I1"}]}) + "\n"
                     + json.dumps({"user_id": "u002", "interests": [], "tags": [{"tag": "board games"}]}) + "\n")
     db = tmp_path / "copy.duckdb"
     db.write_bytes(sample_db.read_bytes())
@@ -147,8 +180,17 @@ def test_read_recs_refuses_tag_rows_without_provenance(sample_db: Path, tmp_path
                     + json.dumps({"user_id": "u001", "item_id": "i0002", "rank": 2, "tag": "pans"}) + "\n")
     with pytest.raises(BadInput, match=r"recs.jsonl:2:.*full history"):
         read_recs(recs, split, 10)
-    recs.write_text(json.dumps({"user_id": "u001", "item_id": "i0002", "rank": 1, "tag": "pans", "split": "loo",
-                                "phase": "test"}) + "\n")
+    row = {"user_id": "u001", "item_id": "i0002", "rank": 1, "tag": "pans", "split": "loo", "phase": "test"}
+    recs.write_text(json.dumps(row) + "\n")
+    with pytest.raises(BadInput, match=r"recs.jsonl:1:.*without the split's id"):  # an older recgpt's file
+        read_recs(recs, split, 10)
+    recs.write_text(json.dumps({**row, "split_id": "0" * 16}) + "\n")
+    with pytest.raises(BadInput, match=r"recs.jsonl:1: made by a model trained on another version of the split"):
+        read_recs(recs, split, 10)
+    recs.write_text(json.dumps({**row, "split_id": split.split_id, "exclude": "all"}) + "\n")
+    with pytest.raises(BadInput, match=r"recs.jsonl:1: a serving list"):
+        read_recs(recs, split, 10)
+    recs.write_text(json.dumps({**row, "split_id": split.split_id}) + "\n")
     topk, counts = read_recs(recs, split, 10)
     assert counts["rows"] == 1 and topk[split.user_index["u001"], 0] == split.item_index["i0002"]
 
@@ -219,7 +261,7 @@ def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) ->
     truth = {json.loads(line)["user_id"]: json.loads(line)["interests"]
              for line in (SAMPLE / "truth_interests.jsonl").read_text().splitlines() if line.strip()}
     # u001's true interests as its own interests and tags: interest P = R = 1 through phi
-    recs = [{"user_id": "u001", "split": "loo", "phase": "test",
+    recs = [{"user_id": "u001", "split": "loo", "phase": "test", "split_id": loo_id(sample_db),
              "interests": [{"interest_id": f"I{i}", "interest": leaf} for i, leaf in enumerate(truth["u001"], 1)],
              "tags": [{"tag": leaf, "interest": "I1", "reason": "..."} for leaf in truth["u001"]],
              "tag_rules_removed": {"vague": len(truth["u001"])}}]

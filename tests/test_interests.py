@@ -226,6 +226,24 @@ def test_cli_mine_interests_file_and_positional(tmp_path: Path, fake_cli: list[A
     assert "1 users, 1 ok, 0 failed" in res.output
 
 
+def test_cli_refuses_users_the_aligned_model_learned_under_another_split(tmp_path: Path, fake_cli: list[Any]
+                                                                         ) -> None:
+    """A model aligned on u1's recbole train history must not write u1's interests for the loo split's test phase:
+    that history holds loo's held-out items. The record is refused at its line, before any call."""
+    from recgpt_cli.align.provenance import TRAINED_USERS
+    from recgpt_cli.cli import app
+
+    model = tmp_path / "aligned"
+    model.mkdir()
+    (model / TRAINED_USERS).write_text('{"recbole": ["u1"]}')
+    (model / "model.gguf").write_bytes(b"")
+    src = write_jsonl(tmp_path / "c.jsonl", [{**RECORD, "date": DAY, "split": "loo", "phase": "test", "cut": DAY}])
+    res = CliRunner().invoke(app, ["mine-interests", str(src), "--model", str(model / "model.gguf"), "--no-cache"])
+    assert res.exit_code == 2, res.output
+    assert f"{src}:1: user 'u1': the model was aligned on this user's recbole-split train history" in res.output
+    assert fake_cli == []
+
+
 def test_cli_bad_line_is_exit_2_with_file_and_line(tmp_path: Path, fake_cli: list[Any]) -> None:
     from recgpt_cli.cli import app
 

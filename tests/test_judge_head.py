@@ -262,6 +262,34 @@ def test_packaged_heads_and_when_they_are_the_default(tmp_path: Path) -> None:
     # The shipped labels' users are invented (hl..), so no sample_data or gold sample is a training label of it.
     gold = [orjson.loads(line) for line in (HAND.parent / "gold" / "tags.jsonl").read_text().splitlines()]
     load_head_dir(BUILTIN_HEADS).refuse_training_samples(gold, "tags", "gold")
+    # Its own training labels are refused under any user id: the judge never sees the id, so a renamed copy is the
+    # same input (the buffer hash alone, which holds the id, let such a copy through).
+    own = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()]
+    renamed = [{**s, "user_id": f"{s['user_id']}-copy", "sample_id": f"{s['sample_id']}-copy"} for s in own]
+    n_train = len(m["tasks"]["tags"]["train_hashes"])
+    for samples in (own, renamed):
+        with pytest.raises(BadInput, match=rf"{n_train} of its {len(own)} samples .* would leak"):
+            load_head_dir(BUILTIN_HEADS).refuse_training_samples(samples, "tags", "own")
+
+
+def test_a_judge_from_align_sft_is_not_scored_on_its_training_inputs(tmp_path: Path) -> None:
+    """`align sft` records the judge inputs it trained on (`judge_inputs` in the manifest); agreement measured with
+    that model on them is refused wherever the model is named (its dir, its GGUF, its hf/)."""
+    from recgpt_cli.commands.judge import _refuse_own_labels
+    from recgpt_cli.judge.buffer import judge_input_hash
+    from recgpt_cli.llm.options import LLMOptions
+
+    own = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()]
+    model = tmp_path / "judge-model"
+    (model / "hf").mkdir(parents=True)
+    (model / "manifest.json").write_text(orjson.dumps(
+        {"judge_inputs": [judge_input_hash(own[0], "tags")]}).decode())
+    renamed = {**own[0], "user_id": "someone-else"}
+    for named in (model, model / "model.gguf", model / "hf"):
+        with pytest.raises(BadInput, match=r"labels.jsonl: 1 of its 2 samples .* would leak"):
+            _refuse_own_labels(None, LLMOptions(model=str(named)), [own[1], renamed], "tags", "labels.jsonl")
+    _refuse_own_labels(None, LLMOptions(model=str(model)), own[1:3], "tags", "labels.jsonl")  # not trained on
+    _refuse_own_labels(None, LLMOptions(), own, "tags", "labels.jsonl")  # the embedded model trained on none
 
 
 @pytest.mark.slow

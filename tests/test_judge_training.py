@@ -178,6 +178,8 @@ def test_align_data_from_the_buffer_and_sft_task_filter(store: Path, tmp_path: P
     assert r.exit_code == 0, r.output
     samples = load_samples(out, tasks=["judge"])
     assert {s.task for s in samples} == {"judge_interests", "judge_tags", "judge_explanations"}
+    # each sample keeps the hash of what the judge saw, which `align sft` records so that scoring is refused on it
+    assert all(s.meta.get("input_hash") and s.meta.get("sample_hash") for s in samples)
     assert not load_samples(out, tasks=["interests"])
     assert (out.parent / "judge-heldout-tags.jsonl").exists()
 

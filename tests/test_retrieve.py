@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from recgpt_cli.cli import app
 from recgpt_cli.errors import BadInput
-from recgpt_cli.retrieve import Hit, Tag, merge_with_quota, read_tags, retrieve
+from recgpt_cli.retrieve import Hit, Tag, check_tags_split, merge_with_quota, read_tags, retrieve
 from recgpt_cli.splits import load_split
 from recgpt_cli.towers import TowerConfig, load_model, score_all, train_towers
 
@@ -121,7 +121,7 @@ def test_cli_train_then_retrieve(tmp_path: Path):
     recs = [orjson.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 24 * 3
     assert set(recs[0]) == {"kind", "kind_version", "user_id", "item_id", "rank", "score", "tag", "interest_id",
-                            "interest"}
+                            "interest", "split_id"}  # the version of the split the model trained on
     assert {r["tag"] for r in recs if r["user_id"] == "u01"} == {"tents"}
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--beta", "2"])
     assert res.exit_code == 2 and "beta" in res.output
@@ -164,3 +164,14 @@ def test_tag_rows_carry_the_tags_provenance_and_users_without_tags_work(shop, tm
     assert tagged and all((r["split"], r["phase"]) == ("loo", "test") for r in tagged)
     assert [r for r in recs if r["user_id"] == "u01"] and all(
         "split" not in r for r in recs if r["user_id"] == "u01")
+    # one history per user: a second record cut for another phase would stamp its rows with the first's provenance
+    path.write_bytes(orjson.dumps({"user_id": "u00", "split": "loo", "phase": "valid", "tags": [{"tag": "tea"}],
+                                   **base}) + b"\n" + path.read_bytes())
+    with pytest.raises(BadInput, match=r"tags.jsonl:2: user 'u00': tags from another history than line 1's"):
+        read_tags(path)
+    # tags cut for another split (or version of it) than the model trained on are refused; the model's own pass
+    with pytest.raises(BadInput, match=r"t.jsonl:3: user 'u00': .*but the model trained on"):
+        check_tags_split(tags, model, "t.jsonl", {"u00": 3})
+    own = Tag("coffee", split=model.config["protocol"], phase="test",
+              split_id=model.config["split_fingerprint"][:16])
+    check_tags_split({"u00": [own]}, model, "t.jsonl", {})

@@ -391,6 +391,9 @@ def build_curriculum(
         else:
             built = _inductive(con, cfg, items, skip, p)
         every = list(built)
+        for s in every:
+            if s.user_id:  # cut from this user's train history of the split (align.provenance)
+                s.meta["split"] = cfg.protocol
         kept = _balanced(every, cfg.max_per_category)
         counts[task] = {"built": len({s.hash for s in every}), "kept": len(kept)}
         out += kept

@@ -129,7 +129,8 @@ def rejection_samples(
                     continue
                 reply = {"explanation": items[0]} if task == "explanations" else {task: items}
                 sample = Sample(TASK_PROMPTS[task], source, messages, reply_json(reply), round=round_no,
-                                user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat()})
+                                user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat(),
+                                                           "split": ctx.record.get("split")})
                 if sample.hash not in seen:
                     seen.add(sample.hash)
                     out.append(sample)

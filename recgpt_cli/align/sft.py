@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from recgpt_cli.align.provenance import trained_users, write_trained_users
 from recgpt_cli.align.samples import Sample
 from recgpt_cli.devices import check_device, pick_device
 from recgpt_cli.errors import BadInput, RecgptError
@@ -390,6 +391,8 @@ def train_sft(
     manifest = {"base": str(base_dir), "gguf_template": str(template) if template else None, **identity,
                 "config": asdict(cfg), "steps": total, "samples": result.samples, "skipped_long": skipped,
                 "tasks": sorted({s.task for s in samples}), "train_s": round(train_s, 1), "device": device,
+                # what a trained judge saw in training, so that scoring it on those labels is refused
+                "judge_inputs": sorted({str(s.meta["input_hash"]) for s in samples if s.meta.get("input_hash")}),
                 "precision": "bf16" if amp is not None else "fp32",
                 "tokens_per_s": round(result.tokens_per_s, 1), "peak_memory_mb": round(peak, 1),
                 "resumed_from": result.resumed_from, "first_loss": _finite(result.first_loss),
@@ -397,6 +400,8 @@ def train_sft(
     manifest.update(train_s=round(result.train_s, 1), tokens_per_s=round(result.tokens_per_s, 1),
                     peak_memory_mb=round(result.peak_memory_mb, 1))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    # the LLM stages refuse to serve these users under another split
+    write_trained_users(out, samples, trained_users(base_dir))
     return result
 
 

@@ -31,7 +31,8 @@ BufferOpt = Annotated[Path, typer.Option("--buffer", help="Judge label buffer: a
                                          "holding judge samples, labels and milestone checks.")]
 InOpt = Annotated[str, typer.Option("--in", help="Input JSONL file, or - for stdin.")]
 OutOpt = Annotated[str, typer.Option("--out", help="Output JSONL file, or - for stdout.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; runs with the same seed give the same output.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0,
+                                      help="Random seed; runs with the same seed give the same output.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries on stderr.")]
 SkipBadOpt = Annotated[
     bool,

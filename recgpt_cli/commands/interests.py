@@ -84,6 +84,7 @@ def mine_interests(
 
     Reads `recgpt compress` JSONL; writes it back with `interests` [{interest_id, interest, stage, reason}] and
     `interest_rules_removed` (vague, unsupported = hallucination check, duplicate, over_cap)."""
+    from recgpt_cli.align.provenance import serving_check
     from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.llm.batch import run_batch
@@ -96,8 +97,9 @@ def mine_interests(
     miner = InterestMiner(llm, day, pool, max_interests, llm_opts.load_prompt("interest_mining"),
                           llm_opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed))
     rejects = Rejects(source_name(src))
-    records = checked_records(src, (CompressedUser,), partial(check_record, has_date=day is not None),
-                              skip_bad=skip_bad, rejects=rejects)
+    check, served = partial(check_record, has_date=day is not None), serving_check(llm_opts.model)
+    records = checked_records(src, (CompressedUser,), lambda r: check(r) or served(r), skip_bad=skip_bad,
+                              rejects=rejects)
     batch = run_batch(records, miner, desc="mine-interests", quiet=quiet,
                       concurrency=llm.concurrency)
     tally: Counter[str] = Counter()

@@ -57,6 +57,33 @@ LLMJudgeOpt = Annotated[bool, typer.Option("--llm-judge", help="The LLM's writte
                                            "heads ship for the task.")]
 
 
+def _refuse_own_labels(head: Path | None, llm_opts: LLMOptions, samples: list[dict[str, Any]], task: str,
+                       what: str) -> None:
+    """Agreement on a trained judge's own training labels would leak: the heads record their training samples,
+    a judge from `align sft` the inputs it saw (`judge_inputs` in its manifest, next to the model or its hf/)."""
+    import json
+
+    from recgpt_cli.judge.buffer import refuse_trained_on
+
+    if head is not None:
+        from recgpt_cli.judge.head import load_head_dir
+
+        load_head_dir(head).refuse_training_samples(samples, task, what)
+        return
+    if not llm_opts.model:
+        return
+    model = Path(llm_opts.model)
+    for d in (model, model.parent):
+        manifest = d / "manifest.json"
+        if manifest.is_file():
+            try:
+                inputs = json.loads(manifest.read_text()).get("judge_inputs") or []
+            except (ValueError, AttributeError):
+                continue  # not an `align sft` manifest
+            refuse_trained_on(samples, task, what, str(d), input_hashes=inputs)
+            return
+
+
 def _pick_head(head: Path | None, llm_judge: bool, llm_opts: LLMOptions, task: str) -> Path | None:
     """--head, else the packaged heads for `task` when nothing asks for another judge (the best measured one)."""
     from recgpt_cli.judge.head import builtin_head
@@ -116,11 +143,9 @@ def judge(
     rows = []
     write_to = None if (gold is not None and out == STDIO) else out
     inputs: Iterator[dict[str, Any]] | list[dict[str, Any]] = records()
-    if head is not None and gold is not None:  # agreement on the head's own training labels would leak
-        from recgpt_cli.judge.head import load_head_dir
-
+    if gold is not None:  # agreement on the judge's own training labels would leak
         inputs = list(inputs)
-        load_head_dir(head).refuse_training_samples(inputs, task, source_name(src))
+        _refuse_own_labels(head, llm_opts, inputs, task, source_name(src))
     judged = (_head_judged(head, inputs, task, no_rules, stats, llm_opts) if head is not None else
               judge_samples(inputs, make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
                   spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules,
@@ -350,14 +375,14 @@ def check(
     head = _pick_head(head, llm_judge, llm_opts, task)
     if head is not None:
         from recgpt_cli.judge import JudgeStats
-        from recgpt_cli.judge.head import load_head_dir
 
-        load_head_dir(head).refuse_training_samples(gold, task, str(against))
+        _refuse_own_labels(head, llm_opts, gold, task, str(against))
         rows = list(_head_judged(head, gold, task, no_rules, JudgeStats(), llm_opts))
         from recgpt_cli.judge.head import BUILTIN_HEADS
 
         judge_name = "head:packaged" if head == BUILTIN_HEADS else f"head:{head}"
     else:
+        _refuse_own_labels(None, llm_opts, gold, task, str(against))
         rows = list(judge_samples(gold, make_llm(llm_opts, task="judge"), task, prompt=llm_opts.load_prompt(
             spec.prompt), params=llm_opts.sampling(JUDGE_PARAMS, seed=seed), use_rules=not no_rules, quiet=quiet))
         default_model = "embedded" if llm_opts.backend == "llama-cpp" else "default"

@@ -22,7 +22,7 @@ def retrieve(
     ] = None,
     beta: Annotated[float, typer.Option("--beta", help="h_fuse = beta*h_u + (1-beta)*h_t; 1 = user tower only "
                                         "(default chosen on validation).")] = DEFAULT_BETA,
-    k: Annotated[int, typer.Option("--k", min=1, help="Items per user.")] = 50,
+    k: Annotated[int, typer.Option("--k", min=1, max=1_000_000, help="Items per user.")] = 50,
     per_tag_quota: Annotated[
         int | None, typer.Option("--per-tag-quota", min=1, help="Max items per tag (default ceil(k / tags)).")
     ] = None,
@@ -43,19 +43,23 @@ def retrieve(
     """Retrieve items per user by fusing user and tag towers, h_fuse = beta*h_u + (1-beta)*h_t (§2.3.3)."""
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import Rejects, jsonl_writer, rejects_path_for, source_name
-    from recgpt_cli.retrieve import read_tags
+    from recgpt_cli.retrieve import check_tags_split, read_tags
     from recgpt_cli.retrieve import retrieve as run_retrieve
     from recgpt_cli.saved_model import check_model_matches_db, load_tower_model
     from recgpt_cli.schema import stage_row
+    from recgpt_cli.splits import PROTOCOLS
     from recgpt_cli.store import connect
 
     if exclude not in ("train", "all"):
         raise BadInput(f"--exclude {exclude}: expected train or all")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise BadInput(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     model = load_tower_model(model_dir)
     if protocol is not None and protocol != model.config.get("protocol"):
         raise BadInput(f"--protocol {protocol}: {model_dir} was trained on the {model.config.get('protocol')} split")
     lines: dict[str, int] = {}
     tags_by_user, empty = read_tags(tags, lines) if tags else ({}, 0)
+    check_tags_split(tags_by_user, model, source_name(tags or "-"), lines)
     known = set(model.user_ids)
     rejects = Rejects(source_name(tags or "-"))
     for u in tags_by_user:

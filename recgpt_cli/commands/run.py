@@ -29,7 +29,7 @@ def run(
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, help="Interests kept per user.")] = 4,
     n_tags: Annotated[int, typer.Option("--n-tags", min=1, help="Tags kept per user (the paper uses 50; each "
                                         "one costs a judge call here).")] = 12,
-    k: Annotated[int, typer.Option("--k", min=1, help="Items retrieved per user.")] = 50,
+    k: Annotated[int, typer.Option("--k", min=1, max=1_000_000, help="Items retrieved per user.")] = 50,
     beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t "
                                         "(default chosen on validation).")] = DEFAULT_BETA,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="train-towers epochs (default: its "

@@ -47,6 +47,7 @@ def predict_tags(
     Reads `recgpt mine-interests` JSONL; adds `tags` [{tag, interest_id, interest, reason}] and `tag_rules_removed`
     (vague, bad_reason, brand, unlinked, implausible, invalid, stale = bought/searched in the last 30 days,
     duplicate, over_cap; brand/implausible/invalid need --db)."""
+    from recgpt_cli.align.provenance import serving_check
     from recgpt_cli.interests import default_params
     from recgpt_cli.io import jsonl_writer
     from recgpt_cli.llm.batch import run_batch
@@ -74,7 +75,9 @@ def predict_tags(
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
                              params, catalogue, constrain)
     rejects = Rejects(source_name(src))
-    records = checked_records(src, (InterestsRecord,), check, skip_bad=skip_bad, rejects=rejects)
+    served = serving_check(llm_opts.model)
+    records = checked_records(src, (InterestsRecord,), lambda r: check(r) or served(r), skip_bad=skip_bad,
+                              rejects=rejects)
     batch = run_batch(records, predictor, desc="predict-tags", quiet=quiet,
                       concurrency=llm.concurrency)
     tally: Counter[str] = Counter()

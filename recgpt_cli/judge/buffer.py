@@ -65,6 +65,27 @@ def sample_hash(sample: dict[str, Any], task: str) -> str:
     return hashlib.sha256(orjson.dumps([task, uid, prompt_variables(sample, task)])).hexdigest()
 
 
+def judge_input_hash(sample: dict[str, Any], task: str) -> str:
+    """sha256 over [task, what the judge prompt shows] — no user id: a sample is the same input to a judge under
+    any name, so a trained judge records these to refuse being scored on its own training labels."""
+    return hashlib.sha256(orjson.dumps([task, prompt_variables(sample, task)])).hexdigest()
+
+
+def refuse_trained_on(samples: Sequence[dict[str, Any]], task: str, what: str, judge: str, *,
+                      sample_hashes: Iterable[str] = (), input_hashes: Iterable[str] = ()) -> None:
+    """BadInput when any of `samples` is a training label of `judge` (by its buffer hash or by what the judge sees):
+    agreement measured on them would leak."""
+    by_sample, by_input = set(sample_hashes), set(input_hashes)
+    if not by_sample and not by_input:
+        return
+    hits = [s.get("sample_id") for s in samples
+            if sample_hash(s, task) in by_sample or judge_input_hash(s, task) in by_input]
+    if hits:
+        raise BadInput(f"{what}: {len(hits)} of its {len(samples)} samples (e.g. {hits[0]}) are training labels "
+                       f"of the judge {judge}; scoring it on them would leak",
+                       "score it on labels it was not trained on (e.g. `judge train --source` without this set)")
+
+
 def ensure_buffer(con: duckdb.DuckDBPyConnection) -> None:
     """Create the buffer tables on an open connection if missing (any DuckDB file, the recgpt store included)."""
     ensure_tables(con, BUFFER_DDL)

@@ -302,14 +302,11 @@ class HeadDir:
 
     def refuse_training_samples(self, samples: Sequence[dict[str, Any]], task: str, what: str) -> None:
         """Scoring a head on labels it was fitted on would leak: refuse when any of `samples` is one of them."""
-        from recgpt_cli.judge.buffer import sample_hash
+        from recgpt_cli.judge.buffer import refuse_trained_on
 
-        seen = set(self.manifest.get("tasks", {}).get(task, {}).get("train_hashes", []))
-        hits = [s.get("sample_id") for s in samples if sample_hash(s, task) in seen]
-        if hits:
-            raise BadInput(f"{what}: {len(hits)} of its {len(samples)} samples (e.g. {hits[0]}) are training labels "
-                           f"of the head {self.path}; scoring it on them would leak",
-                           "score it on labels it was not fitted on (e.g. `judge train --source` without this set)")
+        info = self.manifest.get("tasks", {}).get(task, {})
+        refuse_trained_on(samples, task, what, f"head {self.path}", sample_hashes=info.get("train_hashes", []),
+                          input_hashes=info.get("train_inputs", []))
 
     def feature_model(self, cache_dir: Path | str = ".recgpt-cache") -> FeatureModel:
         """The model the heads were fitted on, checked by fingerprint before any verdict."""
@@ -416,13 +413,17 @@ def train_heads(
 
     from recgpt_cli.align.sft import resolve_base
     from recgpt_cli.judge.agreement import agreement
-    from recgpt_cli.judge.buffer import labelled, open_buffer
+    from recgpt_cli.judge.buffer import judge_input_hash, labelled, open_buffer
     from recgpt_cli.judge.rules import rules_only
     from recgpt_cli.judge.training import downsample_recent, split_heldout
 
     out = Path(out)
     for t in tasks:
         get_task(t)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: is a file, not a folder", "give a folder for the heads")
+    if (out / "model.pt").exists():  # a tower model's folder: its config.json would sit beside the heads
+        raise BadInput(f"--out {out}: holds a tower model", "give the heads a folder of their own")
     model_dir, _ = resolve_base(base, Path(cache_dir))
     # An absolute path, so the heads serve from any working directory.
     fingerprint = base_fingerprint(base, model_dir)
@@ -468,7 +469,9 @@ def train_heads(
         n_pass = sum(spec.sample_passes(r["labels"]) for r in kept)
         info = {"data_hash": data_hash, "labelled": len(rows[task]), "train": len(kept), "train_pass": n_pass,
                 "heldout": len(held), "agreement_heldout": heldout,
-                "train_hashes": sorted(r["sample_hash"] for r in kept)}  # so scoring on them can be refused
+                # so scoring on them can be refused, under any user id
+                "train_hashes": sorted(r["sample_hash"] for r in kept),
+                "train_inputs": sorted({judge_input_hash(r["sample"], task) for r in kept})}
         save_task_head(out, head, manifest, info)
         result[task] = info
     return result

@@ -114,6 +114,8 @@ def judge_sample(sample: dict[str, Any], labels: dict[str, str], task: str, *, p
 def build_judge_samples(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDataConfig | None = None
                         ) -> tuple[list[Sample], list[dict[str, Any]], dict[str, int]]:
     """(training samples, held-out rows, counts) from complete labelled buffer rows of `task`."""
+    from recgpt_cli.judge.buffer import judge_input_hash
+
     cfg = cfg or JudgeDataConfig()
     spec = get_task(task)
     prompt = load_prompt(spec.prompt)
@@ -121,7 +123,8 @@ def build_judge_samples(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDat
     kept = downsample_recent(train, task, cfg.max_per_class)
     pairs = augment_minority(kept, task, cfg)
     samples = [judge_sample(r["sample"], r["labels"], task, prompt=prompt, source=str(r.get("source") or "labels"),
-                            round_=rnd, meta={"sample_hash": r.get("sample_hash"), "augmented": rnd > 0})
+                            round_=rnd, meta={"sample_hash": r.get("sample_hash"), "augmented": rnd > 0,
+                                              "input_hash": judge_input_hash(r["sample"], task)})
                for r, rnd in pairs]
     counts = {"rows": len(rows), "heldout": len(held), "train_rows": len(train), "kept": len(kept),
               "augmented": len(pairs) - len(kept), "samples": len(samples),

@@ -10,6 +10,7 @@ paper's value). `--preset NAME` or `--preset FILE.toml`; every field is also a `
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -105,7 +106,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "dim": (2, None), "alpha": (0.0, 1.0), "tag_weight": (0.0, None), "lr": (0.0, None), "weight_decay": (0.0, None),
     "batch_size": (2, None), "temperature": (1e-4, None), "dropout": (0.0, 0.9), "history_dropout": (0.0, 0.9),
     "init_std": (0.0, None), "kl_gamma": (0.0, None), "hidden_dim": (2, None), "encoder_passes": (0, None),
-    "n_levels": (0, None), "n_buckets": (1, None), "threads": (0, None),
+    "n_levels": (0, None), "n_buckets": (1, None), "threads": (0, None), "seed": (0, None), "split_seed": (0, None),
     **{name: (1, None) for name in ("eval_every", "patience", "ensemble", "n_layers", "n_heads", "epochs",
                                     "max_seq_len")},
 }
@@ -120,6 +121,8 @@ def check_config(cfg: TowerConfig) -> None:
             raise ValueError(f"--{option_name(f.name)} {value!r}: expected {f.type}")
     for name, (low, high) in _RANGES.items():
         value = getattr(cfg, name)
+        if not math.isfinite(value):  # nan passes every comparison
+            raise ValueError(f"--{option_name(name)} {value}: expected a finite number")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
             raise ValueError(f"--{option_name(name)} {value}: must be {bounds}")

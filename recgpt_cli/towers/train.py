@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from recgpt_cli.errors import BadInput
 from recgpt_cli.metrics import compute_metrics, full_rank_topk
 from recgpt_cli.splits import SplitData, load_split, make_split, split_info
 from recgpt_cli.towers.batches import Epoch, epoch_batches
@@ -101,6 +102,8 @@ def train_towers(
     cfg = config or TowerConfig()
     check_config(cfg)
     out, started = Path(out_dir), time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out-dir {out}: is a file, not a folder", "give a folder for the model")
     # 1. the split: a stored one whatever its seed (evaluate and the baselines share it); make_split checks it
     stored = split_info(con, cfg.protocol)
     if stored is not None and cfg.protocol == "recbole":
