@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from recgpt_cli.errors import BadInput, RecgptError
+from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.batch import run_batch
@@ -428,12 +428,12 @@ def load_table(db: str | Path | None = None, table_file: str | Path | None = Non
             table[_key(r["interest"], r["category_leaf"])] = r["explanation"]
         return table
     if db is None:
-        raise RecgptError("no explanation table given", "pass --db with a built table, or --table FILE")
+        raise BadInput("no explanation table given", "pass --db with a built table, or --table FILE")
     with connect(db, read_only=True) as con:
         has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'explanation_table'"
                           ).fetchone()
         if not has or not has[0]:
-            raise RecgptError(f"{db}: no explanation_table", "run `recgpt explain --build-table` first, or --mode llm")
+            raise BadInput(f"{db}: no explanation_table", "run `recgpt explain --build-table` first, or --mode llm")
         rows = con.execute("SELECT interest, category_leaf, explanation FROM explanation_table "
                            "ORDER BY prompt_version, model_id").fetchall()
     for interest, leaf, text in rows:

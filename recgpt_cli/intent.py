@@ -33,6 +33,7 @@ from recgpt_cli.metrics import (
     ranking_metrics,
     set_prf,
 )
+from recgpt_cli.schema import InterestsRecord, TagsRecord, parse_stage_record, record_kind
 from recgpt_cli.splits import SplitData, leak_reason
 from recgpt_cli.text import reason_problem
 
@@ -53,6 +54,11 @@ def read_intent_records(path: str | Path, *, protocol: str | None = None, phase:
     name = source_name(path)
     out = []
     for lineno, rec in iter_jsonl(path):
+        if record_kind(rec) not in (None, InterestsRecord.KIND, TagsRecord.KIND):  # another stage's file
+            try:
+                parse_stage_record(rec, InterestsRecord, TagsRecord)
+            except ValueError as exc:
+                raise BadInput.at(name, lineno, str(exc)) from None
         if not isinstance(rec.get("user_id"), str) or not isinstance(rec.get("interests", []), list):
             raise BadInput.at(name, lineno, "need \"user_id\" and an \"interests\" list (mine-interests or "
                               "predict-tags output)")

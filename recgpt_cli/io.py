@@ -50,8 +50,17 @@ def rejects_path_for(out: str | Path | None, fallback: str | Path) -> Path:
     return base.with_name(base.name + ".rejects.jsonl")
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams (test runners, daemons)
+        return False
+
+
 def _open_binary(path: str | Path) -> IO[bytes]:
     if str(path) == STDIO:
+        if _is_terminal(sys.stdin):  # nothing piped in: a stage would sit waiting behind its progress bar
+            raise BadInput("no input: stdin is a terminal", "give a file, or pipe the previous stage's output in")
         return sys.stdin.buffer
     p = Path(path)
     if not p.exists():

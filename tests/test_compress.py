@@ -423,3 +423,5 @@ def test_compress_cli_split_makes_the_split_and_refuses_date(tmp_path: Path) -> 
     assert res.exit_code == 2 and "--date and --split" in res.output
     res = runner.invoke(app, ["compress", "--db", str(db), "--split", "loo", "--phase", "train"])
     assert res.exit_code == 2 and "--phase" in res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--phase", "valid"])  # was ignored: the full history
+    assert res.exit_code == 2 and "--phase valid needs --split" in res.output

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
@@ -184,6 +185,12 @@ def test_cli_build_table_then_lookup(db: Path, tmp_path: Path, monkeypatch: pyte
     _write_jsonl(recs, [{"user_id": "u1", "item_id": "i1", "rank": 1, "score": 1.0, "tag": None, "interest_id": "I1"},
                         {"user_id": "u2", "item_id": "i4", "rank": 1, "score": 1.0, "tag": None, "interest": None}])
     table_out = tmp_path / "table.jsonl"
+    bare = tmp_path / "bare.duckdb"  # a store whose table was never built: the user's input is at fault, exit 2
+    bare.write_bytes(db.read_bytes())
+    with duckdb.connect(str(bare)) as con:
+        con.execute("DROP TABLE IF EXISTS explanation_table")
+    r = CliRunner().invoke(app, ["explain", str(recs), "--db", str(bare), "--interests", str(interests), "-q"])
+    assert r.exit_code == 2 and "no explanation_table" in r.output and "--build-table" in r.output, r.output
     r = CliRunner().invoke(app, ["explain", "--build-table", "--db", str(db), "--interests", str(interests),
                                  "--date", "2025-06-18", "--k", "1", "--table-out", str(table_out)])
     assert r.exit_code == 0, r.output

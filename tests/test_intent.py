@@ -165,6 +165,12 @@ def test_evaluate_refuses_tags_from_a_full_history(sample_db: Path, tmp_path: Pa
     res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--protocol", "loo",
                                    "--phase", "valid", "--tags", str(tags), "--json"])
     assert res.exit_code == 2 and f"{tags}:1:" in res.output
+    # another stage's file given as --tags is named as such, not taken for leaked tags
+    recs = tmp_path / "recs.jsonl"
+    recs.write_text(json.dumps({"kind": "recommendation", "user_id": "u001", "item_id": "i0001", "rank": 1}) + "\n")
+    res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--protocol", "loo",
+                                   "--tags", str(recs), "--json"])
+    assert res.exit_code == 2 and f"{recs}:1: expected recgpt mine-interests output" in res.output, res.output
     res = CliRunner().invoke(app, ["evaluate", "--db", str(db), "--baseline", "pop", "--truth", str(tags)])
     assert res.exit_code == 2 and "--truth scores the interests of --tags" in res.output
 

@@ -101,8 +101,8 @@ def compress(
         "--split", help="Build each history only from what a model may see in --phase of this stored split "
         "(recbole|loo; made with --split-seed if the DB has none): for scoring LLM output on valid/test without "
         "leaking held-out items. Each user's date becomes their cut.")] = None,
-    phase: Annotated[str, typer.Option(
-        "--phase", help="With --split: valid (sees train) or test (sees train + valid).")] = "test",
+    phase: Annotated[str | None, typer.Option(
+        "--phase", help="With --split: valid (sees train) or test (sees train + valid, the default).")] = None,
     split_seed: Annotated[int, typer.Option(
         "--split-seed", help="Seed of the split when --split has to make it (same default as train-towers).")] = 2020,
     stats: Annotated[bool, typer.Option("--stats", help="Print a table of kept/dropped behaviours, tokens "
@@ -141,10 +141,12 @@ def compress(
     keep_types = _csv(keep) or []
     counter = token_counter(tokenizer)
     view = None
+    if phase is not None and split is None:
+        raise BadInput(f"--phase {phase} needs --split", "say which stored split's phase: --split recbole|loo")
     if split is not None:
         if ref_date is not None:
             raise BadInput("--date and --split exclude each other", "with --split each user's date is their cut")
-        view = SplitView(split, phase)
+        view = SplitView(split, phase or "test")
         _ensure_split(db, split, split_seed)
     con = open_db(db, read_only=True)
     try:

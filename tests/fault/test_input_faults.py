@@ -96,6 +96,25 @@ def test_case6_compress_empty_users_is_bad_input(shop_db: Path) -> None:
     assert res.exit_code == 2 and "--users '': no user ids" in res.output
 
 
+@pytest.mark.parametrize("command", [["compress", "--in", "-"], ["mine-interests"]])
+def test_case6_stdin_from_a_terminal_is_bad_input_not_a_hang(command: list[str], shop_db: Path) -> None:
+    """Case 6: a stage told to read stdin with nothing piped in (a terminal) stops at once with exit 2, instead of
+    waiting behind its progress bar for a user who does not know it is reading."""
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        args = [*command, "--db", str(shop_db)] if command[0] == "compress" else command
+        proc = subprocess.run([sys.executable, "-m", "recgpt_cli", *args], stdin=secondary, capture_output=True,
+                              env=child_env(), timeout=120)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 2, proc.stderr
+    assert b"no input: stdin is a terminal" in proc.stderr and b"Traceback" not in proc.stderr
+
+
 def test_case6_mine_interests_refuses_predict_tags_output(tmp_path: Path) -> None:
     """Case 6: each reader validates the stage it expects and names the one it got (was: mine-interests
     accepted predict-tags output)."""
