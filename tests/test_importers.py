@@ -377,6 +377,14 @@ def test_cli_jsonl_ok_then_bad(tmp_path: Path) -> None:
     assert "Traceback" not in bad.output
     with connect(db) as c:
         assert counts(c) == {"users": 4, "items": 4, "behaviors": 6}
+    assert "dated after today" not in result.stderr
+    # a behaviour from the far future is kept but said: compress would date every history from it
+    future = tmp_path / "future.jsonl"
+    future.write_text(orjson.dumps({"user_id": "u1", "type": "detail_view", "item_id": "i2",
+                                    "timestamp": "3024-01-01T00:00:00Z"}).decode() + "\n")
+    result = invoke(["import", "jsonl", "--db", str(db), "--behaviors", str(future)])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 behaviours are dated after today (the latest 3024-01-01 00:00:00)" in result.stderr
 
 
 def test_cli_stdin_quiet_and_skip_bad(tmp_path: Path) -> None:

@@ -45,6 +45,17 @@ def summary_table(report: ImportReport) -> Table:
     return table
 
 
+def future_notes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """A behaviour dated after today is kept (logs may be synthetic or shifted), but said: the stages that default
+    to the store's newest date (`compress` without --date) would date every history from it."""
+    n, latest = con.execute("SELECT count(*), max(ts) FROM behaviors "
+                            "WHERE ts > current_timestamp::TIMESTAMP + INTERVAL 1 DAY").fetchone()  # type: ignore[misc]
+    if not n:
+        return []
+    return [f"{n:,} behaviours are dated after today (the latest {latest}); `compress` without --date dates every "
+            "history from the newest one: check the timestamps, or pass --date"]
+
+
 def _run(db: Path, quiet: bool, load: Callable[[duckdb.DuckDBPyConnection, Path], ImportReport]) -> None:
     """Open the DB, import, print the summary. A new DB file is removed again if the import fails."""
     from recgpt_cli.io import rejects_path_for
@@ -54,6 +65,7 @@ def _run(db: Path, quiet: bool, load: Callable[[duckdb.DuckDBPyConnection, Path]
     con = open_db(db)
     try:
         report = load(con, rejects_path_for(db, db))
+        report.notes.extend(future_notes(con))
     except BaseException:
         con.close()
         if created:
