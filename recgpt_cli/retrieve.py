@@ -232,13 +232,17 @@ def _history_name(prov: tuple[str | None, ...]) -> str:
     return f"{split} split, {phase} phase, cut {cut}" if split else "the full history"
 
 
+def model_split_id(model: TowerModel) -> str | None:
+    """The `SplitData.split_id` of the split the model trained on (None: a model from before fingerprints)."""
+    fingerprint = model.config.get("split_fingerprint")
+    return fingerprint[:SPLIT_ID_CHARS] if isinstance(fingerprint, str) else None
+
+
 def check_tags_split(tags_by_user: Mapping[str, list[Tag]], model: TowerModel, name: str,
                      lines: Mapping[str, int]) -> None:
     """Refuse tags made from a history cut for another split than the model trained on: its rows would mix two
     versions of what is held out. Tags from the full history (serving, no split) go through."""
-    model_split = model.config.get("protocol")
-    fingerprint = model.config.get("split_fingerprint")
-    model_id = fingerprint[:SPLIT_ID_CHARS] if isinstance(fingerprint, str) else None
+    model_split, model_id = model.config.get("protocol"), model_split_id(model)
     for user, tags in tags_by_user.items():
         if not tags or tags[0].split is None:
             continue
@@ -277,8 +281,7 @@ def retrieve(
     wanted = list(u_pos) if users is None else [u for u in users if u in u_pos]
     tags = {u_pos[u]: t for u, t in (tags_by_user or {}).items() if u in u_pos}
     excl = engaged_items(con, model) if exclude == "all" and con is not None else None
-    fingerprint = model.config.get("split_fingerprint")
-    model_id = fingerprint[:SPLIT_ID_CHARS] if isinstance(fingerprint, str) else None
+    model_id = model_split_id(model)
     for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,
                               per_tag_quota=per_tag_quota, exclude=excl, exact=exact, ef=ef, m=m):
         # rows that a tag produced carry the tag's provenance (one per user: `read_tags`), so `evaluate` can refuse
