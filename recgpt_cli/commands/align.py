@@ -298,6 +298,10 @@ def sft(
                     save_every=save_every, device=device, threads=threads or None, precision=precision,
                     gradient_checkpointing=gradient_checkpointing, gguf_type=gguf_type, stages=groups)
     data = load_samples(samples, tasks=task)
+    if task and not data:  # say what the file holds rather than "no samples"
+        held = sorted({s.task for s in load_samples(samples)})
+        raise BadInput(f"{samples}: no samples of --task {', '.join(task)} (it holds: {', '.join(held) or 'none'})",
+                       "give tasks the file holds: interests, tags, explanations, judge or a curriculum task")
 
     def show(entry: dict) -> None:
         if not quiet and (entry["step"] % 5 == 0 or entry["step"] == entry["of"]):

@@ -55,7 +55,8 @@ def _sql_list(values: tuple[str, ...]) -> str:
 def _layout(path: Path) -> tuple[str, Path, Path | None, Path | None]:
     """(variant, ratings, items, users) for a MovieLens folder."""
     if not path.is_dir():
-        raise BadInput(f"{path}: no such folder", "give the unzipped ml-100k or ml-1m folder")
+        raise BadInput(f"{path}: {'is a file, not a folder' if path.exists() else 'no such folder'}",
+                       "give the unzipped ml-100k or ml-1m folder")
     if (path / "u.data").exists():
         return "ml-100k", path / "u.data", path / "u.item", path / "u.user"
     if (path / "ratings.dat").exists():

@@ -223,7 +223,8 @@ def import_recbole(
     timer = Timer()
     d = Path(directory)
     if not d.is_dir():
-        raise BadInput(f"{d}: no such folder", "give the folder holding X.inter / X.item / X.user")
+        raise BadInput(f"{d}: {'is a file, not a folder' if d.exists() else 'no such folder'}",
+                       "give the folder holding X.inter / X.item / X.user")
     inter = find_atomic(d, "inter")
     if inter is None:
         raise BadInput(f"{d}: no .inter file", "RecBole datasets need X.inter (user_id:token item_id:token ...)")

@@ -338,6 +338,7 @@ def test_case8_align_options_fail_before_the_work(shop_db: Path, tmp_path: Path)
         (["--out", str(tmp_path / "a_file")], "is a file, expected an output folder"),
         (["--from", str(fake)], f"{fake}: not a GGUF file"),
         (["--from", str(broken)], f"{broken / 'config.json'}: not a valid transformers config"),
+        (["--task", "magic"], f"{samples}: no samples of --task magic (it holds: tag_prediction)"),
     ]
     for extra, expect in cases:
         args = ["align", "sft", "--samples", str(samples), "--out", str(tmp_path / "m"), "--max-steps", "1", *extra]
@@ -350,6 +351,9 @@ def test_case8_align_options_fail_before_the_work(shop_db: Path, tmp_path: Path)
     res = runner.invoke(app, ["align", "data", "--db", str(shop_db), "--samples", str(tmp_path / "new.jsonl")])
     assert res.exit_code == 2 and "the sample store is a DuckDB file" in res.output
     assert not (tmp_path / "new.jsonl").exists()
+    for kind in ("recbole", "movielens"):  # a file given where a dataset folder is expected is named as such
+        res = runner.invoke(app, ["import", kind, str(tmp_path / "a_file"), "--db", str(tmp_path / "d.duckdb")])
+        assert res.exit_code == 2 and f"{tmp_path / 'a_file'}: is a file, not a folder" in res.output, res.output
 
 
 def test_case8_compress_run_and_annotate_inputs(shop_db: Path, tmp_path: Path) -> None:
