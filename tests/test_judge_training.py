@@ -139,11 +139,17 @@ def test_heldout_split_is_by_user_and_stable() -> None:
     users = [f"user{i}" for i in range(400)]
     held = [u for u in users if is_heldout(u, 0.2)]
     assert 50 < len(held) < 110
-    rows = [row(u, i % 2 == 0, "2025-01-01") for i, u in enumerate(users)]
+    rows = [row(u, i % 2 == 0, "2025-01-01", behaviors=f"{u} bought a teapot") for i, u in enumerate(users)]
     samples, heldout, counts = build_judge_samples(rows, "tags", JudgeDataConfig(heldout_share=0.2))
     assert {r["user_id"] for r in heldout} == set(held)
     assert not {s.user_id for s in samples} & set(held)
     assert counts["heldout"] == len(held)
+    # a held-out user who shows the judge exactly what a training user does is no held-out sample: dropped
+    twin = {**rows[users.index(held[0])], "sample": {**rows[0]["sample"], "user_id": held[0]}}
+    assert not is_heldout(users[0], 0.2)
+    _, heldout, _ = build_judge_samples([twin if r["user_id"] == held[0] else r for r in rows], "tags",
+                                        JudgeDataConfig(heldout_share=0.2))
+    assert {r["user_id"] for r in heldout} == set(held[1:])
 
 
 def test_judge_sample_is_what_the_judge_serves() -> None:

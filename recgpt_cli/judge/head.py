@@ -439,7 +439,7 @@ def train_heads(
     result: dict[str, dict[str, Any]] = {}
     for task in tasks:
         spec = get_task(task)
-        train, held = split_heldout(rows[task], heldout_share)
+        train, held = split_heldout(rows[task], heldout_share, task)
         kept = downsample_recent(train, task, max_per_class)
         if not kept:
             raise BadInput(f"{buffer}: no completely labelled {task} samples of training users"

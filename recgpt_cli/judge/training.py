@@ -41,12 +41,21 @@ def is_heldout(user_id: str, share: float) -> bool:
     return h / 2**32 < share
 
 
-def split_heldout(rows: Sequence[dict[str, Any]], share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train rows, held-out rows) of labelled buffer rows ({"user_id", "sample", "labels", "ts", ...})."""
+def split_heldout(rows: Sequence[dict[str, Any]], share: float, task: str | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train rows, held-out rows) of labelled buffer rows ({"user_id", "sample", "labels", "ts", ...}), by user.
+    With `task`, a held-out row whose judge input a training user also has is dropped from the held-out rows:
+    two users can show the judge the same thing (derived template explanations do), and scoring on it would be
+    scoring on a training input."""
     train: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
     for r in rows:
         (held if is_heldout(str(r.get("user_id") or r["sample"].get("user_id")), share) else train).append(r)
+    if task is not None:
+        from recgpt_cli.judge.buffer import judge_input_hash
+
+        seen = {judge_input_hash(r["sample"], task) for r in train}
+        held = [r for r in held if judge_input_hash(r["sample"], task) not in seen]
     return train, held
 
 
@@ -119,7 +128,7 @@ def build_judge_samples(rows: Sequence[dict[str, Any]], task: str, cfg: JudgeDat
     cfg = cfg or JudgeDataConfig()
     spec = get_task(task)
     prompt = load_prompt(spec.prompt)
-    train, held = split_heldout(rows, cfg.heldout_share)
+    train, held = split_heldout(rows, cfg.heldout_share, task)
     kept = downsample_recent(train, task, cfg.max_per_class)
     pairs = augment_minority(kept, task, cfg)
     samples = [judge_sample(r["sample"], r["labels"], task, prompt=prompt, source=str(r.get("source") or "labels"),
