@@ -36,12 +36,22 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-# Refit the packaged judge heads (recgpt_cli/judge/heads/) on the shipped training labels: ~3 min on 2 cores.
+# Refit the packaged judge heads (recgpt_cli/judge/heads/) on the shipped training labels: ~13 min on 2 cores.
+# Tags: the agent-written labels; interests: those plus labels derived from sample_data's ground truth, the intent
+# bench's scored users and the gold set's users left out (sample_data/judge_train/exclude_users.txt).
 heads: $(STAMP)
-	rm -f build/heads.duckdb && mkdir -p build
+	rm -f build/heads.duckdb build/heads-store.duckdb && mkdir -p build
+	$(BIN)/recgpt import jsonl --db build/heads-store.duckdb --users sample_data/users.jsonl \
+	    --items sample_data/items.jsonl --behaviors sample_data/behaviors.jsonl --quiet
+	$(BIN)/recgpt judge derive --db build/heads-store.duckdb --buffer build/heads.duckdb --task interests \
+	    --truth sample_data/truth_interests.jsonl --exclude-users sample_data/judge_train/exclude_users.txt \
+	    --protocol loo --history-tokens 384
 	$(BIN)/recgpt judge annotate --task tags --import sample_data/judge_train/tags.jsonl --buffer build/heads.duckdb
+	$(BIN)/recgpt judge annotate --task interests --import sample_data/judge_train/interests.jsonl \
+	    --buffer build/heads.duckdb
 	rm -rf recgpt_cli/judge/heads
-	$(BIN)/recgpt judge train --task tags --buffer build/heads.duckdb --source agent --out recgpt_cli/judge/heads
+	$(BIN)/recgpt judge train --task tags --task interests --buffer build/heads.duckdb --max-per-class 200 \
+	    --out recgpt_cli/judge/heads
 
 clean:
 	rm -rf $(OUT) .pytest_cache

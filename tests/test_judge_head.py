@@ -245,13 +245,13 @@ def test_packaged_heads_and_when_they_are_the_default(tmp_path: Path) -> None:
     from recgpt_cli.llm.options import LLMOptions
 
     m = load_head_dir(BUILTIN_HEADS).manifest
-    assert set(m["tasks"]) == {"tags"} and m["base"] == "embedded" and m["layer"] == 18
+    assert set(m["tasks"]) == {"tags", "interests"} and m["base"] == "embedded" and m["layer"] == 18
     assert m["fingerprint"] == file_sha256(embedded_model_path())
-    agree = m["tasks"]["tags"]["agreement_heldout"]
-    assert agree["head + rules"]["acc"] > agree["rules only"]["acc"]
-    assert builtin_head("tags") == BUILTIN_HEADS and builtin_head("interests") is None
-    assert _pick_head(None, False, LLMOptions(), "tags") == BUILTIN_HEADS
-    assert _pick_head(None, False, LLMOptions(), "explanations") is None
+    for task in ("tags", "interests"):
+        agree = m["tasks"][task]["agreement_heldout"]
+        assert agree["head + rules"]["acc"] > agree["rules only"]["acc"]
+        assert builtin_head(task) == BUILTIN_HEADS and _pick_head(None, False, LLMOptions(), task) == BUILTIN_HEADS
+    assert builtin_head("explanations") is None and _pick_head(None, False, LLMOptions(), "explanations") is None
     assert _pick_head(None, True, LLMOptions(), "tags") is None
     assert _pick_head(None, False, LLMOptions(model="x.gguf"), "tags") is None
     assert _pick_head(None, False, LLMOptions(backend="openai", base_url="http://127.0.0.1:1/v1"), "tags") is None
@@ -259,9 +259,11 @@ def test_packaged_heads_and_when_they_are_the_default(tmp_path: Path) -> None:
     assert _pick_head(tmp_path, False, LLMOptions(), "tags") == tmp_path
     with pytest.raises(BadInput, match="give one"):
         _pick_head(tmp_path, True, LLMOptions(), "tags")
-    # The shipped labels' users are invented (hl..), so no sample_data or gold sample is a training label of it.
-    gold = [orjson.loads(line) for line in (HAND.parent / "gold" / "tags.jsonl").read_text().splitlines()]
-    load_head_dir(BUILTIN_HEADS).refuse_training_samples(gold, "tags", "gold")
+    # No gold sample is a training label: the written labels' users are invented (hl..), and the derived ones leave
+    # the gold set's sample_data users out (sample_data/judge_train/exclude_users.txt).
+    for task in ("tags", "interests"):
+        gold = [orjson.loads(line) for line in (HAND.parent / "gold" / f"{task}.jsonl").read_text().splitlines()]
+        load_head_dir(BUILTIN_HEADS).refuse_training_samples(gold, task, "gold")
     # Its own training labels are refused under any user id: the judge never sees the id, so a renamed copy is the
     # same input (the buffer hash alone, which holds the id, let such a copy through).
     own = [orjson.loads(line) for line in (HAND / "tags.jsonl").read_text().splitlines()]
