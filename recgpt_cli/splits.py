@@ -108,6 +108,7 @@ class SplitData:
     valid: Interactions
     test: Interactions
     _csr: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _memo: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -140,14 +141,17 @@ class SplitData:
 
     def fingerprint(self) -> str:
         """sha256 over the ids and every phase's (user, item) rows: a model stores it so that scoring it on a
-        split other than the one it trained on (its train items would count as held-out hits) is refused."""
-        h = hashlib.sha256(self.protocol.encode())
-        for ids in (self.user_ids, self.item_ids):
-            h.update("\x1f".join(ids).encode() + b"\x1e")
-        for name in PHASES:
-            ph = self.phase(name)
-            h.update(name.encode() + ph.user.astype("<i8").tobytes() + ph.item.astype("<i8").tobytes())
-        return h.hexdigest()
+        split other than the one it trained on (its train items would count as held-out hits) is refused. Computed
+        once per loaded split: training, the readers and `split_id` all ask."""
+        if "fingerprint" not in self._memo:
+            h = hashlib.sha256(self.protocol.encode())
+            for ids in (self.user_ids, self.item_ids):
+                h.update("\x1f".join(ids).encode() + b"\x1e")
+            for name in PHASES:
+                ph = self.phase(name)
+                h.update(name.encode() + ph.user.astype("<i8").tobytes() + ph.item.astype("<i8").tobytes())
+            self._memo["fingerprint"] = h.hexdigest()
+        return self._memo["fingerprint"]
 
     @property
     def split_id(self) -> str:

@@ -31,22 +31,27 @@ def write_trained_users(out: Path, samples: Iterable[Any], inherited: Mapping[st
     return result
 
 
-def trained_users(model: str | Path | None) -> dict[str, frozenset[str]]:
-    """What `write_trained_users` recorded for the model named by `--model` (its dir, its GGUF or its hf/);
-    {} for any other model (the embedded one, a GGUF from elsewhere, a server)."""
+def model_record(model: str | Path | None, name: str) -> dict[str, Any]:
+    """The JSON object `align sft` wrote as `name` next to the model named by `--model` (its dir, its GGUF or its
+    hf/); {} for any other model (the embedded one, a GGUF from elsewhere, a server) or an unreadable file."""
     if not model:
         return {}
     p = Path(model)
     for d in (p, p.parent):
-        f = d / TRAINED_USERS
+        f = d / name
         if f.is_file():
             try:
                 data = json.loads(f.read_text())
             except ValueError:
                 continue
-            if isinstance(data, dict):
-                return {str(k): frozenset(map(str, v)) for k, v in data.items() if isinstance(v, list)}
+            return data if isinstance(data, dict) else {}
     return {}
+
+
+def trained_users(model: str | Path | None) -> dict[str, frozenset[str]]:
+    """What `write_trained_users` recorded for the model named by `--model` ({} when nothing)."""
+    return {str(k): frozenset(map(str, v)) for k, v in model_record(model, TRAINED_USERS).items()
+            if isinstance(v, list)}
 
 
 def serving_check(model: str | Path | None) -> Callable[[dict[str, Any]], str | None]:

@@ -61,8 +61,7 @@ def _refuse_own_labels(head: Path | None, llm_opts: LLMOptions, samples: list[di
                        what: str) -> None:
     """Agreement on a trained judge's own training labels would leak: the heads record their training samples,
     a judge from `align sft` the inputs it saw (`judge_inputs` in its manifest, next to the model or its hf/)."""
-    import json
-
+    from recgpt_cli.align.provenance import model_record
     from recgpt_cli.judge.buffer import refuse_trained_on
 
     if head is not None:
@@ -70,18 +69,8 @@ def _refuse_own_labels(head: Path | None, llm_opts: LLMOptions, samples: list[di
 
         load_head_dir(head).refuse_training_samples(samples, task, what)
         return
-    if not llm_opts.model:
-        return
-    model = Path(llm_opts.model)
-    for d in (model, model.parent):
-        manifest = d / "manifest.json"
-        if manifest.is_file():
-            try:
-                inputs = json.loads(manifest.read_text()).get("judge_inputs") or []
-            except (ValueError, AttributeError):
-                continue  # not an `align sft` manifest
-            refuse_trained_on(samples, task, what, str(d), input_hashes=inputs)
-            return
+    inputs = model_record(llm_opts.model, "manifest.json").get("judge_inputs") or []
+    refuse_trained_on(samples, task, what, str(llm_opts.model), input_hashes=inputs)
 
 
 def _pick_head(head: Path | None, llm_judge: bool, llm_opts: LLMOptions, task: str) -> Path | None:
