@@ -145,11 +145,16 @@ def default_params(max_items: int, chars_per_item: int, seed: int = 0) -> Sampli
 def load_interest_pool(path: str | Path) -> list[str]:
     """One preset interest a line; blank lines and `#` comments ignored; duplicates dropped, order kept."""
     p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"{p}: is a directory, expected an interest pool file (one interest a line)")
     if not p.is_file():
         raise BadInput(f"{p}: no such interest pool file", "one interest per line, e.g. sample_data/interest_pool.txt")
     seen: dict[str, None] = {}
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
+    for n, raw in enumerate(p.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8").split("#", 1)[0].strip()
+        except UnicodeDecodeError as exc:
+            raise BadInput.at(str(p), n, f"not valid UTF-8 (byte {exc.start})", "re-encode the file as UTF-8") from None
         if line:
             seen.setdefault(line, None)
     if not seen:

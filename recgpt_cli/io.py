@@ -8,16 +8,17 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
 from recgpt_cli.errors import BadInput
 
 STDIO = "-"
+T = TypeVar("T")
 
 
 def source_name(path: str | Path) -> str:
@@ -68,6 +69,17 @@ def _open_binary(path: str | Path) -> IO[bytes]:
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a JSONL file")
     return p.open("rb")
+
+
+def checked_first(records: Callable[[], Iterator[T]], src: str | Path, *, skip_bad: bool) -> Iterator[T]:
+    """`records()`, but from a file every line is checked before the first record is yielded: a bad line 500
+    stops a slow (LLM) stage before its first call rather than after 499 of them. A pipe is checked as it
+    streams (it can be read once; a rerun answers the finished calls from the cache); with --skip-bad bad
+    lines are set aside as they come, so nothing needs checking ahead."""
+    if not skip_bad and str(src) != STDIO:
+        for _ in records():
+            pass
+    yield from records()
 
 
 def iter_jsonl(

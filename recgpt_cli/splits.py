@@ -216,6 +216,14 @@ def _stored_meta(con: duckdb.DuckDBPyConnection, protocol: str) -> SplitInfo | N
     return SplitInfo(protocol, int(row[0]), r, int(row[2]), int(row[3]), int(row[4]), int(row[5]), reused=True)  # type: ignore[arg-type]
 
 
+def refuse_other_seed(stored: SplitInfo | None, split_seed: int | None, fix: str) -> None:
+    """An explicit --split-seed must be the stored recbole split's seed: a stage never quietly uses a split of
+    another seed than the one asked for (loo is not seeded). `fix` says how to proceed otherwise."""
+    if split_seed is not None and stored is not None and stored.protocol == "recbole" and stored.seed != split_seed:
+        raise BadInput(f"--split-seed {split_seed}: this --db already holds a recbole split made with seed "
+                       f"{stored.seed}", fix)
+
+
 def make_split(
     con: duckdb.DuckDBPyConnection,
     protocol: str = "recbole",

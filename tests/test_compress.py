@@ -425,3 +425,12 @@ def test_compress_cli_split_makes_the_split_and_refuses_date(tmp_path: Path) -> 
     assert res.exit_code == 2 and "--phase" in res.output
     res = runner.invoke(app, ["compress", "--db", str(db), "--phase", "valid"])  # was ignored: the full history
     assert res.exit_code == 2 and "--phase valid needs --split" in res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split-seed", "3"])  # was ignored
+    assert res.exit_code == 2 and "--split-seed 3 needs --split" in res.output
+    # an explicit --split-seed is the stored split's or refused (was: the stored split of another seed, silently)
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "recbole", "--split-seed", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "recbole", "--split-seed", "4", "--quiet"])
+    assert res.exit_code == 2 and "already holds a recbole split made with seed 3" in res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--split", "recbole", "--quiet"])
+    assert res.exit_code == 0 and res.stdout.strip(), res.output

@@ -130,6 +130,11 @@ def test_load_interest_pool(tmp_path: Path) -> None:
     assert load_interest_pool(f) == ["tennis", "cat ownership"]
     with pytest.raises(BadInput):
         load_interest_pool(tmp_path / "missing.txt")
+    with pytest.raises(BadInput, match="is a directory"):
+        load_interest_pool(tmp_path)
+    f.write_bytes(b"tennis\nsk\xe9 boots\n")
+    with pytest.raises(BadInput, match=r"pool.txt:2: not valid UTF-8"):
+        load_interest_pool(f)
     assert load_interest_pool(Path(__file__).parents[1] / "sample_data" / "interest_pool.txt")
 
 

@@ -52,9 +52,9 @@ def stats_table(stats: CompressStats) -> Table:
     return table
 
 
-def _ensure_split(db: Path, protocol: str, seed: int) -> None:
+def _ensure_split(db: Path, protocol: str, seed: int | None) -> None:
     """Make the stored split once (read-write), so the read-only pass below can use it."""
-    from recgpt_cli.splits import PROTOCOLS, make_split, split_info
+    from recgpt_cli.splits import PROTOCOLS, make_split, refuse_other_seed, split_info
     from recgpt_cli.store import open_db
 
     if protocol not in PROTOCOLS:
@@ -63,13 +63,14 @@ def _ensure_split(db: Path, protocol: str, seed: int) -> None:
         raise BadInput(f"--split {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     con = open_db(db, read_only=True)
     try:
-        missing = split_info(con, protocol) is None
+        stored = split_info(con, protocol)
     finally:
         con.close()
-    if missing:
+    refuse_other_seed(stored, seed, "leave --split-seed out to cut the histories for it")
+    if stored is None:
         con = open_db(db)
         try:
-            make_split(con, protocol, seed=seed)
+            make_split(con, protocol, seed=2020 if seed is None else seed)
         finally:
             con.close()
 
@@ -103,8 +104,9 @@ def compress(
         "leaking held-out items. Each user's date becomes their cut.")] = None,
     phase: Annotated[str | None, typer.Option(
         "--phase", help="With --split: valid (sees train) or test (sees train + valid, the default).")] = None,
-    split_seed: Annotated[int, typer.Option(
-        "--split-seed", help="Seed of the split when --split has to make it (same default as train-towers).")] = 2020,
+    split_seed: Annotated[int | None, typer.Option(
+        "--split-seed", min=0, help="Seed of the split when --split has to make it (default 2020, as train-towers); "
+        "another seed than the stored split's is refused.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Print a table of kept/dropped behaviours, tokens "
                                          "raw vs compressed, budget and items lost (stderr).")] = False,
     seed: SeedOpt = 0,
@@ -143,6 +145,8 @@ def compress(
     view = None
     if phase is not None and split is None:
         raise BadInput(f"--phase {phase} needs --split", "say which stored split's phase: --split recbole|loo")
+    if split_seed is not None and split is None:
+        raise BadInput(f"--split-seed {split_seed} needs --split", "say which split: --split recbole|loo")
     if split is not None:
         if ref_date is not None:
             raise BadInput("--date and --split exclude each other", "with --split each user's date is their cut")

@@ -16,8 +16,9 @@ y = h_u.h_v), --recs FILE (any recommendation JSONL {"user_id","item_id","rank"|
 `recgpt retrieve`; rank 1 = best, else higher score = better), or --baseline pop|itemknn|bpr|ease (fitted here on
 the train split; EASE's λ and BPR's epochs chosen on validation).
 
-[bold]Protocols[/] (--protocol; the split is made once, seeded by --seed, stored in the DB and shared with
-train-towers and retrieve):
+[bold]Protocols[/] (--protocol; the split is made once, seeded by --split-seed (default 2020), stored in the DB
+and shared with train-towers and retrieve; --split-seed other than the stored split's is refused; --seed seeds the
+baselines and the tag->category model only):
 [bold]recbole[/] (default): RecBole's general-recommendation default — per user, random order, 80/10/10
 train/valid/test with RecBole's rounding. [bold]loo[/]: leave-one-out by time — per user the last interaction is
 test, the second-last valid, the rest train. Testing masks train+valid items (validation masks train).
@@ -81,12 +82,15 @@ def evaluate(
         str | None, typer.Option("--truth", help="Ground-truth interests JSONL {user_id, interests: [leaf, ...]} "
                                  "(sample_data/truth_interests.jsonl): add interest precision/recall/F1 via phi.")
     ] = None,
+    split_seed: Annotated[int | None, typer.Option(
+        "--split-seed", min=0, help="Seed of the split if this --db has none yet (default 2020); another seed than "
+        "the stored split's is refused (rebuild it with `recgpt train-towers --new-split`).")] = None,
     seed: SeedOpt = 2020,
     quiet: QuietOpt = False,
 ) -> None:
     from recgpt_cli.errors import BadInput
     from recgpt_cli.evaluate import run_evaluation
-    from recgpt_cli.splits import make_split, split_info
+    from recgpt_cli.splits import make_split, refuse_other_seed, split_info
     from recgpt_cli.store import connect
 
     ks = _parse_ks(k)  # options first: a bad one must not leave a split behind
@@ -99,10 +103,15 @@ def evaluate(
         raise BadInput(f"--plot {plot}: is a file, expected a folder for the PNGs")
     if model is None:  # a model is scored only on the split it trained on: never make one for it
         with connect(db, create=False, read_only=True) as con:
-            missing = split_info(con, protocol or "recbole") is None
-        if missing:
+            stored = split_info(con, protocol or "recbole")
+        if stored is None:
             with connect(db, create=False) as con:
-                make_split(con, protocol or "recbole", seed=seed)
+                make_split(con, protocol or "recbole", seed=2020 if split_seed is None else split_seed)
+        refuse_other_seed(stored, split_seed, "leave --split-seed out to score on it, or rebuild it with "
+                          "`recgpt train-towers --new-split --split-seed N` (and retrain the models)")
+    elif split_seed is not None:
+        raise BadInput(f"--split-seed {split_seed}: a --model is scored on the split it was trained on",
+                       "leave --split-seed out")
     # read-only from here on, so `recgpt retrieve ... | recgpt evaluate --recs -` can share the --db
     with connect(db, create=False, read_only=True) as con:
         result = run_evaluation(con, model_dir=model, recs_path=recs, baseline=baseline, compare_path=compare,

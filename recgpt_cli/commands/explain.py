@@ -23,7 +23,7 @@ from recgpt_cli.commands.common import (
 )
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
-from recgpt_cli.io import Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.io import Rejects, checked_first, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.schema import InterestsRecord, Recommendation, TagsRecord, parse_stage_record, stage_row
 from recgpt_cli.store import connect, known_user_ids
 
@@ -104,7 +104,8 @@ def explain(
             yield rec
 
     with jsonl_writer(out) as w:
-        for row in ex.explain_recommendations(recs(), items=items, users=users, mode=mode, date=day, prompt=tmpl,
+        checked = checked_first(recs, src, skip_bad=skip_bad)  # a file: every line before the first call
+        for row in ex.explain_recommendations(checked, items=items, users=users, mode=mode, date=day, prompt=tmpl,
                                               params=params, stats=stats, quiet=quiet, **kwargs):
             w.write(stage_row("explanation", row))
     rejects.rows.extend(rec_rejects.rows)

@@ -15,7 +15,7 @@ from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBad
 from recgpt_cli.commands.llm_options import llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.interests import DEFAULT_MAX_INTERESTS
-from recgpt_cli.io import Rejects, iter_jsonl, rejects_path_for, source_name
+from recgpt_cli.io import Rejects, checked_first, iter_jsonl, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import CompressedUser, StageRecord, parse_stage_record, stage_row
 
@@ -34,19 +34,23 @@ def checked_records(
     skip_bad: bool, rejects: Rejects
 ) -> Iterator[dict[str, Any]]:
     """Input records valid as one of the `expect` stage records (schema.py) that `check` also accepts, as plain
-    dicts; a bad one stops with `file:line:` or, with --skip-bad, is rejected."""
-    for line, obj in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
-        try:
-            record = parse_stage_record(obj, *expect).model_dump(exclude_none=True)
-            problem = check(record)
-        except ValueError as exc:
-            problem = str(exc)
-        if problem is None:
-            yield record
-        elif skip_bad:
-            rejects.add(line, problem, orjson.dumps(obj).decode()[:500])
-        else:
-            raise BadInput.at(source_name(src), line, problem, "use --skip-bad to set such lines aside")
+    dicts; a bad one stops with `file:line:` (from a file, before the first record) or, with --skip-bad, is
+    rejected."""
+    def records() -> Iterator[dict[str, Any]]:
+        for line, obj in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
+            try:
+                record = parse_stage_record(obj, *expect).model_dump(exclude_none=True)
+                problem = check(record)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem is None:
+                yield record
+            elif skip_bad:
+                rejects.add(line, problem, orjson.dumps(obj).decode()[:500])
+            else:
+                raise BadInput.at(source_name(src), line, problem, "use --skip-bad to set such lines aside")
+
+    return checked_first(records, src, skip_bad=skip_bad)
 
 
 def print_summary(stage: str, rows: Counter[str], removed: Counter[str], kept_name: str, batch: Any,

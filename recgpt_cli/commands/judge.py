@@ -30,7 +30,7 @@ from recgpt_cli.commands.common import (
 )
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
-from recgpt_cli.io import STDIO, Rejects, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.io import STDIO, Rejects, checked_first, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.judge.head import DEFAULT_LAYER, DEFAULT_WEIGHT_DECAY
 from recgpt_cli.schema import stage_row
 
@@ -40,7 +40,9 @@ class JudgeGroup(TyperGroup):
     human-loop subcommands. Anything that is not a subcommand name goes to `run`."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+        if not args:  # bare `recgpt judge`: the group's help (as `recgpt align`), not "judge run"'s error
+            args = ["--help"]
+        if args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -131,7 +133,7 @@ def judge(
     stats = JudgeStats()
     rows = []
     write_to = None if (gold is not None and out == STDIO) else out
-    inputs: Iterator[dict[str, Any]] | list[dict[str, Any]] = records()
+    inputs: Iterator[dict[str, Any]] | list[dict[str, Any]] = checked_first(records, src, skip_bad=skip_bad)
     if gold is not None:  # agreement on the judge's own training labels would leak
         inputs = list(inputs)
         _refuse_own_labels(head, llm_opts, inputs, task, source_name(src))

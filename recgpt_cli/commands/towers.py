@@ -107,7 +107,7 @@ def train_towers(
     from dataclasses import replace
 
     from recgpt_cli.errors import BadInput
-    from recgpt_cli.splits import make_split, split_info
+    from recgpt_cli.splits import make_split, refuse_other_seed, split_info
     from recgpt_cli.store import connect
     from recgpt_cli.towers import train_towers as train
     from recgpt_cli.towers.config import check_config, default_preset, load_preset, preset_text
@@ -140,9 +140,8 @@ def train_towers(
             if not quiet:
                 console.print(f"new {cfg.protocol} split: {info.n_train:,} train, {info.n_valid:,} valid, "
                               f"{info.n_test:,} test interactions")
-        elif split_seed is not None and stored is not None and cfg.protocol == "recbole" and stored.seed != split_seed:
-            raise BadInput(f"--split-seed {split_seed}: this --db already holds a recbole split made with seed "
-                           f"{stored.seed}", "leave --split-seed out to use it, or add --new-split to rebuild it")
+        else:
+            refuse_other_seed(stored, split_seed, "leave --split-seed out to use it, or add --new-split to rebuild it")
         report = train(con, out_dir, cfg, console=None if quiet else console)
     if not quiet:
         console.print(f"saved {out_dir}: best epoch {report.best_epoch} of {report.epochs_run}, "

@@ -278,6 +278,14 @@ def test_case7_a_model_is_scored_only_on_its_own_split(trained: tuple[Path, Path
     assert json.loads((tmp_path / "m5" / "config.json").read_text())["split_seed"] == 5
     res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(tmp_path / "m7")])
     assert res.exit_code == 2 and "trained on another recbole split" in res.output  # m7's split is gone
+    # evaluate's --split-seed means what train-towers' does (was: --seed, silently the stored split of seed 5)
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--baseline", "pop", "--split-seed", "7"])
+    assert res.exit_code == 2 and "already holds a recbole split made with seed 5" in res.output, res.output
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--baseline", "pop", "--split-seed", "5", "--json",
+                              "--quiet"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["n_users"] > 0, res.output
+    res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(tmp_path / "m5"), "--split-seed", "5"])
+    assert res.exit_code == 2 and "scored on the split it was trained on" in res.output
 
 
 def test_case7_retrieve_pipes_into_evaluate(trained: tuple[Path, Path]) -> None:

@@ -215,3 +215,24 @@ def test_case7_a_failed_run_keeps_the_previous_output(fake_server: FakeServer, t
     res = recgpt("mine-interests", str(inplace), "--out", str(inplace), *llm_args(fake_server, tmp_path / "cache"))
     assert res.returncode == 0, res.stderr.decode()
     assert inplace.read_bytes() == before
+
+
+def test_case8_a_bad_line_in_a_file_stops_before_the_first_call(fake_server: FakeServer, tmp_path: Path) -> None:
+    """Case 8: the LLM stages check every line of an input file before the first call (was: a bad last line
+    was found after every call before it had been paid for); a pipe is checked as it streams, --skip-bad sets
+    the line aside and calls for the rest."""
+    src = compressed_users(tmp_path / "c.jsonl", n=3)
+    src.write_bytes(src.read_bytes() + b'{"user_id": "u9", "kind": "compressed"}\n')
+    out = tmp_path / "i.jsonl"
+    before = fake_server.requests
+    res = recgpt("mine-interests", str(src), "--out", str(out), *llm_args(fake_server, tmp_path / "cache"))
+    assert res.returncode == 2 and f"{src.name}:4:".encode() in res.stderr, res.stderr.decode()
+    assert fake_server.requests == before and not out.exists()
+    res = subprocess.run(["bash", "-c", f"cat {src} | {sys.executable} -m recgpt_cli mine-interests - --out {out} "
+                          + " ".join(llm_args(fake_server, tmp_path / "cache"))], capture_output=True,
+                         env=child_env(), timeout=120)
+    assert res.returncode == 2 and b"<stdin>:4:" in res.stderr, res.stderr.decode()
+    res = recgpt("mine-interests", str(src), "--out", str(out), "--skip-bad",
+                 *llm_args(fake_server, tmp_path / "cache"))
+    assert res.returncode == 0, res.stderr.decode()
+    assert [r["user_id"] for r in rows(out)] == ["u1", "u2", "u3"]
