@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "judge", "baselines", "retrieval", "intent", "align"]
+ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "shards", "judge", "baselines", "retrieval", "intent",
+         "align"]
 
 
 def main(names: list[str]) -> int:

@@ -31,6 +31,7 @@ users, 53% with it, about as many as the whole untruncated history names (54%) (
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -180,6 +181,25 @@ SELECT k.user_id, count(*) AS n, string_agg(
     chr(10) ORDER BY k.ts, k.type, k.item_id, k.query) AS raw
 FROM kept k LEFT JOIN items i USING (item_id) GROUP BY k.user_id
 """
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard K/N` -> (K, N) with 0 <= K < N: worker K of N (Slurm array task ids and Spark partition ids
+    count from 0)."""
+    k, sep, n = text.partition("/")
+    try:
+        shard = (int(k), int(n)) if sep else None
+    except ValueError:
+        shard = None
+    if shard is None or not 0 <= shard[0] < shard[1]:
+        raise BadInput(f"--shard {text!r}: expected K/N with 0 <= K < N", "e.g. --shard 0/8 ... --shard 7/8")
+    return shard
+
+
+def in_shard(user_id: str, k: int, n: int) -> bool:
+    """Whether `user_id` belongs to shard k of n: md5 of the id, so every machine and Python process agrees
+    (Python's own hash() is salted per process)."""
+    return int.from_bytes(hashlib.md5(user_id.encode("utf-8")).digest()[:8], "big") % n == k
 
 
 def default_reference_date(con: duckdb.DuckDBPyConnection) -> date:

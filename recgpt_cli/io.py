@@ -86,7 +86,9 @@ def iter_jsonl(
     path: str | Path, *, skip_bad: bool = False, rejects: Rejects | None = None, allow_empty: bool = False
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line_number, object) for each non-blank line. Raise BadInput `file:line: ...` on the
-    first bad line unless skip_bad, in which case the line goes to `rejects`."""
+    first bad line unless skip_bad, in which case the line goes to `rejects`. An empty input is BadInput unless
+    `allow_empty` (the line-by-line stages pass it for stdin: an empty partition of a distributed job, or an
+    empty shard, pipes nothing in and gets nothing out)."""
     name = source_name(path)
     fh = _open_binary(path)
     n_seen = 0

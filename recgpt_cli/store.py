@@ -7,6 +7,8 @@ Core tables are created here; a stage that needs its own tables declares them wi
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,10 @@ from recgpt_cli.errors import BadInput, RecgptError
 from recgpt_cli.io import check_parents
 
 SCHEMA_VERSION = 1
+# How long opening a --db waits for another process's lock before giving up (seconds; $RECGPT_DB_WAIT). The
+# stages of one pipe start together: `compress --split` may be writing the split while `predict-tags --db` reads
+# the catalogue, each for a second or so, and DuckDB has no busy timeout of its own.
+DB_WAIT_S = 30.0
 
 CORE_DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -73,24 +79,40 @@ def open_db(path: str | Path, *, read_only: bool = False, create: bool = True) -
     return con
 
 
-def open_duckdb_file(p: Path, *, read_only: bool = False, busy_hint: str | None = None) -> duckdb.DuckDBPyConnection:
+def open_duckdb_file(p: Path, *, read_only: bool = False, busy_hint: str | None = None,
+                     wait: float | None = None) -> duckdb.DuckDBPyConnection:
     """Connect to DuckDB file `p` (created, with its folders, when missing and not read-only), refusing what is
-    not one: a folder, a path under a file, a file of another format. A lock held by another process is
-    RecgptError (exit 1, `busy_hint` says who); anything else DuckDB rejects is bad input."""
+    not one: a folder, a path under a file, a file of another format. A lock held by another process is waited
+    for up to `wait` seconds (default $RECGPT_DB_WAIT or DB_WAIT_S), then RecgptError (exit 1, `busy_hint` says
+    who); anything else DuckDB rejects is bad input."""
     if p.is_dir():
         raise BadInput(f"{p}: is a directory, expected a DuckDB file")
     check_duckdb_header(p)
     if not read_only:
         check_parents(p)
         p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(p), read_only=read_only)
-    except duckdb.IOException as exc:
-        raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})", busy_hint) from None
-    except duckdb.Error as exc:
-        raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
+    deadline, pause = time.monotonic() + (_db_wait() if wait is None else wait), 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(p), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower() and time.monotonic() + pause < deadline:
+                time.sleep(pause)  # another process holds it: wait a little, then try again
+                pause = min(pause * 2, 1.0)
+                continue
+            raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})", busy_hint) from None
+        except duckdb.Error as exc:
+            raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
     check_file_backed(con, p)
     return con
+
+
+def _db_wait() -> float:
+    try:
+        return max(0.0, float(os.environ.get("RECGPT_DB_WAIT", DB_WAIT_S)))
+    except ValueError:
+        raise BadInput(f"RECGPT_DB_WAIT={os.environ['RECGPT_DB_WAIT']!r}: expected seconds, e.g. 30") from None
 
 
 def check_duckdb_header(p: Path) -> None:

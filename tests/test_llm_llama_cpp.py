@@ -72,8 +72,11 @@ def test_plain_prompt_and_threads(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert plain_prompt(msgs, json_output=True) == "Be brief.\n\nHi\n\nAnswer (JSON):\n"
     monkeypatch.setenv("RECGPT_THREADS", "3")
     assert default_threads() == 3
+    # an asked-for count bounds prompt evaluation too (llama.cpp's default is every core: shard workers collided)
+    assert LlamaCppBackend().n_threads_batch == 3
     monkeypatch.delenv("RECGPT_THREADS")
     assert default_threads() >= 1
+    assert LlamaCppBackend().n_threads_batch is None and LlamaCppBackend(n_threads=2).n_threads_batch == 2
     with pytest.raises(RecgptError, match="no such GGUF model file"):
         LlamaCppBackend(tmp_path / "missing.gguf")
 

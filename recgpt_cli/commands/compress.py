@@ -96,6 +96,10 @@ def compress(
     users: Annotated[str | None, typer.Option("--users", help="Only these user ids, comma-separated.")] = None,
     in_path: Annotated[str | None, typer.Option(
         "--in", help="Optional JSONL (or -) whose records carry user_id: compress only those users.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="K/N: only the users of shard K of N (0 <= K < N, by a hash of the user id, the same on "
+        "every machine), after --users/--in: N workers with --shard 0/N ... N-1/N compress every user once. See "
+        "README, Scale out.")] = None,
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="GGUF file whose tokenizer counts tokens. Default: the embedded model.")] = None,
     split: Annotated[str | None, typer.Option(
@@ -118,13 +122,21 @@ def compress(
     `2025-06-28(purchase,cart), 2025-05(detail_view) | Lumina Cookware Set (Cookware), search:"frying pan"`.
     Compression is deterministic; --seed is accepted for symmetry with the other stages and unused.
     """
-    from recgpt_cli.compress import SplitView, compress_stats, compress_users, default_reference_date
+    from recgpt_cli.compress import (
+        SplitView,
+        compress_stats,
+        compress_users,
+        default_reference_date,
+        in_shard,
+        parse_shard,
+    )
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import iter_jsonl, jsonl_writer, source_name
     from recgpt_cli.store import known_user_ids, open_db
     from recgpt_cli.tokens import token_counter
 
     user_ids = _csv(users)
+    shard_kn = parse_shard(shard) if shard is not None else None
     if users is not None and not user_ids:
         raise BadInput(f"--users {users!r}: no user ids in it", "omit --users to compress every user")
     if max_tokens < 0:
@@ -158,6 +170,8 @@ def compress(
         for line, uid in picked:
             if uid not in known:
                 raise BadInput.at(source_name(in_path or "-"), line, f"unknown user_id {uid!r} (not in the --db)")
+        if shard_kn is not None:  # [] is "nobody" below, not "everybody"
+            user_ids = [u for u in (user_ids or sorted(known_user_ids(con))) if in_shard(u, *shard_kn)]
         if ref_date is None:
             reference = default_reference_date(con)
         else:

@@ -23,7 +23,7 @@ from recgpt_cli.commands.common import (
 )
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
-from recgpt_cli.io import Rejects, checked_first, iter_jsonl, jsonl_writer, rejects_path_for, source_name
+from recgpt_cli.io import STDIO, Rejects, checked_first, iter_jsonl, jsonl_writer, rejects_path_for, source_name
 from recgpt_cli.schema import InterestsRecord, Recommendation, TagsRecord, parse_stage_record, stage_row
 from recgpt_cli.store import connect, known_user_ids
 
@@ -94,7 +94,7 @@ def explain(
     rec_rejects = Rejects(source_name(src))
 
     def recs() -> Iterator[dict[str, Any]]:
-        for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rec_rejects):
+        for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rec_rejects, allow_empty=src == STDIO):
             err = _check_rec(rec, items, known_users)
             if err:
                 if not skip_bad:

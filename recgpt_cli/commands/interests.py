@@ -15,7 +15,7 @@ from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBad
 from recgpt_cli.commands.llm_options import llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
 from recgpt_cli.interests import DEFAULT_MAX_INTERESTS
-from recgpt_cli.io import Rejects, checked_first, iter_jsonl, rejects_path_for, source_name
+from recgpt_cli.io import STDIO, Rejects, checked_first, iter_jsonl, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import CompressedUser, StageRecord, parse_stage_record, stage_row
 
@@ -37,7 +37,7 @@ def checked_records(
     dicts; a bad one stops with `file:line:` (from a file, before the first record) or, with --skip-bad, is
     rejected."""
     def records() -> Iterator[dict[str, Any]]:
-        for line, obj in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
+        for line, obj in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects, allow_empty=src == STDIO):
             try:
                 record = parse_stage_record(obj, *expect).model_dump(exclude_none=True)
                 problem = check(record)

@@ -120,7 +120,7 @@ def judge(
     rejects = Rejects(source_name(src))
 
     def records() -> Iterator[dict[str, Any]]:
-        for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects):
+        for line, rec in iter_jsonl(src, skip_bad=skip_bad, rejects=rejects, allow_empty=src == STDIO):
             try:
                 samples = expand_record(rec, task)
             except ValueError as exc:

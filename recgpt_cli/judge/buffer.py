@@ -93,7 +93,7 @@ def ensure_buffer(con: duckdb.DuckDBPyConnection) -> None:
 
 def open_buffer(path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open (or create) a label buffer file."""
-    con = open_duckdb_file(Path(path), busy_hint="is another `recgpt judge annotate` using it?")
+    con = open_duckdb_file(Path(path), busy_hint="is another `recgpt judge annotate` using it?", wait=0)
     ensure_buffer(con)
     return con
 

@@ -47,6 +47,12 @@ class LlamaCppBackend:
         check_gguf(self.model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
+        # Prompt evaluation: llama.cpp's default is every core, which is fastest for one process alone (4 users:
+        # 63 s vs 78 s with 1 thread, 2 cores); a thread count that was asked for ($RECGPT_THREADS, say one per
+        # shard worker) bounds it too: two 1-thread workers took 56 s where two default ones took 65 s.
+        env = os.environ.get("RECGPT_THREADS", "").strip()
+        asked = bool(n_threads) or (env.isdigit() and int(env) > 0)
+        self.n_threads_batch = self.n_threads if asked else None
         self._llm: Any = None
         self._model_id: str | None = None
         self._has_template = True
@@ -69,7 +75,7 @@ class LlamaCppBackend:
                 raise RecgptError("llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
             try:
                 self._llm = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                  verbose=False)
+                                  n_threads_batch=self.n_threads_batch, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise RecgptError(f"{self.model_path}: cannot load GGUF model: {exc}") from exc
             self._has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
