@@ -31,7 +31,7 @@ from recgpt_cli.errors import BadInput
 from recgpt_cli.io import iter_jsonl, source_name
 from recgpt_cli.metrics import compute_metrics, exploration_share, full_rank_topk, hit_matrix
 from recgpt_cli.schema import Recommendation, parse_stage_record, record_kind
-from recgpt_cli.splits import SplitData, ensure_split, leak_reason, load_split, split_info
+from recgpt_cli.splits import SplitData, ensure_split, leak_reason, load_split
 
 DEFAULT_KS = (10, 20)
 
@@ -258,15 +258,11 @@ def run_evaluation(
         if protocol is not None and protocol != trained_on:
             raise BadInput(f"{model_dir}: trained on the {trained_on} split, asked to score on the {protocol} split",
                            f"use --protocol {trained_on}, or train a model with --protocol {protocol}")
-        protocol = trained_on
-        if split_info(con, protocol or "recbole") is None:
-            raise BadInput(f"{model_dir}: this --db has no {protocol} split, so it is not the split the model "
-                           "trained on", "pass the --db the model was trained on")
-    split_data = ensure_split(con, protocol or "recbole", seed=seed)
-    if model is not None:
-        from recgpt_cli.saved_model import check_model_split
+        from recgpt_cli.saved_model import check_model_on_db_split
 
-        check_model_split(model_dir, model, split_data)  # type: ignore[arg-type]
+        split_data = check_model_on_db_split(model_dir, model, con)  # type: ignore[arg-type]
+    else:
+        split_data = ensure_split(con, protocol or "recbole", seed=seed)
     k = max(ks)
     if k > max(split_data.n_items, 1000):  # a short catalogue still gets the usual cut-offs (lists padded)
         raise BadInput(f"--k {k}: more than the {split_data.n_items:,} items there are to rank")

@@ -61,3 +61,19 @@ def check_model_split(model_dir: str | Path, model: Any, split: Any) -> None:
         raise BadInput(f"{model_dir}: trained on another {protocol} split than this --db holds (another seed, "
                        "or data imported since), so its train items could be scored as held-out",
                        "pass the --db the model was trained on, or retrain on this one")
+
+
+def check_model_on_db_split(model_dir: str | Path, model: Any, con: duckdb.DuckDBPyConnection) -> Any:
+    """The `SplitData` of this --db that the model trained on, or BadInput: no such split here, a split older than
+    the DB's behaviours (data imported since), or another version of it (another seed, a rebuild)."""
+    from recgpt_cli.splits import check_fresh, load_split, split_info
+
+    protocol = model.config.get("protocol") or "recbole"
+    stored = split_info(con, protocol)
+    if stored is None:
+        raise BadInput(f"{model_dir}: this --db has no {protocol} split, so it is not the split the model "
+                       "trained on", "pass the --db the model was trained on")
+    check_fresh(con, stored)
+    split = load_split(con, protocol)
+    check_model_split(model_dir, model, split)
+    return split

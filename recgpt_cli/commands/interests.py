@@ -87,7 +87,8 @@ def mine_interests(
     """Mine each user's interests from compressed behaviour with LLM_UI (§2.1.2).
 
     Reads `recgpt compress` JSONL; writes it back with `interests` [{interest_id, interest, stage, reason}] and
-    `interest_rules_removed` (vague, unsupported = hallucination check, duplicate, over_cap)."""
+    `interest_rules_removed` (vague, unsupported = hallucination check, bad_reason = placeholder or copied
+    reason, duplicate, over_cap)."""
     from recgpt_cli.align.provenance import serving_check
     from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
     from recgpt_cli.io import jsonl_writer

@@ -48,13 +48,14 @@ class JudgeGroup(TyperGroup):
 
 
 app = typer.Typer(cls=JudgeGroup, no_args_is_help=False, help="Judge interests, tags or explanations (§3): "
-                  "`recgpt judge --task T FILE`, plus annotate / derive / check for the human loop (§3.2).")
+                  "`recgpt judge --task T FILE` (its options: `recgpt judge run --help`), plus annotate / derive / "
+                  "train / check for the human loop (§3.2).")
 InArg = Annotated[str | None, typer.Argument(help="Stage output or samples JSONL (or - for stdin); same as --in.")]
 TaskOpt = Annotated[str, typer.Option("--task", help="interests | tags | explanations")]
 HeadOpt = Annotated[Path | None, typer.Option(
     "--head", help="A trained judge (`recgpt judge train --out DIR`): verdicts from linear heads over the model's "
     "hidden state instead of its written answer; the LLM options then do not apply. Default: the packaged heads "
-    "for the tasks they ship for (tags) when the LLM options are the defaults, else the LLM judge.")]
+    "for the tasks they ship for (tags, interests) when the LLM options are the defaults, else the LLM judge.")]
 LLMJudgeOpt = Annotated[bool, typer.Option("--llm-judge", help="The LLM's written verdicts even where packaged "
                                            "heads ship for the task.")]
 
@@ -107,7 +108,7 @@ def judge(
     quiet: QuietOpt = False,
     llm_opts: LLMOptions = LLMOptions(),
 ) -> None:
-    """Judge interests, tags or explanations per criterion with an LLM judge (§3)."""
+    """Judge interests, tags or explanations per criterion (§3): packaged heads for tags and interests, else the LLM."""
     from recgpt_cli.judge import JudgeStats, expand_record, get_task, judge_samples
     from recgpt_cli.judge.run import JUDGE_PARAMS
     from recgpt_cli.llm.factory import make_llm

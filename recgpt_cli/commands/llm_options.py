@@ -88,9 +88,12 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def llm_options(*, date: bool = True, prompt: bool = True) -> Callable[[F], F]:
-    """Decorator: add the LLM options to a Typer command and pass them as one `llm_opts: LLMOptions`."""
+def llm_options(*, date: bool = True, prompt: bool = True, date_help: str | None = None) -> Callable[[F], F]:
+    """Decorator: add the LLM options to a Typer command and pass them as one `llm_opts: LLMOptions`.
+    `date_help` replaces --date's help where a command gives the date more to do (`run`)."""
     names = [name for name, _, _ in _OPTIONS if (date or name != "date") and (prompt or name != "prompt")]
+    options = [(name, Annotated[str | None, typer.Option("--date", rich_help_panel="LLM", help=date_help)]
+                if name == "date" and date_help else ann, default) for name, ann, default in _OPTIONS]
 
     def decorate(func: F) -> F:
         sig = inspect.signature(func, eval_str=True)  # typer reads a __signature__ as it is
@@ -98,7 +101,7 @@ def llm_options(*, date: bool = True, prompt: bool = True) -> Callable[[F], F]:
             raise TypeError(f"{func.__name__}: an @llm_options command takes `llm_opts`")
         own = [p for p in sig.parameters.values() if p.name != "llm_opts"]
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-                 for name, ann, default in _OPTIONS if name in names]
+                 for name, ann, default in options if name in names]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -45,7 +45,7 @@ def retrieve(
     from recgpt_cli.io import Rejects, jsonl_writer, rejects_path_for, source_name
     from recgpt_cli.retrieve import check_tags_split, read_tags
     from recgpt_cli.retrieve import retrieve as run_retrieve
-    from recgpt_cli.saved_model import check_model_matches_db, load_tower_model
+    from recgpt_cli.saved_model import check_model_matches_db, check_model_on_db_split, load_tower_model
     from recgpt_cli.schema import stage_row
     from recgpt_cli.splits import PROTOCOLS
     from recgpt_cli.store import connect
@@ -68,6 +68,12 @@ def retrieve(
     unknown = len(rejects)
     with connect(db, read_only=True) as con, jsonl_writer(out) as writer:
         check_model_matches_db(model_dir, model, con)
+        if exclude == "train":  # lists for `evaluate`: on the split the model trained on, as it stands in the --db
+            try:
+                check_model_on_db_split(model_dir, model, con)
+            except BadInput as exc:
+                serving = "for serving lists that nothing scores, --exclude all"
+                raise BadInput(exc.message, f"{exc.hint}; or, {serving}" if exc.hint else serving) from None
         for rec in run_retrieve(con, model, tags_by_user, beta=beta, k=k, per_tag_quota=per_tag_quota, exact=exact,
                                 exclude=exclude, ef=ef, m=m):
             writer.write(stage_row("recommendation", rec))

@@ -14,7 +14,10 @@ from recgpt_cli.tags import DEFAULT_BETA
 
 
 @friendly_errors
-@llm_options(prompt=False)
+@llm_options(prompt=False, date_help=(
+    "Serve everything up to this date (YYYY-MM-DD), shown to the LLM as today: compress reads the whole history "
+    "up to it instead of the split's test-phase view, so the tagged lists saw held-out items and only the "
+    "tag-free lists (recs.user-only.jsonl, beta = 1) are scored. Default: score honestly on the split."))
 def run(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder: users/items/behaviors.jsonl "
                                                       "(like sample_data/) or RecBole atomic files.")

@@ -156,6 +156,28 @@ def test_case6_retrieve_with_a_model_from_another_db(trained: tuple[Path, Path],
     assert "trained on another database" in res.output and "items are not in this --db" in res.output
 
 
+def test_case9_retrieve_says_the_split_is_stale(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Case 9: after more behaviours are imported, retrieve's evaluation lists are refused like every other
+    stage's (was: exit 0, and the lists refused one step later by evaluate); serving lists go through."""
+    db, model = trained
+    copy = tmp_path / "shop.duckdb"
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy))
+    user, item = con.execute("SELECT u.user_id, i.item_id FROM users u, items i WHERE NOT EXISTS (SELECT 1 FROM "
+                             "behaviors b WHERE b.user_id = u.user_id AND b.item_id = i.item_id) LIMIT 1").fetchone()
+    con.close()
+    behaviour = tmp_path / "more.jsonl"
+    behaviour.write_text(json.dumps({"user_id": user, "item_id": item, "type": "purchase",
+                                     "timestamp": "2025-06-01T10:00:00Z"}) + "\n")
+    assert runner.invoke(app, ["import", "jsonl", "--db", str(copy), "--behaviors", str(behaviour),
+                               "--quiet"]).exit_code == 0
+    res = runner.invoke(app, ["retrieve", "--db", str(copy), "--model", str(model), "--k", "3"])
+    assert res.exit_code == 2 and "interactions but the DB now has" in res.output, res.output
+    res = runner.invoke(app, ["retrieve", "--db", str(copy), "--model", str(model), "--k", "3", "--exclude", "all",
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+
+
 @pytest.mark.parametrize("damaged", ["model.pt", "config.json"])
 def test_case6_damaged_model_files(damaged: str, trained: tuple[Path, Path], tmp_path: Path) -> None:
     """Case 6: a corrupt model.pt / config.json is bad input naming the folder (was: an internal error)."""
@@ -278,6 +300,13 @@ def test_case7_a_model_is_scored_only_on_its_own_split(trained: tuple[Path, Path
     assert json.loads((tmp_path / "m5" / "config.json").read_text())["split_seed"] == 5
     res = runner.invoke(app, ["evaluate", "--db", str(other), "--model", str(tmp_path / "m7")])
     assert res.exit_code == 2 and "trained on another recbole split" in res.output  # m7's split is gone
+    # retrieve's evaluation lists are refused there too (was: exit 0, refused one step later by evaluate)
+    res = runner.invoke(app, ["retrieve", "--db", str(other), "--model", str(tmp_path / "m7"), "--k", "3"])
+    assert res.exit_code == 2 and "trained on another recbole split" in res.output
+    assert "--exclude all" in res.output
+    res = runner.invoke(app, ["retrieve", "--db", str(other), "--model", str(tmp_path / "m7"), "--k", "3",
+                              "--exclude", "all", "--quiet"])
+    assert res.exit_code == 0 and res.stdout.count("\n") > 0, res.output
     # evaluate's --split-seed means what train-towers' does (was: --seed, silently the stored split of seed 5)
     res = runner.invoke(app, ["evaluate", "--db", str(other), "--baseline", "pop", "--split-seed", "7"])
     assert res.exit_code == 2 and "already holds a recbole split made with seed 5" in res.output, res.output
