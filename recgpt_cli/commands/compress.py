@@ -166,12 +166,12 @@ def compress(
         _ensure_split(db, split, split_seed)
     con = open_db(db, read_only=True)
     try:
-        known = known_user_ids(con) if picked else set()
+        known = known_user_ids(con) if picked or (shard_kn is not None and not user_ids) else set()
         for line, uid in picked:
             if uid not in known:
                 raise BadInput.at(source_name(in_path or "-"), line, f"unknown user_id {uid!r} (not in the --db)")
         if shard_kn is not None:  # [] is "nobody" below, not "everybody"
-            user_ids = [u for u in (user_ids or sorted(known_user_ids(con))) if in_shard(u, *shard_kn)]
+            user_ids = [u for u in (user_ids or sorted(known)) if in_shard(u, *shard_kn)]
         if ref_date is None:
             reference = default_reference_date(con)
         else:

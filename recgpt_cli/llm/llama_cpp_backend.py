@@ -20,14 +20,20 @@ from recgpt_cli.llm.embedded import check_gguf, embedded_model_path
 from recgpt_cli.llm.fingerprint import file_sha256
 
 
+def asked_threads() -> int | None:
+    """$RECGPT_THREADS when it is a positive integer, else None."""
+    env = os.environ.get("RECGPT_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
 def default_threads() -> int:
     """$RECGPT_THREADS, else the cores this process may use minus one (at least 1).
 
     One core is left free because pipe stages run side by side and llama.cpp's threads spin-wait: on a busy
     2-core machine 2 threads measured 4-10x slower than 1 (bench/bench_llm.py)."""
-    env = os.environ.get("RECGPT_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    asked = asked_threads()
+    if asked is not None:
+        return asked
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
@@ -50,9 +56,7 @@ class LlamaCppBackend:
         # Prompt evaluation: llama.cpp's default is every core, which is fastest for one process alone (4 users:
         # 63 s vs 78 s with 1 thread, 2 cores); a thread count that was asked for ($RECGPT_THREADS, say one per
         # shard worker) bounds it too: two 1-thread workers took 56 s where two default ones took 65 s.
-        env = os.environ.get("RECGPT_THREADS", "").strip()
-        asked = bool(n_threads) or (env.isdigit() and int(env) > 0)
-        self.n_threads_batch = self.n_threads if asked else None
+        self.n_threads_batch = self.n_threads if n_threads or asked_threads() is not None else None
         self._llm: Any = None
         self._model_id: str | None = None
         self._has_template = True
