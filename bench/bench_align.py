@@ -181,7 +181,9 @@ def main() -> None:
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     for name in names:
-        aligned = [r for r in score(name, args, str(model_dir / "model.gguf"), args.work) if r["source"] == "llm"]
+        # a merged model.gguf when the run exported one, else the dir (its adapter.gguf on the embedded model)
+        served = str(model_dir / "model.gguf") if (model_dir / "model.gguf").exists() else str(model_dir)
+        aligned = [r for r in score(name, args, served, args.work) if r["source"] == "llm"]
         # the base model on the same users, DB and tower (its answers cached by bench_intent under --base-work)
         base_rows = score(name, args, None, args.base_work or args.work)
         for row in base_rows:

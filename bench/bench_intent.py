@@ -53,6 +53,7 @@ from recgpt_cli.evaluate import item_category_codes, next_item_categories, tag_c
 from recgpt_cli.importers import import_jsonl, import_recbole  # noqa: E402
 from recgpt_cli.intent import interest_prf, load_truth, subset_metrics, tag_item_topk, tag_quality  # noqa: E402
 from recgpt_cli.interests import InterestMiner  # noqa: E402
+from recgpt_cli.llm.aligned import BASE_MODEL  # noqa: E402
 from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
 from recgpt_cli.splits import SplitData, load_split, make_split  # noqa: E402
 from recgpt_cli.store import open_db  # noqa: E402
@@ -160,7 +161,8 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
     truth = next_item_categories(con, PROTOCOL, PHASE)
     con.close()
     ceiling = float(np.mean([truth.get(r["user_id"]) in r["categories"] for r in compressed]))
-    kwargs: dict[str, Any] = {"model": args.model} if args.model else {}
+    # no --model: the raw embedded model (`base`), not the stages' default (the packaged alignment adapter)
+    kwargs: dict[str, Any] = {"model": args.model or BASE_MODEL}
     miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=args.max_interests)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
                              max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain)
@@ -293,7 +295,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-tokens", type=int, default=384, help="compress budget per user (prompt size)")
-    ap.add_argument("--model", default=None, help="GGUF file (default: the embedded model)")
+    ap.add_argument("--model", default=None, help="GGUF file or aligned model dir (default: the raw embedded "
+                    "model; the packaged alignment adapter is `--model recgpt_cli/llm/aligned`)")
     ap.add_argument("--max-interests", type=int, default=BENCH_INTERESTS, help="mine-interests --max-interests")
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain (constrained decoding of the tags)")

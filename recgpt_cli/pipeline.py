@@ -67,7 +67,7 @@ class PipelineReport:
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> {n, errors, pass_rates}
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluate --json of the retrieved lists
     llm_tokens: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # task -> (calls, prompt, completion)
-    interests_kept: int = 0  # what mine-interests' rules let through: 0 is the raw embedded model's usual result
+    interests_kept: int = 0  # what mine-interests' rules let through: 0 is the raw model's usual result (--model base)
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:

@@ -138,6 +138,54 @@ def test_exported_gguf_serves_what_was_learned(trained: tuple[Path, object]) -> 
     assert orjson.loads(text) == {"colour": "blue"}
 
 
+def test_adapter_gguf_serves_what_the_merged_export_serves(trained: tuple[Path, object], tmp_path: Path) -> None:
+    """The adapter as a llama.cpp LoRA GGUF, merged into the embedded GGUF with numpy at first use, answers every
+    prompt as the model.gguf exported from the merged transformers weights does (tensor names, alpha / rank, q/k's
+    rope row order: any one wrong and the answers differ)."""
+    from recgpt_cli.align.gguf_export import export_lora_gguf
+    from recgpt_cli.llm.base import SamplingParams
+    from recgpt_cli.llm.embedded import embedded_model_path
+    from recgpt_cli.llm.factory import make_backend
+    from recgpt_cli.llm.fingerprint import file_sha256
+    from recgpt_cli.llm.options import LLMOptions
+
+    out, _ = trained
+    d = tmp_path / "adapter-only"
+    export_lora_gguf(out / "adapter", d / "adapter.gguf")
+    (d / "manifest.json").write_text(json.dumps({"adapter_base": "embedded",
+                                                 "adapter_base_sha256": file_sha256(embedded_model_path())}))
+    lora = make_backend(LLMOptions(model=str(d), cache_dir=tmp_path / "cache"))
+    merged = make_backend(LLMOptions(model=str(out)))
+    params = SamplingParams(max_tokens=12)
+    answers = [(lora.complete(s.messages, None, params).text, merged.complete(s.messages, None, params).text)
+               for s in samples()]
+    assert [a for a, _ in answers] == [b for _, b in answers]
+    assert orjson.loads(answers[0][0]) == {"colour": "blue"}
+    assert len(list((tmp_path / "cache").glob("merged-*.gguf"))) == 1  # merged once, reused by model id
+
+
+def test_sft_from_a_gguf_writes_an_adapter_gguf_served_without_export(embedded_hf: Path, tmp_path: Path) -> None:
+    from recgpt_cli.llm.base import SamplingParams
+    from recgpt_cli.llm.embedded import embedded_model_path
+    from recgpt_cli.llm.factory import make_backend
+    from recgpt_cli.llm.fingerprint import file_sha256
+    from recgpt_cli.llm.options import LLMOptions
+
+    gguf = embedded_model_path()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"hf-{file_sha256(gguf)[:16]}").symlink_to(embedded_hf)  # the conversion align sft would make
+    out = tmp_path / "run"
+    train_sft(samples(), out, cfg(max_steps=12), base=str(gguf), cache_dir=cache, export=False)
+    assert (out / "adapter.gguf").is_file() and not (out / "model.gguf").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["adapter_base"] == str(gguf.resolve()) and manifest["adapter_base_sha256"] == file_sha256(gguf)
+    backend = make_backend(LLMOptions(model=str(out), cache_dir=cache))
+    assert backend.adapter == out / "adapter.gguf"  # type: ignore[attr-defined]
+    text = backend.complete(samples()[0].messages, None, SamplingParams(max_tokens=12)).text
+    assert orjson.loads(text) == {"colour": "blue"}
+
+
 def assert_resumed_like(whole: Any, cut: Path, base: Path, step: int) -> None:
     """Rerun the interrupted run in `cut`: it resumes at `step`, its losses and final weights are `whole`'s."""
     import torch

@@ -112,7 +112,7 @@ def test_cli_train_then_retrieve(tmp_path: Path):
                                     "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n")
     out = tmp_path / "recs.jsonl"
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--k", "3",
-                              "--out", str(out)])
+                              "--beta", "0.9", "--out", str(out)])
     assert res.exit_code == 0, res.output
     # a tag user the model cannot serve is counted and kept aside, not dropped
     assert "1 tag users unknown to the model" in res.output

@@ -378,7 +378,9 @@ def train_sft(
     train_s = time.perf_counter() - t0
     _save(ckpt, identity, total, model, opt, sched)
     peak = _peak_memory_mb(device)
-    _finish(model, tok, out, cfg, template, export)
+    # an adapter of a GGUF base is also written as a llama.cpp LoRA GGUF: `--model OUT` serves it without export
+    gguf_base = template if base is None or str(base).endswith(".gguf") else None
+    _finish(model, tok, out, cfg, template, export, gguf_base)
     by_step = _logged_losses(out / "train_log.jsonl", total)  # the whole run's, across resumes
     result = SFTResult(out, total, sum(len(b) for b in by_stage), skipped, by_step[0] if by_step else float("nan"),
                        by_step[-1] if by_step else float("nan"), train_s, tokens / max(train_s, 1e-9), peak,
@@ -388,7 +390,15 @@ def train_sft(
         # a rerun of a finished run trained nothing: keep what the training itself measured
         result.train_s, result.tokens_per_s = earlier.get("train_s", 0.0), earlier.get("tokens_per_s", 0.0)
         result.peak_memory_mb, result.resumed_from = earlier.get("peak_memory_mb", 0.0), earlier.get("resumed_from", 0)
-    manifest = {"base": str(base_dir), "gguf_template": str(template) if template else None, **identity,
+    adapter_base: dict[str, str] = {}
+    if cfg.method == "lora" and gguf_base is not None:  # what `adapter.gguf` is a delta of (llm.aligned)
+        from recgpt_cli.llm.aligned import EMBEDDED
+        from recgpt_cli.llm.fingerprint import file_sha256
+
+        adapter_base = {"adapter_base": EMBEDDED if base is None else str(Path(gguf_base).resolve()),
+                        "adapter_base_sha256": file_sha256(gguf_base)}
+    manifest = {"base": str(base_dir), "gguf_template": str(template) if template else None, **adapter_base,
+                **identity,
                 "config": asdict(cfg), "steps": total, "samples": result.samples, "skipped_long": skipped,
                 "tasks": sorted({s.task for s in samples}), "train_s": round(train_s, 1), "device": device,
                 # what a trained judge saw in training, so that scoring it on those labels is refused
@@ -475,11 +485,17 @@ def _resume(ckpt: Path, identity: dict[str, Any], model: Any, opt: Any, sched: A
     return int(saved["step"])
 
 
-def _finish(model: Any, tok: Any, out: Path, cfg: SFTConfig, template: Path | None, export: bool) -> None:
-    """The adapter (LoRA), then with `export` the merged transformers dir and the GGUF."""
+def _finish(model: Any, tok: Any, out: Path, cfg: SFTConfig, template: Path | None, export: bool,
+            gguf_base: Path | None = None) -> None:
+    """The adapter (LoRA; + `adapter.gguf` over `gguf_base`), then with `export` the merged transformers dir and
+    the GGUF."""
     model.eval()
     if cfg.method == "lora":
         _replace_dir(out / "adapter", model.save_pretrained)
+        if gguf_base is not None:
+            from recgpt_cli.align.gguf_export import export_lora_gguf
+
+            export_lora_gguf(out / "adapter", out / "adapter.gguf", template=gguf_base)
         if not export:
             return
         model = model.merge_and_unload()

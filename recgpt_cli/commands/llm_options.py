@@ -49,8 +49,9 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
              "openai (any OpenAI-compatible server).")], "llama-cpp"),
     ("model", Annotated[str | None, typer.Option(
         "--model", rich_help_panel="LLM",
-        help="llama-cpp: a .gguf file (default: embedded SmolLM2-135M); hf: a model directory; "
-             "openai: the model name sent to the server.")], None),
+        help="llama-cpp: a .gguf file, an `align sft` output dir, or 'base' (the raw embedded SmolLM2-135M); "
+             "default: the embedded model with recgpt's packaged alignment adapter for interests and tags, raw for "
+             "the other tasks. hf: a model directory; openai: the model name sent to the server.")], None),
     ("base_url", Annotated[str | None, typer.Option(
         "--base-url", rich_help_panel="LLM",
         help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "

@@ -10,6 +10,7 @@ import typer
 
 from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
+from recgpt_cli.llm.aligned import BASE_MODEL
 from recgpt_cli.tags import DEFAULT_BETA
 
 
@@ -64,12 +65,13 @@ def run(
         summary.print(table)
     if not quiet:
         console.print(f"outputs in {out}/ (stage JSONL, models/tar, plots/, evaluate.json); DB {db}")
-        if report.interests_kept == 0 and llm_opts.model is None:
+        if report.interests_kept == 0 and llm_opts.model in (None, BASE_MODEL):
             # the raw 135M model's interests fail the rules (their reasons, mostly): nothing reaches tags or
             # explanations. Measured on sample_data's 8 users: 20 LoRA steps (3 min on 2 cores) -> 11 kept.
-            console.print("[yellow]note:[/] the raw embedded model's interests all failed the rules, so no tags "
+            which = "raw embedded model's" if llm_opts.model == BASE_MODEL else "packaged aligned model's"
+            console.print(f"[yellow]note:[/] the {which} interests all failed the rules, so no tags "
                           "or explanation table were made and the explanations are item-only fallbacks. Align it "
-                          "first (README, \"Align your "
+                          "on your own logs (README, \"Align your "
                           f"own model\": `recgpt align data --db {db} --samples {out}/align/samples.duckdb`, then "
                           f"`recgpt align sft --samples {out}/align/samples.duckdb --out {out}/aligned "
                           f"--max-steps 20`) and rerun with `--model {out}/aligned`.", highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
     from recgpt_cli.llm.options import LLMOptions
     from recgpt_cli.llm.factory import make_llm
 
-    llm = make_llm(LLMOptions(backend="llama-cpp"), task="interest_mining")   # embedded GGUF, cached
+    llm = make_llm(LLMOptions(backend="llama-cpp"), task="interest_mining")   # embedded GGUF + packaged adapter
     llm = make_llm(task="judge", model="my.gguf", no_cache=True)               # keyword form, same fields
     gen = llm.generate(load_prompt("interest_mining"), variables, InterestList, SamplingParams(max_tokens=300))
 
@@ -47,6 +47,10 @@ def make_llm(
     if isinstance(backend, str):
         overrides["backend"] = backend
     opts = (options or LLMOptions()).with_(**overrides) if overrides else (options or LLMOptions())
+    if opts.backend == "llama-cpp" and opts.model is None:
+        from recgpt_cli.llm.aligned import default_model
+
+        opts = opts.with_(model=default_model(task))
     be = instance if instance is not None else make_backend(opts)
     return StructuredLLM(be, cache=make_cache(opts, task=task), retries=retries)
 
@@ -54,9 +58,15 @@ def make_llm(
 def make_backend(opts: LLMOptions) -> Backend:
     """The backend named by `--backend`; imports are lazy so `--help` never loads torch or llama.cpp."""
     if opts.backend == "llama-cpp":
+        from recgpt_cli.llm.aligned import ADAPTER, BASE_MODEL, adapter_base
         from recgpt_cli.llm.llama_cpp_backend import LlamaCppBackend
 
-        return LlamaCppBackend(aligned_model(opts.model, "model.gguf") if opts.model else None)
+        if not opts.model or opts.model == BASE_MODEL:
+            return LlamaCppBackend(None)
+        path = aligned_model(opts.model, "model.gguf")
+        if path.is_dir() and (path / ADAPTER).is_file():  # an adapter without a merged model.gguf
+            return LlamaCppBackend(adapter_base(path), adapter=path / ADAPTER, merged_dir=opts.resolved_cache_dir())
+        return LlamaCppBackend(path)
     if opts.backend == "hf":
         if not opts.model:
             raise BadInput("--backend hf needs --model DIR (a transformers model directory)",
