@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -494,10 +494,15 @@ def _hidden_categories(h: _History, shown: set[str], items: dict[str, ItemInfo])
     cats = sorted(hidden)
     cats.sort(key=newest.__getitem__, reverse=True)
     cats.sort(key=lambda c: len(hidden[c]), reverse=True)  # stable: most items, then newest, then name
-    # The span runs from the oldest hidden period to the newest (years, months and days compared by their start).
-    span = sorted(periods, key=_period_start)
-    when = "" if not span else span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
-    return when, [(c, len(hidden[c])) for c in cats]
+    return period_span(periods), [(c, len(hidden[c])) for c in cats]
+
+
+def period_span(periods: Iterable[str]) -> str:
+    """`oldest..newest` of period labels (years, months and days compared by their start; a year before its
+    January, a month before its first day: without the tie-break a set's hash order picked one, so the same
+    history compressed differently from one process to the next)."""
+    span = sorted(periods, key=lambda p: (_period_start(p), len(p)))
+    return "" if not span else span[0] if len(span) == 1 else f"{span[0]}..{span[-1]}"
 
 
 def _period_start(label: str) -> str:

@@ -434,3 +434,13 @@ def test_compress_cli_split_makes_the_split_and_refuses_date(tmp_path: Path) -> 
     assert res.exit_code == 2 and "already holds a recbole split made with seed 3" in res.output
     res = runner.invoke(app, ["compress", "--db", str(db), "--split", "recbole", "--quiet"])
     assert res.exit_code == 0 and res.stdout.strip(), res.output
+
+
+def test_the_summary_span_does_not_depend_on_set_order() -> None:
+    # "2024" and "2024-01" start on the same day: the coarser label comes first whatever order the set yields
+    from recgpt_cli.compress import period_span
+
+    for periods in (["2024-01", "2024", "2024-11"], ["2024", "2024-11", "2024-01"], ["2024-11", "2024-01", "2024"]):
+        assert period_span(periods) == "2024..2024-11"
+    assert period_span(["2025-03-02", "2025-03"]) == "2025-03..2025-03-02"
+    assert period_span(["2023"]) == "2023" and period_span([]) == ""
