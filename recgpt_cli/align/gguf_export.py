@@ -175,12 +175,7 @@ def export_gguf(hf_dir: Path | str, out_path: Path | str, *, template: Path | st
     tied = bool(config.get("tie_word_embeddings", False))
 
     writer = gguf.GGUFWriter(None, arch)
-    for key, value in base.meta.items():
-        if key not in _FILE_KEYS:
-            vtype, sub_type = base.types[key]
-            writer.add_key_value(key, value, vtype, sub_type=sub_type)
-    writer.add_file_type(_file_type(out_type))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _copy_metadata(writer, base, out_type)
 
     written: set[str] = set()
     unknown: list[str] = []
@@ -309,15 +304,10 @@ def merge_lora_gguf(base: Path | str, adapter: Path | str, out_path: Path | str,
     for t in ad.tensors:
         name, _, part = t.name.rpartition(".lora_")
         lora.setdefault(name, {})[part] = np.asarray(t.data, dtype=np.float32)
-    fields = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    arch = str(fields["general.architecture"].contents())
-    writer = gguf.GGUFWriter(None, arch)
-    for key, field in fields.items():
-        if key not in _FILE_KEYS:
-            sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
-    writer.add_file_type(_file_type(out_type))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    stat = Path(base).stat()
+    template = _read_template(Path(base).resolve(), stat.st_mtime_ns, stat.st_size)
+    writer = gguf.GGUFWriter(None, str(template.meta["general.architecture"]))
+    _copy_metadata(writer, template, out_type)
     merged: set[str] = set()
     for t in reader.tensors:
         ab = lora.get(t.name)
@@ -338,6 +328,18 @@ def merge_lora_gguf(base: Path | str, adapter: Path | str, out_path: Path | str,
     out = Path(out_path)
     _write_atomically(writer, out)
     return out
+
+
+def _copy_metadata(writer: Any, template: _Template, out_type: str) -> None:
+    """Every metadata key of `template` but those describing the file, then this file's type and quant version."""
+    import gguf
+
+    for key, value in template.meta.items():
+        if key not in _FILE_KEYS:
+            vtype, sub_type = template.types[key]
+            writer.add_key_value(key, value, vtype, sub_type=sub_type)
+    writer.add_file_type(_file_type(out_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
 def _writer_modules() -> tuple[Any, Any]:
