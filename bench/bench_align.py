@@ -148,6 +148,8 @@ def main() -> None:
                     help="the logs samples' interests: a user's categories by count or recency-weighted count")
     ap.add_argument("--phase", default="test", choices=("test", "valid"),
                     help="valid: score on the valid item with histories before it (to choose β; never test)")
+    ap.add_argument("--no-base", action="store_true", help="leave out the raw model's rows (its tags are empty on "
+                    "both datasets; on ml-100k's test phase it takes ~37 s a user to say so)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -183,9 +185,12 @@ def main() -> None:
     for name in names:
         # a merged model.gguf when the run exported one, else the dir (its adapter.gguf on the embedded model)
         served = str(model_dir / "model.gguf") if (model_dir / "model.gguf").exists() else str(model_dir)
-        aligned = [r for r in score(name, args, served, args.work) if r["source"] == "llm"]
-        # the base model on the same users, DB and tower (its answers cached by bench_intent under --base-work)
-        base_rows = score(name, args, None, args.base_work or args.work)
+        scored = score(name, args, served, args.work)
+        aligned = [r for r in scored if r["source"] == "llm"]
+        # the base model on the same users, DB and tower (its answers cached by bench_intent under --base-work);
+        # --no-base keeps the non-LLM sources of the run above
+        base_rows = ([r for r in scored if r["source"] != "llm"] if args.no_base
+                     else score(name, args, None, args.base_work or args.work))
         for row in base_rows:
             if row["source"] == "llm":
                 row["source"] = f"llm base [{args.constrain}]"

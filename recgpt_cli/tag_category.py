@@ -5,6 +5,10 @@ item titles as tags for incremental learning). A multinomial naive Bayes over wo
 2–3-grams (so typos, plurals and text without spaces still match): deterministic, trains in a second, no
 dependencies beyond numpy. Used by HR@30 (`metrics.hr_tag_category`), data balancing and explanation pairing.
 
+A text that *is* a category's name ("women's coats", "drama"; case, spacing and plural aside) maps to that category
+with probability 1: titles rarely contain their category's name ("Fargo" is Crime, a coat is "Wool Wrap Parka"), so
+the naive Bayes alone sent "drama" to Horror and "women's coats" to Sandals — and interests are mostly such names.
+
 Example::
 
     from recgpt_cli.tag_category import fit_tag_category, TagCategoryModel
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,20 @@ import numpy as np
 from recgpt_cli.errors import BadInput
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _singular(word: str) -> str:
+    """coats -> coat, dresses -> dress, watches -> watch; dress, glass and bus stay."""
+    if word.endswith(("sses", "ches", "shes", "xes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def name_key(text: str) -> str:
+    """A category name's matching key: lower-case words, each without a plural or possessive ending."""
+    return " ".join(_singular(w) for w in _WORD.findall(re.sub(r"['’]s\b", "s", text.lower())))
 
 
 def text_features(text: str) -> list[str]:
@@ -54,6 +72,18 @@ class TagCategoryModel:
     indptr: np.ndarray  # (V+1,) CSR over features: classes seen with feature f ...
     cls: np.ndarray  # ... their class index
     delta: np.ndarray  # ... and log p(f|c) - default_c
+    _named: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys: dict[str, list[int]] = {}
+        for j, c in enumerate(self.classes):
+            keys.setdefault(name_key(c), []).append(j)
+        # a name two categories share ("Accessories" under two parents) stays with the naive Bayes
+        self._named = {k: js[0] for k, js in keys.items() if k and len(js) == 1}
+
+    def named_class(self, text: str) -> int | None:
+        """The index of the category whose name `text` is, or None."""
+        return self._named.get(name_key(text))
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """Unnormalised log-posteriors (len(texts), n_classes)."""
@@ -74,6 +104,11 @@ class TagCategoryModel:
         s -= s.max(axis=1, keepdims=True)
         p = np.exp(s)
         p /= p.sum(axis=1, keepdims=True)
+        for i, text in enumerate(texts):
+            j = self.named_class(text)
+            if j is not None:
+                p[i] = 0.0
+                p[i, j] = 1.0
         k = min(k, len(self.classes))
         order = np.lexsort((np.broadcast_to(np.arange(len(self.classes)), p.shape), -p), axis=1)[:, :k]
         return [[(self.classes[j], float(p[i, j])) for j in order[i]] for i in range(len(texts))]

@@ -55,3 +55,21 @@ def test_errors(con, tmp_path):
     con.execute("DELETE FROM items")
     with pytest.raises(BadInput, match="no items"):
         fit_tag_category(con)
+
+
+def test_a_category_name_maps_to_its_category():
+    # no coat title says "coat" and no film title says "drama": the naive Bayes alone cannot place the names
+    texts = ["Wool Wrap Parka", "Quilted Puffer Long", "Fargo", "Richard III", *ITEMS["Lipstick"]]
+    labels = ["Women's Coats", "Women's Coats", "Drama", "Drama", *["Lipstick"] * 5]
+    phi = train_tag_category(texts, labels)
+    nb = phi.scores(["women's coats", "drama"]).argmax(axis=1)
+    assert [phi.classes[j] for j in nb] != ["Women's Coats", "Drama"]  # what the name rule is for
+    names = ["women's coats", "Womens Coat", "women’s  COATS", "DRAMA", "dramas", "lipsticks"]
+    assert phi.predict_leaf(names) == ["Women's Coats"] * 3 + ["Drama", "Drama", "Lipstick"]
+    top = phi.predict(["drama"], k=2)[0]
+    assert top[0] == ("Drama", 1.0) and top[1][1] == 0.0  # leaves_of keeps the named category alone
+    # a text that only contains a name is the naive Bayes' to place
+    assert phi.named_class("wool coat") is None and phi.named_class("coats for women") is None
+    # a name two categories share (a shoe and shoes) is left to the naive Bayes
+    twin = train_tag_category(["Trail Runner", "Slipper"], ["Shoe", "Shoes"])
+    assert twin.named_class("shoes") is None
