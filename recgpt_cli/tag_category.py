@@ -32,22 +32,22 @@ import duckdb
 import numpy as np
 
 from recgpt_cli.errors import BadInput
+from recgpt_cli.text import stem
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+_POSSESSIVE = re.compile(r"['’]s\b")
+
+
 def _singular(word: str) -> str:
-    """coats -> coat, dresses -> dress, watches -> watch; dress, glass and bus stay."""
-    if word.endswith(("sses", "ches", "shes", "xes")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "us")) and len(word) > 3:
-        return word[:-1]
-    return word
+    """`text.stem`'s plural folding, plus the sibilant plurals a name needs: dresses -> dress, watches -> watch."""
+    return word[:-2] if word.endswith(("sses", "ches", "shes", "xes")) else stem(word)
 
 
 def name_key(text: str) -> str:
     """A category name's matching key: lower-case words, each without a plural or possessive ending."""
-    return " ".join(_singular(w) for w in _WORD.findall(re.sub(r"['’]s\b", "s", text.lower())))
+    return " ".join(_singular(w) for w in _WORD.findall(_POSSESSIVE.sub("s", text.lower())))
 
 
 def text_features(text: str) -> list[str]:
