@@ -187,6 +187,15 @@ def _tokens(text: str) -> set[str]:
     return out
 
 
+_ITEM_LABELS = frozenset({"category", "example", "item"})  # category_texts' own labels, not the item's words
+
+
+def names_subject(text: str, interest: str, item: str) -> bool:
+    """Whether an explanation names a word of its interest or of its Item Information (plural and case aside):
+    an on-topic proxy for the judge's relevance criterion; "A lovely pick for you!" names neither."""
+    return bool(_tokens(text) & (_tokens(interest) | (_tokens(item) - _ITEM_LABELS)))
+
+
 class OverlapMatcher:
     """Fallback phi(T): idf-weighted token overlap of the text with each leaf category's path (weight 2) and
     its items' titles (weight 1). Scores lie in [0, 2]; used when `recgpt_cli.tag_category` is unavailable."""

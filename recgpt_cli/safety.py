@@ -22,6 +22,7 @@ HARD_SELL_PHRASES: tuple[str, ...] = (
     "limited time", "limited-time", "time-limited", "limited offer", "while stocks last", "while supplies last",
     "hurry", "don't miss", "dont miss", "do not miss", "last chance", "only today", "today only",
     "flash sale", "best price", "lowest price", "cheapest", "% off", "free gift", "click here",
+    "must-have", "must have",  # Appendix B's slogan example, "must-have gadget"
 )
 # Appendix B prohibition 4 / Table 6 "Unverified Factuality": exaggerated claims.
 EXAGGERATION_PHRASES: tuple[str, ...] = (
@@ -34,6 +35,12 @@ _URL = re.compile(r"https?://|www\.", re.IGNORECASE)
 # An unfilled template slot echoed by a small model: "a fantastic [item name]", "{category}".
 _PLACEHOLDER = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# The prompt's own scaffolding written back (a small model's "1. Context Understanding: The item is ..."): not an
+# explanation. Labels of prompts/explanation.md, matched as whole words.
+_PROMPT_ECHO = re.compile(r"\b(?:context understanding|explanation generation|item information|user interest|"
+                          r"core reasoning|mandatory requirements?|recommendation principles?|strict prohibitions?|"
+                          r"output format|current date)\b", re.IGNORECASE)
+_STUTTER = re.compile(r"\b([a-z]{3,})\s+\1\b", re.IGNORECASE)  # "a cat cat tree"
 # Attribute keys whose values are personal identifiers, never to be echoed to the user.
 PII_ATTRIBUTE_KEYS: tuple[str, ...] = (
     "name", "first_name", "last_name", "full_name", "nickname", "username", "email", "phone", "mobile",
@@ -54,8 +61,8 @@ class SafetyConfig:
 @dataclass
 class SafetyResult:
     """`failures` names each rule that fired: empty, too_short, too_long, pii_email, pii_phone, pii_url,
-    pii_term, hard_sell, exaggeration, placeholder, title_echo, repetitive, emoji, unfinished, superlative,
-    foreign_brand, foreign_attribute."""
+    pii_term, hard_sell, exaggeration, placeholder, prompt_echo, title_echo, repetitive, emoji, unfinished,
+    superlative, foreign_brand, foreign_attribute, foreign_number, foreign_maker."""
 
     text: str
     failures: list[str] = field(default_factory=list)
@@ -98,7 +105,10 @@ def _is_title_echo(text: str, title: str) -> bool:
 
 
 def _is_repetitive(text: str) -> bool:
-    """Table 6 "Limited Clarity": `Bag bag good bag buy bag good`. One word is > 1/3 of 4+ words."""
+    """Table 6 "Limited Clarity": `Bag bag good bag buy bag good`. One word is > 1/3 of 4+ words, or a word of
+    3+ letters written twice in a row."""
+    if _STUTTER.search(text):
+        return True
     words = _words(text)
     if len(words) < 4:
         return False
@@ -123,6 +133,13 @@ ATTRIBUTE_WORDS = frozenset("""waterproof wireless bluetooth leather organic cot
 wooden bamboo electric cordless rechargeable solar vegan gluten-free handmade vintage nonstick non-stick ceramic
 glass plastic metal aluminium aluminum titanium gold silver diamond red blue black white green pink yellow purple
 orange brown grey gray beige navy waterproofing insulated heated foldable portable smart""".split())
+
+
+# Factuality (Appendix B prohibition 1, "do not invent functions, materials or brand facts"): a number the item's
+# own text lacks ("a 12-speed motor", "16GB of RAM"), a maker it does not name ("designed by a team of experts").
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_MAKER = re.compile(r"\b(?:designed|made|crafted|handcrafted|developed|created|built|manufactured|engineered) by "
+                    r"(?:a |an |the )?([a-z0-9][a-z0-9'&-]*)", re.IGNORECASE)
 
 
 def is_emoji_heavy(text: str) -> bool:
@@ -201,7 +218,11 @@ def check_explanation(
         res.failures.append("exaggeration")
     if _PLACEHOLDER.search(t):
         res.failures.append("placeholder")
-    if title and _is_title_echo(t, title):
+    if _PROMPT_ECHO.search(t):
+        res.failures.append("prompt_echo")
+    # a category-level table entry has no title: its Item Information (path, example titles) is what it must not
+    # just repeat ("📐 Bed Pillows" for Bed Pillows)
+    if (title or item_text) and _is_title_echo(t, title or item_text):
         res.failures.append("title_echo")
     if _is_repetitive(t):
         res.failures.append("repetitive")
@@ -216,6 +237,10 @@ def check_explanation(
         res.failures.append("foreign_brand")
     if (title or item_text) and (set(_words(t)) & ATTRIBUTE_WORDS) - set(_words(own_text)):
         res.failures.append("foreign_attribute")
+    if (title or item_text) and set(_NUMBER.findall(t)) - set(_NUMBER.findall(own_text)):
+        res.failures.append("foreign_number")
+    if (title or item_text) and any(m.lower() not in set(_words(own_text)) for m in _MAKER.findall(t)):
+        res.failures.append("foreign_maker")
     return res
 
 

@@ -202,6 +202,29 @@ def test_explanation_samples_from_a_teacher_pass_the_safety_rules(tmp_path: Path
         rejection_samples(ctx, llm, task="explanations", k=1)
 
 
+def test_on_topic_explanation_samples_name_their_interest_or_item(tmp_path: Path) -> None:
+    """`on_topic`: an answer the safety rules pass but that names neither its interest nor its item is no sample
+    (counted as off_topic); without the option it is one."""
+    from recgpt_cli.align.self_train import ExplainInputs
+
+    con = open_db(make_store(tmp_path / "a.duckdb"), read_only=True)
+    ctx = list(log_contexts(con, LogsConfig(cuts=1), exclude=["u2"], token_counter=words))
+    inputs = ExplainInputs.from_con(con)
+    con.close()
+
+    def answer(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        on = "User Interest: teapots" in messages[-1]["content"] and params.seed == 1
+        return orjson.dumps({"explanation": "A cosy cast iron pot for slow mornings" if on
+                             else "A lovely pick for your week ahead"}).decode()
+
+    llm = StructuredLLM(FakeBackend(answer))
+    got, stats = rejection_samples(ctx, llm, task="explanations", k=2, explain_inputs=inputs, on_topic=True)
+    assert [orjson.loads(s.target)["explanation"] for s in got] == ["A cosy cast iron pot for slow mornings"]
+    assert stats.removed["off_topic"] == 3 and stats.passed == 1
+    loose, _ = rejection_samples(ctx, llm, task="explanations", k=2, explain_inputs=inputs)
+    assert len(loose) == 2  # one per input: the generic answer passes the safety rules alone
+
+
 def test_cli_teacher_explanations_are_stored_with_their_pass_rate(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`align data --source teacher --task explanations`: passing answers become samples and the run's pass counts

@@ -19,6 +19,7 @@ from recgpt_cli.explain import (
     interest_category_pairs,
     load_items,
     load_table,
+    names_subject,
     parse_user_interests,
 )
 from recgpt_cli.llm.base import FakeBackend, SamplingParams
@@ -297,3 +298,11 @@ def test_cli_llm_mode(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                                  "--mode", "llm", "--date", "2025-06-18", "-q"])
     assert r.exit_code == 3 and "1 of 1 recommendations failed" in r.output, r.output
     assert orjson.loads(r.stdout.splitlines()[0])["source"] == "fallback:llm-error"
+
+
+def test_names_subject_needs_a_word_of_the_interest_or_the_item() -> None:
+    item = "category: Home > Bedroom > Bed Pillows; example items: Cloudrest Down Pillow"
+    assert names_subject("Softer pillows for tired sleepers", "sleep comfort", item)  # plural folded
+    assert names_subject("Rest easy, sleep comfort lover", "sleep comfort", item)
+    assert not names_subject("A lovely pick for your week", "sleep comfort", item)
+    assert not names_subject("An example of a category item", "tea", item)  # category_texts' labels don't count

@@ -26,6 +26,12 @@ from recgpt_cli.safety import SafetyConfig, check_explanation, pii_terms_from_at
         ("100% effective sun protection", ["exaggeration"]),
         ("Bag bag good bag buy bag good", ["repetitive"]),
         ("This item is a fantastic [item name] for you", ["placeholder"]),
+        # raw SmolLM2 answers the rules used to keep (build_aligned's self-training inputs, 2026-12-06)
+        ("Building Blocks - A must-have Gadget", ["hard_sell"]),
+        ("1. Context Understanding: The item is an item of the category of Phones", ["prompt_echo"]),
+        ("This item is a pet cat, with a cat tree in the title, and it is a cat cat tree.", ["repetitive"]),
+        ("So so soft for lazy Sundays at home", []),  # a two-letter word twice is speech, not a stutter
+        ("Items that match your interest in hiking", []),  # "interest" alone is not the prompt's label
     ],
 )
 def test_rules(text: str, failures: list[str]) -> None:
@@ -72,15 +78,25 @@ BOOT = dict(title="Trailpeak Waterproof Hiking Boots", item_text="Sports Outdoor
         ("Great trails 🥾🏔️🌲⛰️🌄✨", ["emoji"]),
         ("Made for hikers who love the", ["unfinished"]),
         ("Comfort on long walks and", ["unfinished"]),
-        ("Made by the best people in the world", ["superlative"]),
+        ("Made by the best people in the world", ["superlative", "foreign_maker"]),
         ("The comfiest boots for your hikes", ["superlative"]),
         ("Nike Air Max for your next hike", ["foreign_brand"]),
         ("Leather boots for rainy walks", ["foreign_attribute"]),
         ("Red boots to brighten the trail", ["foreign_attribute"]),
+        ("Boots with a 12-layer sole for long hikes", ["foreign_number"]),
+        ("Boots designed by a team of mountain guides", ["foreign_maker"]),
+        ("Boots made by Trailpeak for rocky paths", []),  # its own brand made them
     ],
 )
 def test_factuality_and_clarity_rules(text: str, failures: list[str]) -> None:
     assert check_explanation(text, **BOOT).failures == failures  # type: ignore[arg-type]
+
+
+def test_a_category_entry_must_not_just_repeat_its_item_information() -> None:
+    facts = "category: Home > Bedroom > Bed Pillows; example items: Cloudrest Down Pillow, Queen"
+    assert check_explanation("📐 Bed Pillows", item_text=facts).failures == ["title_echo"]
+    assert check_explanation("Down pillow, queen", item_text=facts).failures == ["title_echo"]
+    assert check_explanation("Softer nights for a tired sleeper", item_text=facts).ok
 
 
 def test_cut_off_text_without_closing_punctuation_is_unfinished() -> None:

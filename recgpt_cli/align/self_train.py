@@ -102,11 +102,14 @@ def rejection_samples(
     explain_inputs: ExplainInputs | None = None,
     pool: bool = False,
     constrain: str = "none",
+    on_topic: bool = False,
 ) -> tuple[list[Sample], RoundStats]:
     """k answers per input (seeds 0..k-1) from `llm`; the passing ones, as samples of `source`. A teacher (§2.1.2
     stage 2: any backend, e.g. a bigger model behind an OpenAI-compatible server) is the same call with k=1,
-    temperature 0 and source `teacher`. Explanations need `explain_inputs`. `pool`: per-tag rejection (module
-    docstring). `constrain`: tags are decoded as `predict-tags --constrain` serves them (needs the catalogue)."""
+    temperature 0 and source `teacher`. Explanations need `explain_inputs`; `on_topic` also removes those that
+    name neither their interest nor their item (`explain.names_subject`, counted as `off_topic`). `pool`: per-tag
+    rejection (module docstring). `constrain`: tags are decoded as `predict-tags --constrain` serves them (needs
+    the catalogue)."""
     if task not in TASK_PROMPTS:
         raise BadInput(f"--task {task}: self-training covers {', '.join(TASK_PROMPTS)}")
     if pool and task != "tags":
@@ -122,7 +125,7 @@ def rejection_samples(
     out: list[Sample] = []
     for ctx in contexts:
         for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
-                                          explain_inputs, pool, (constrain, vocab) if vocab else None):
+                                          explain_inputs, pool, (constrain, vocab) if vocab else None, on_topic):
             stats.inputs += 1
             for items in answers:
                 if items is None:
@@ -142,13 +145,13 @@ def rejection_samples(
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,
              temperature: float, stats: RoundStats, judge: JudgeFilter | None = None,
              explain_inputs: ExplainInputs | None = None, pool: bool = False,
-             constrained: tuple[str, TagVocabulary] | None = None,
+             constrained: tuple[str, TagVocabulary] | None = None, on_topic: bool = False,
              ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """Per input of this context: (rendered prompt, per answer the reply items when it passed, else None)."""
     day = ctx.cut.date()
     if task == "explanations":
         assert explain_inputs is not None
-        yield from _explanation_answers(ctx, llm, k, temperature, stats, judge, explain_inputs)
+        yield from _explanation_answers(ctx, llm, k, temperature, stats, judge, explain_inputs, on_topic)
         return
     if task == "interests":
         prompt = resolve_prompt("interest_mining", "InterestList")
@@ -226,10 +229,11 @@ def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsCo
 
 
 def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperature: float, stats: RoundStats,
-                         judge: JudgeFilter | None, inputs: ExplainInputs
+                         judge: JudgeFilter | None, inputs: ExplainInputs, on_topic: bool = False,
                          ) -> Iterable[tuple[list[dict[str, str]], list[list[Any] | None]]]:
     """One input per interest whose category the user engaged with after the cut (a recommendation that was
     right): the explanation prompt for (interest, that category), checked by explain's safety rules."""
+    from recgpt_cli.explain import names_subject
     from recgpt_cli.safety import check_explanation, pii_terms_from_attributes, tidy_truncated
 
     prompt = resolve_prompt("explanation", "ExplanationOutput")
@@ -247,7 +251,9 @@ def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperatur
             text = tidy_truncated(value.explanation, EXPLANATION_MAX_CHARS)
             res = check_explanation(text, pii_terms=pii, item_text=facts, brands=inputs.brands, cut_off=cut_off)
             removed = {rule: 1 for rule in res.failures}
-            if judge is not None and res.ok:
+            if on_topic and res.ok and not names_subject(res.text, shown, facts):
+                removed["off_topic"] = 1
+            if judge is not None and res.ok and not removed:  # only an answer the rules passed goes to the judge
                 sample = {"user_id": ctx.user_id, "interest": shown, "item": facts, "explanation": res.text}
                 removed["judge"] = int(not judge("explanations", sample))
             return _judge([res.text] if res.ok else [], removed, stats)
@@ -336,6 +342,7 @@ def self_train(
     explain_inputs: ExplainInputs | None = None,
     pool: bool = False,
     constrain: str = "none",
+    on_topic: bool = False,
 ) -> SelfTrainReport:
     """Rounds of generate -> keep the passing -> retrain (`train(samples, from_model, out_dir) -> model dir`), from
     `start_model`. Round r's model lands in `out/round-r`; `base_samples` are trained on again in every round.
@@ -351,7 +358,8 @@ def self_train(
         for task in tasks:
             samples, stats = rejection_samples(contexts(), llm, task=task, k=k, round_no=r, config=config,
                                                catalogue=catalogue, judge=judge, explain_inputs=explain_inputs,
-                                               pool=pool and task == "tags", constrain=constrain)
+                                               pool=pool and task == "tags", constrain=constrain,
+                                               on_topic=on_topic)
             new += samples
             total.inputs += stats.inputs
             total.answers += stats.answers

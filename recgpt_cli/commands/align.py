@@ -398,6 +398,9 @@ def self_train(
                                        "(--whole, the strict form).")] = True,
     constrain: Annotated[str, typer.Option("--constrain", help="Tags: decode as `predict-tags --constrain` "
                                            "serves them (catalogue, interest or none).")] = DEFAULT_CONSTRAIN,
+    on_topic: Annotated[bool, typer.Option("--on-topic/--any-topic", help="Explanations: keep only answers that "
+                                           "name a word of their interest or item, besides passing the safety "
+                                           "rules.")] = True,
     device: Annotated[str, typer.Option("--device")] = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -448,7 +451,7 @@ def self_train(
         result = run_rounds(lambda: contexts, model, out, make_llm=llm_for, train=train,  # type: ignore[arg-type]
                             base_samples=base, tasks=task, rounds=rounds, k=k, config=cfg, catalogue=catalogue,
                             on_round=report, judge=judge, explain_inputs=explain_inputs, pool=pool,
-                            constrain=constrain)
+                            constrain=constrain, on_topic=on_topic)
     finally:
         store.close()
     if not quiet:
