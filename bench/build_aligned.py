@@ -162,7 +162,7 @@ def explanation_samples(seed: int, work: Path, model: str, k: int, round_no: int
 def build_explainer(work: Path, dest: Path, samples_only: bool) -> None:
     """Two self-training rounds: the raw model answers on EXPLAIN_ROUNDS[0]'s worlds (its answers rarely pass:
     they run past the length bound), an adapter learns from the passing ones, and that model answers on every
-    world; the packaged adapter is trained on both rounds' samples, from the raw model."""
+    world; the final adapter (into `dest`) is trained on both rounds' samples, from the raw model."""
     from recgpt_cli.llm.aligned import BASE_MODEL
 
     model, lines = BASE_MODEL, []
@@ -173,14 +173,17 @@ def build_explainer(work: Path, dest: Path, samples_only: bool) -> None:
         samples = work / f"explain-samples-r{r}.jsonl"
         samples.write_text("\n".join(lines) + "\n")
         print(f"{samples}: {len(lines)} samples", file=sys.stderr)
-        if samples_only and r == len(EXPLAIN_ROUNDS):
+        last = r == len(EXPLAIN_ROUNDS)
+        if samples_only and last:
             return
         out = work / f"explain-model-r{r}"
         recgpt("align", "sft", "--samples", str(samples), "--out", str(out), *EXPLAIN_SFT_ARGS)
-        package(out, out / "served", EXPLAIN_WHAT, [])  # the adapter GGUF the next round serves
-        model = str(out / "served")
-    package(Path(model).parent, dest, EXPLAIN_WHAT, [{"seed": s, "round": r, "k": k}
-                                                      for r, (ws, k) in enumerate(EXPLAIN_ROUNDS, 1) for s in ws])
+        if last:
+            package(out, dest, EXPLAIN_WHAT, [{"seed": s, "round": i, "k": n}
+                                              for i, (ws, n) in enumerate(EXPLAIN_ROUNDS, 1) for s in ws])
+        else:
+            package(out, out / "served", EXPLAIN_WHAT, [])  # the adapter GGUF the next round serves
+            model = str(out / "served")
 
 
 def main() -> None:

@@ -235,12 +235,14 @@ def check_explanation(
     own_text = f"{title} {item_text}".lower()
     if any(_names(low, b) and not _names(own_text, b) for b in brands):
         res.failures.append("foreign_brand")
-    if (title or item_text) and (set(_words(t)) & ATTRIBUTE_WORDS) - set(_words(own_text)):
-        res.failures.append("foreign_attribute")
-    if (title or item_text) and set(_NUMBER.findall(t)) - set(_NUMBER.findall(own_text)):
-        res.failures.append("foreign_number")
-    if (title or item_text) and any(m.lower() not in set(_words(own_text)) for m in _MAKER.findall(t)):
-        res.failures.append("foreign_maker")
+    if title or item_text:  # attributes, numbers and makers need the item's own words to check against
+        own_words = set(_words(own_text))
+        if (set(_words(t)) & ATTRIBUTE_WORDS) - own_words:
+            res.failures.append("foreign_attribute")
+        if set(_NUMBER.findall(t)) - set(_NUMBER.findall(own_text)):
+            res.failures.append("foreign_number")
+        if any(m.lower() not in own_words for m in _MAKER.findall(t)):
+            res.failures.append("foreign_maker")
     return res
 
 
