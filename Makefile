@@ -53,10 +53,12 @@ heads: $(STAMP)
 	$(BIN)/recgpt judge train --task tags --task interests --buffer build/heads.duckdb --max-per-class 200 \
 	    --out recgpt_cli/judge/heads
 
-# Rebuild the packaged alignment adapter (recgpt_cli/llm/aligned/: what mine-interests and predict-tags serve by
-# default) from two synthetic shops no evaluation scores (sample_data's generator, seeds 11 and 13): ~1 hour on 2 cores.
+# Rebuild the packaged alignment adapters (recgpt_cli/llm/aligned/: what mine-interests and predict-tags serve by
+# default; aligned/explain/: what explain serves) from synthetic shops no evaluation scores (sample_data's
+# generator, seeds 11 and 13): ~1 hour + ~17 min on 2 cores.
 aligned: $(STAMP)
 	$(BIN)/python bench/build_aligned.py --work build/aligned
+	$(BIN)/python bench/build_aligned.py --work build/aligned --explanations
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -8,8 +8,8 @@ sample), their histories compressed split-aware for `--phase`, interests and tag
 `recgpt run` serves), then `explain --build-table`'s own code: distinct (interest, category) pairs through φ, one
 LLM_RE call per pair, a new seed on a safety failure (at most 3 calls), the safety rules of `recgpt_cli.safety`.
 Every explainer gets the same pairs. Explainers: `base` (the raw embedded model), `packaged` (whatever `explain`
-serves by default: today the raw model), or a model dir / GGUF path (e.g. `build_aligned.py --explanations`'s
-WORK/explain).
+serves by default: the packaged explanation adapter, `recgpt_cli/llm/aligned/explain/`), or a model dir / GGUF
+path (e.g. `build_aligned.py --explanations --dest D`'s D/explain, or WORK/explain-model-r1/served).
 
 Columns: pairs; first-pass (the first answer passes the rules); kept (an explanation within 3 calls: what the table
 holds); LLM calls and seconds per pair; distinct (unique texts / kept); on-topic (a kept text names a word of its

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from recgpt_cli.text import content_words, stem
+
 MIN_CHARS = 8
 MAX_CHARS = 80
 
@@ -62,7 +64,7 @@ class SafetyConfig:
 class SafetyResult:
     """`failures` names each rule that fired: empty, too_short, too_long, pii_email, pii_phone, pii_url,
     pii_term, hard_sell, exaggeration, placeholder, prompt_echo, title_echo, repetitive, emoji, unfinished,
-    superlative, foreign_brand, foreign_attribute, foreign_number, foreign_maker."""
+    superlative, foreign_brand, foreign_attribute, foreign_number, foreign_maker, says_nothing."""
 
     text: str
     failures: list[str] = field(default_factory=list)
@@ -140,6 +142,22 @@ orange brown grey gray beige navy waterproofing insulated heated foldable portab
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _MAKER = re.compile(r"\b(?:designed|made|crafted|handcrafted|developed|created|built|manufactured|engineered) by "
                     r"(?:a |an |the )?([a-z0-9][a-z0-9'&-]*)", re.IGNORECASE)
+
+
+# A sentence that only names its item ("This item is a movie.", "This item is a great choice for your home."):
+# past function words and filler, every word is one of the item's own. Fillers are kept few on purpose: "Tea the
+# way it should be" (a gold Good) must still say something ("way").
+_NOT_CONTENT = frozenset(stem(w) for w in """it was were has have had will can could should would may might do does
+so very just also all any some which who what there here you they them not such much more many every each both well
+too really truly item product thing one movie film choice option pick addition piece kind sort type great good nice
+perfect ideal unique quality high wonderful amazing fantastic excellent beautiful lovely fun popular classic special
+awesome""".split())
+
+
+def says_nothing(text: str, own_text: str) -> bool:
+    """Every content word of `text` (`text.content_words`, less function words and filler) is a word of the
+    item's own text (`own_text`: title, category path, example titles), plurals folded."""
+    return bool(_words(text)) and not content_words(text, extra_stop=_NOT_CONTENT) - content_words(own_text)
 
 
 def is_emoji_heavy(text: str) -> bool:
@@ -243,6 +261,8 @@ def check_explanation(
             res.failures.append("foreign_number")
         if any(m.lower() not in own_words for m in _MAKER.findall(t)):
             res.failures.append("foreign_maker")
+        if "title_echo" not in res.failures and says_nothing(t, own_text):  # the echo is the stronger form
+            res.failures.append("says_nothing")
     return res
 
 

@@ -225,6 +225,31 @@ def test_on_topic_explanation_samples_name_their_interest_or_item(tmp_path: Path
     assert len(loose) == 2  # one per input: the generic answer passes the safety rules alone
 
 
+def test_explanation_samples_prefer_an_opening_the_round_has_not_used(tmp_path: Path) -> None:
+    """Of an input's passing answers, the one whose first two words the round has used least is the sample: the
+    first input takes its first answer ("This item ..."), the second its other one, though "This item ..." comes
+    first there too."""
+    from recgpt_cli.align.self_train import ExplainInputs, opener
+
+    con = open_db(make_store(tmp_path / "a.duckdb"), read_only=True)
+    ctx = list(log_contexts(con, LogsConfig(cuts=1), exclude=["u2"], token_counter=words))
+    inputs = ExplainInputs.from_con(con)
+    con.close()
+
+    def answer(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        pot = "User Interest: teapots" in messages[-1]["content"]
+        text = (("This item brews a slow pot of tea", "Slow mornings with a cast iron teapot") if pot else
+                ("This item keeps your week tidy", "A tidy week starts with this pick"))[params.seed]
+        return orjson.dumps({"explanation": text}).decode()
+
+    got, stats = rejection_samples(ctx, StructuredLLM(FakeBackend(answer)), task="explanations", k=2,
+                                   explain_inputs=inputs)
+    texts = [orjson.loads(s.target)["explanation"] for s in got]
+    assert stats.passed == 4 and len(texts) == 2
+    assert texts[0].startswith("This item") and not texts[1].startswith("This item")
+    assert opener(texts[0]) == "this item" and opener("🌟 It's a gift") == "it's a"
+
+
 def test_cli_teacher_explanations_are_stored_with_their_pass_rate(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`align data --source teacher --task explanations`: passing answers become samples and the run's pass counts

@@ -92,6 +92,20 @@ def test_interest_and_tag_rules() -> None:
     assert rows[1]["verdicts"]["relevance"] == "No" and rows[1]["rules"] == ["interest_not_in_profile"]
 
 
+def test_explanation_rules_fail_relevance_of_a_title_written_back() -> None:
+    """Appendix B prohibition 5: the title written back, or nothing past the item's own words, links nothing to
+    the user (relevance Bad); an explanation with something of its own keeps every criterion."""
+    from recgpt_cli.judge.rules import explanation_rules
+
+    item = {"title": "Oval rattan banneton proofing basket", "category": ["Home", "Kitchen", "Baking"]}
+    for text, fired in [("Oval rattan banneton proofing basket", ["says_nothing"]),  # title_echo
+                        ("This item is a great proofing basket.", ["says_nothing"]),
+                        ("Proof your sourdough in rattan style", [])]:
+        verdicts = {"relevance": "Excellent", "factuality": "Excellent", "clarity": "Excellent", "safety": "Yes"}
+        assert explanation_rules({"item": item, "explanation": text}, verdicts) == fired
+        assert verdicts["relevance"] == ("Bad" if fired else "Excellent")
+
+
 def test_binary_metrics_hand_computed() -> None:
     # tp=2 fp=1 fn=1 tn=1 -> acc 3/5, precision 2/3, recall 2/3, f1 2/3
     m = binary_metrics([True, True, True, False, False], [True, True, False, True, False])

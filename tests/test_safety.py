@@ -99,6 +99,23 @@ def test_a_category_entry_must_not_just_repeat_its_item_information() -> None:
     assert check_explanation("Softer nights for a tired sleeper", item_text=facts).ok
 
 
+@pytest.mark.parametrize(
+    ("text", "failures"),
+    [
+        ("This item is a bed pillow.", ["says_nothing"]),               # names the item, nothing more
+        ("It is a great choice of pillows!", ["says_nothing"]),         # filler and the item's own word
+        ("This item is a movie.", ["says_nothing"]),
+        ("A down pillow, the way a pillow should feel", []),           # "way", "feel" say something
+        ("Picked for you from Bed Pillows", []),                        # the fallback: "picked for you"
+        ("This item is a pillow for side sleepers.", []),
+    ],
+)
+def test_an_explanation_must_say_more_than_its_item(text: str, failures: list[str]) -> None:
+    facts = "category: Home > Bedroom > Bed Pillows; example items: Cloudrest Down Pillow, Queen"
+    assert check_explanation(text, item_text=facts).failures == failures
+    assert "says_nothing" not in check_explanation(text).failures  # nothing to compare with: not checked
+
+
 def test_cut_off_text_without_closing_punctuation_is_unfinished() -> None:
     assert check_explanation("Keeps your feet dry on every trail", cut_off=True).failures == ["unfinished"]
     assert check_explanation("Keeps your feet dry on every trail.", cut_off=True).failures == []

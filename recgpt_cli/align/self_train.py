@@ -8,8 +8,9 @@ it; the safety rules of `explain` decide). An answer passes when the rules remov
 one (the strict form of the rule pass rate the bench reports), and, when a trained judge is given (§3.2: `judge` =
 `judge_filter(...)`, used once `judge_beats_rules` says it agrees with held-out labels better than the rules alone),
 the judge passes every item. Per input the first passing answer is kept (dedupe by content hash across inputs), so
-an easy input cannot flood a round. The loop stops when a round's pass rate does not beat the previous round's by
-`min_gain`: that round gained nothing.
+an easy input cannot flood a round; for explanations, the passing answer whose opening words the round has used
+least, so that one template ("This item is a ...") does not become everything the next model learns. The loop
+stops when a round's pass rate does not beat the previous round's by `min_gain`: that round gained nothing.
 
 `pool=True` (tags only) is rejection sampling per tag instead of per answer: the tags of the k answers to one input
 go through the rules together (so a tag repeated across answers counts once), the judge drops the tags it fails, and
@@ -27,6 +28,8 @@ phrases as an enum), as the stage serves them; an interest with no phrase left i
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,24 +125,37 @@ def rejection_samples(
     cfg = config or LogsConfig()
     stats = RoundStats(round_no)
     seen: set[str] = set()
+    openers: Counter[str] = Counter()
     out: list[Sample] = []
     for ctx in contexts:
         for messages, answers in _answers(ctx, llm, task, k, cfg, catalogue, temperature, stats, judge,
                                           explain_inputs, pool, (constrain, vocab) if vocab else None, on_topic):
             stats.inputs += 1
-            for items in answers:
-                if items is None:
-                    continue
-                reply = {"explanation": items[0]} if task == "explanations" else {task: items}
-                sample = Sample(TASK_PROMPTS[task], source, messages, reply_json(reply), round=round_no,
-                                user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat(),
-                                                           "split": ctx.record.get("split")})
-                if sample.hash not in seen:
-                    seen.add(sample.hash)
-                    out.append(sample)
-                break  # the first passing answer per input
+            passing = [items for items in answers if items is not None]
+            if not passing:
+                continue
+            if task == "explanations":  # min() keeps the first of equals: the first passing answer by default
+                items = min(passing, key=lambda a: openers[opener(a[0])])
+                openers[opener(items[0])] += 1
+                reply: dict[str, Any] = {"explanation": items[0]}
+            else:
+                items = passing[0]
+                reply = {task: items}
+            sample = Sample(TASK_PROMPTS[task], source, messages, reply_json(reply), round=round_no,
+                            user_id=ctx.user_id, meta={"cut": ctx.cut.isoformat(), "split": ctx.record.get("split")})
+            if sample.hash not in seen:
+                seen.add(sample.hash)
+                out.append(sample)
     stats.samples = len(out)
     return out, stats
+
+
+_OPENER_WORD = re.compile(r"[a-z']+")
+
+
+def opener(text: str) -> str:
+    """The first two words of an explanation, lower-case: what a template shares ("this item")."""
+    return " ".join(_OPENER_WORD.findall(text.lower())[:2])
 
 
 def _answers(ctx: CutContext, llm: StructuredLLM, task: str, k: int, cfg: LogsConfig, catalogue: Catalogue | None,

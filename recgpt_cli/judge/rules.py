@@ -53,7 +53,8 @@ def tag_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[str]:
 
 def explanation_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[str]:
     """Table 6 via the safety filter: PII / hard sell -> safety No; repetition or emptiness -> clarity Bad;
-    exaggerated claims -> factuality Bad."""
+    exaggerated claims -> factuality Bad; the title written back or nothing past the item's own words (Appendix B
+    prohibition 5) -> relevance Bad."""
     item = sample["item"] if isinstance(sample.get("item"), dict) else sample
     title = str(item.get("title") or "")
     pii = pii_terms_from_attributes(sample.get("attributes"))
@@ -68,6 +69,9 @@ def explanation_rules(sample: dict[str, Any], verdicts: dict[str, str]) -> list[
     if "exaggeration" in res.failures:
         verdicts["factuality"] = "Bad"
         fired.append("exaggerated")
+    if "title_echo" in res.failures or "says_nothing" in res.failures:  # names the item, links nothing to the user
+        verdicts["relevance"] = "Bad"
+        fired.append("says_nothing")
     return fired
 
 
