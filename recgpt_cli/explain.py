@@ -172,6 +172,11 @@ def catalogue_brands(items: Mapping[str, ItemInfo]) -> frozenset[str]:
     return frozenset(i.brand.strip().lower() for i in items.values() if i.brand and i.brand.strip())
 
 
+def catalogue_leaves(items: Mapping[str, ItemInfo]) -> dict[str, str]:
+    """The catalogue's leaf category names -> their departments (top level), lower-case (foreign_category)."""
+    return {i.leaf.lower(): i.category_path[0].lower() for i in items.values() if i.leaf}
+
+
 # --- tag -> category --------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -285,6 +290,7 @@ def fallback_explanation(item: ItemInfo, config: SafetyConfig = SafetyConfig()) 
 def _generate_safe(
     llm: StructuredLLM, prompt: Prompt, variables: dict[str, str], params: SamplingParams, *, title: str,
     pii: list[str], config: SafetyConfig, stats: ExplainStats, facts: str = "", brands: frozenset[str] = frozenset(),
+    leaves: Mapping[str, str] | None = None,
 ) -> tuple[str | None, int, list[Generation[Any]]]:
     """One explanation that passes the safety filter, regenerating with a new seed up to MAX_REGENERATIONS.
     Returns (text or None when dropped, attempts, the generations made)."""
@@ -303,7 +309,7 @@ def _generate_safe(
         cut_off = len(gen.value.explanation.strip()) >= EXPLANATION_MAX_CHARS - 1
         text = tidy_truncated(gen.value.explanation, EXPLANATION_MAX_CHARS)
         res = check_explanation(text, title=title, pii_terms=pii, config=config, item_text=facts, brands=brands,
-                                cut_off=cut_off)
+                                categories=leaves, cut_off=cut_off)
         if res.ok:
             return res.text, attempt + 1, gens
         with _STATS_LOCK:
@@ -393,14 +399,14 @@ def build_explanation_table(
             table_out.write(done[pair])
     stats.pairs_existing += len(pairs) - len(todo)
     item_text = category_texts({leaf for (_, leaf), _ in todo}, items)
-    brands = catalogue_brands(items)
+    brands, leaves = catalogue_brands(items), catalogue_leaves(items)
 
     def one(job: tuple[tuple[str, str], float]) -> tuple[dict[str, Any] | None, list[Generation[Any]]]:
         (interest, leaf), score = job
         variables = {"interest": interest, "date": date, "item": item_text[leaf]}
         # a category-level entry names no brand; attributes must be in the category's example titles
         text, attempts, gens = _generate_safe(llm, tmpl, variables, params, title="", pii=[], config=safety,
-                                              stats=stats, facts=item_text[leaf], brands=brands)
+                                              stats=stats, facts=item_text[leaf], brands=brands, leaves=leaves)
         if text is None:
             return None, gens
         return {"interest": interest, "category_leaf": leaf, "explanation": text, "prompt_version": tmpl.version,
@@ -480,7 +486,7 @@ def explain_recommendations(
     stats = stats if stats is not None else ExplainStats()
     tmpl = (prompt if isinstance(prompt, Prompt) else load_prompt(prompt or "explanation")) if mode == "llm" else None
     params = params or EXPLAIN_PARAMS
-    brands = catalogue_brands(items)
+    brands, leaves = catalogue_brands(items), catalogue_leaves(items)
 
     def one(rec: dict[str, Any]) -> tuple[dict[str, Any], list[Generation[Any]]]:
         uid, iid = str(rec["user_id"]), str(rec["item_id"])
@@ -496,7 +502,7 @@ def explain_recommendations(
             for interest in candidates:
                 text = table.get(_key(interest, item.leaf)) if table is not None else None
                 if text and check_explanation(text, title=item.title, pii_terms=pii, config=safety,
-                                              item_text=item.facts, brands=brands).ok:
+                                              item_text=item.facts, brands=brands, categories=leaves).ok:
                     out.update(explanation=text, interest=interest, source="table")
                     break
         else:
@@ -505,7 +511,7 @@ def explain_recommendations(
                          "item": f"{item.title} | category: {' > '.join(item.category_path)}"}
             assert llm is not None and tmpl is not None
             text, _, gens = _generate_safe(llm, tmpl, variables, params, title=item.title, pii=pii, config=safety,
-                                           stats=stats, facts=item.facts, brands=brands)
+                                           stats=stats, facts=item.facts, brands=brands, leaves=leaves)
             if text is not None:
                 out.update(explanation=text, interest=matched, source="llm")
             elif gens and all(g.value is None for g in gens):  # no answer at all, not a safety drop: say so

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class SafetyConfig:
 class SafetyResult:
     """`failures` names each rule that fired: empty, too_short, too_long, pii_email, pii_phone, pii_url,
     pii_term, hard_sell, exaggeration, placeholder, prompt_echo, title_echo, repetitive, emoji, unfinished,
-    superlative, foreign_brand, foreign_attribute, foreign_number, foreign_maker, says_nothing."""
+    superlative, foreign_brand, foreign_attribute, foreign_number, foreign_maker, foreign_category, says_nothing."""
 
     text: str
     failures: list[str] = field(default_factory=list)
@@ -154,6 +154,32 @@ perfect ideal unique quality high wonderful amazing fantastic excellent beautifu
 awesome""".split())
 
 
+# "This item is a great dog toy" written for a radiator (its table pair came from a heater tag linked to a "dog toys"
+# interest): what the sentence says the item is (the words after "is a"), matched against the catalogue's category
+# names (plurals folded) of departments the item's own text does not name. Within one department the rule stays
+# quiet: a film filed under its first genre may well be the "action movie" the sentence calls it.
+_IS_A = re.compile(r"(?:\bis|\bwas|'s)\s+(?:a|an|the|one)\s+([^.,;:!?]+)", re.IGNORECASE)
+PREDICATE_WORDS = 6
+
+
+def _stemmed(text: str) -> str:
+    return " " + " ".join(stem(w) for w in _words(text)) + " "
+
+
+def names_other_category(text: str, own_text: str, categories: Mapping[str, str]) -> bool:
+    """`text` says the item is something (`is a ...`) named by a category of `categories` (name -> its department)
+    whose name and department `own_text` both lack."""
+    said = [" " + " ".join(stem(w) for w in _words(m)[:PREDICATE_WORDS]) + " " for m in _IS_A.findall(text)]
+    if not said:
+        return False
+    own = _stemmed(own_text)
+    for name, department in categories.items():
+        n = _stemmed(name)
+        if n.strip() and n not in own and _stemmed(department) not in own and any(n in p for p in said):
+            return True
+    return False
+
+
 def says_nothing(text: str, own_text: str) -> bool:
     """Every content word of `text` (`text.content_words`, less function words and filler) is a word of the
     item's own text (`own_text`: title, category path, example titles), plurals folded."""
@@ -199,11 +225,13 @@ def check_explanation(
     config: SafetyConfig = SafetyConfig(),
     item_text: str = "",
     brands: Iterable[str] = (),
+    categories: Mapping[str, str] | None = None,
     cut_off: bool = False,
 ) -> SafetyResult:
     """Run every rule on one explanation; see SafetyResult for the rule names. `item_text` (title, category path,
-    brand) and `brands` (every catalogue brand, lower-case) turn on foreign_brand / foreign_attribute;
-    `cut_off` says the decoder stopped at its length bound (then text without closing punctuation is unfinished)."""
+    brand), `brands` (every catalogue brand, lower-case) and `categories` (the catalogue's category names -> their
+    departments) turn on the foreign_* rules; `cut_off` says the decoder stopped at its length bound (then text
+    without closing punctuation is unfinished)."""
     t = (text or "").strip()
     res = SafetyResult(text=t)
     if not t:
@@ -261,6 +289,8 @@ def check_explanation(
             res.failures.append("foreign_number")
         if any(m.lower() not in own_words for m in _MAKER.findall(t)):
             res.failures.append("foreign_maker")
+        if categories and names_other_category(t, own_text, categories):
+            res.failures.append("foreign_category")
         if "title_echo" not in res.failures and says_nothing(t, own_text):  # the echo is the stronger form
             res.failures.append("says_nothing")
     return res

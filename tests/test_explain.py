@@ -132,6 +132,18 @@ def test_online_lookup_and_fallback(db: Path) -> None:
     assert stats.by_source == {"table": 1, "fallback": 2}
 
 
+def test_a_table_entry_that_calls_the_item_another_category_is_not_served(db: Path) -> None:
+    """A table row written for a wrong pair (a pan under the hiking interest) that says the pan is a backpack is
+    checked against the item it would be served for and not used: the fallback stands in."""
+    users = {r["user_id"]: parse_user_interests(r) for r in USERS}
+    rec = {"user_id": "u1", "item_id": "i4", "rank": 1, "score": 0.9, "tag": None, "interest_id": "I1"}
+    for text, source in [("This item is a light backpack for long trails", "fallback"),
+                         ("A hot breakfast at the end of a long trail", "table")]:
+        [out] = explain_recommendations([rec], items=load_items(db), users=users,
+                                        table={("outdoor hiking", "cookware"): text})
+        assert out["source"] == source, text
+
+
 def test_llm_mode_regenerates_unsafe_then_drops(db: Path) -> None:
     users = {r["user_id"]: parse_user_interests(r) for r in USERS}
     items = load_items(db)

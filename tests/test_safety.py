@@ -99,6 +99,22 @@ def test_a_category_entry_must_not_just_repeat_its_item_information() -> None:
     assert check_explanation("Softer nights for a tired sleeper", item_text=facts).ok
 
 
+def test_an_explanation_must_not_call_its_item_another_category() -> None:
+    """What the sentence says the item is ("is a ...") must not be a catalogue category of another department: a
+    radiator is no dog toy. Naming the user's interest elsewhere links it; its own category is fine, and so is a
+    sibling of its department (a film filed under Comedy may be an action movie)."""
+    facts = "category: Home > Heating & Cooling > Space Heaters; example items: Kitchora Oil-Filled Radiator"
+    leaves = {"space heaters": "home", "dog toys": "pets", "board games": "toys", "fans": "home"}
+    for text, failures in [("This item is a great dog toy for a dog.", ["foreign_category"]),
+                           ("It's a board game night warmer", ["foreign_category"]),
+                           ("Warm evenings while the dog plays with its toys", []),
+                           ("This item is a quiet space heater for cold nights.", []),
+                           ("This item is a quiet fan for winter nights", []),  # same department: not this rule's
+                           ("For your dog toys interest: a warm corner for naps", [])]:
+        assert check_explanation(text, item_text=facts, categories=leaves).failures == failures, text
+    assert check_explanation("This item is a great dog toy for a dog.", item_text=facts).ok  # no catalogue given
+
+
 @pytest.mark.parametrize(
     ("text", "failures"),
     [

@@ -56,17 +56,20 @@ TASK_PROMPTS = {"interests": "interest_mining", "tags": "tag_prediction", "expla
 @dataclass(frozen=True)
 class ExplainInputs:
     """What explanation samples need from the store: Item Information per category leaf (as `explain
-    --build-table` writes it) and the catalogue's brands (lower-case) for the factuality rules."""
+    --build-table` writes it) and the catalogue's brands and category names (lower-case) for the factuality
+    rules."""
 
     item_texts: Mapping[str, str]
     brands: frozenset[str] = frozenset()
+    categories: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_con(cls, con: duckdb.DuckDBPyConnection) -> ExplainInputs:
-        from recgpt_cli.explain import catalogue_brands, category_texts, read_items
+        from recgpt_cli.explain import catalogue_brands, catalogue_leaves, category_texts, read_items
 
         items = read_items(con)
-        return cls(category_texts({it.leaf for it in items.values()}, items), catalogue_brands(items))
+        return cls(category_texts({it.leaf for it in items.values()}, items), catalogue_brands(items),
+                   catalogue_leaves(items))
 
 
 @dataclass
@@ -265,7 +268,8 @@ def _explanation_answers(ctx: CutContext, llm: StructuredLLM, k: int, temperatur
         def check(value: Any, facts: str = facts, shown: str = interest["interest"]) -> list[Any] | None:
             cut_off = len(value.explanation.strip()) >= EXPLANATION_MAX_CHARS - 1
             text = tidy_truncated(value.explanation, EXPLANATION_MAX_CHARS)
-            res = check_explanation(text, pii_terms=pii, item_text=facts, brands=inputs.brands, cut_off=cut_off)
+            res = check_explanation(text, pii_terms=pii, item_text=facts, brands=inputs.brands,
+                                    categories=inputs.categories, cut_off=cut_off)
             removed = {rule: 1 for rule in res.failures}
             if on_topic and res.ok and not names_subject(res.text, shown, facts):
                 removed["off_topic"] = 1
