@@ -144,16 +144,6 @@ _MAKER = re.compile(r"\b(?:designed|made|crafted|handcrafted|developed|created|b
                     r"(?:a |an |the )?([a-z0-9][a-z0-9'&-]*)", re.IGNORECASE)
 
 
-# A sentence that only names its item ("This item is a movie.", "This item is a great choice for your home."):
-# past function words and filler, every word is one of the item's own. Fillers are kept few on purpose: "Tea the
-# way it should be" (a gold Good) must still say something ("way").
-_NOT_CONTENT = frozenset(stem(w) for w in """it was were has have had will can could should would may might do does
-so very just also all any some which who what there here you they them not such much more many every each both well
-too really truly item product thing one movie film choice option pick addition piece kind sort type great good nice
-perfect ideal unique quality high wonderful amazing fantastic excellent beautiful lovely fun popular classic special
-awesome""".split())
-
-
 # "This item is a great dog toy" written for a radiator (its table pair came from a heater tag linked to a "dog toys"
 # interest): what the sentence says the item is (the words after "is a"), matched against the catalogue's category
 # names (plurals folded) of departments the item's own text does not name. Within one department the rule stays
@@ -178,6 +168,16 @@ def names_other_category(text: str, own_text: str, categories: Mapping[str, str]
         if n.strip() and n not in own and _stemmed(department) not in own and any(n in p for p in said):
             return True
     return False
+
+
+# A sentence that only names its item ("This item is a movie.", "This item is a great bed pillow." for a pillow):
+# past function words and filler, every word is one of the item's own. Fillers are kept few on purpose: "Tea the
+# way it should be" (a gold Good) must still say something ("way").
+_NOT_CONTENT = frozenset(stem(w) for w in """it was were has have had will can could should would may might do does
+so very just also all any some which who what there here you they them not such much more many every each both well
+too really truly item product thing one movie film choice option pick addition piece kind sort type great good nice
+perfect ideal unique quality high wonderful amazing fantastic excellent beautiful lovely fun popular classic special
+awesome""".split())
 
 
 def says_nothing(text: str, own_text: str) -> bool:
