@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from recgpt_cli.text import content_words, stem
@@ -156,6 +157,12 @@ def _stemmed(text: str) -> str:
     return " " + " ".join(stem(w) for w in _words(text)) + " "
 
 
+@lru_cache(maxsize=8192)
+def _stemmed_name(name: str) -> str:
+    """A catalogue category or department name, stemmed once: every check walks the same few hundred names."""
+    return _stemmed(name)
+
+
 def names_other_category(text: str, own_text: str, categories: Mapping[str, str]) -> bool:
     """`text` says the item is something (`is a ...`) named by a category of `categories` (name -> its department)
     whose name and department `own_text` both lack."""
@@ -164,8 +171,8 @@ def names_other_category(text: str, own_text: str, categories: Mapping[str, str]
         return False
     own = _stemmed(own_text)
     for name, department in categories.items():
-        n = _stemmed(name)
-        if n.strip() and n not in own and _stemmed(department) not in own and any(n in p for p in said):
+        n = _stemmed_name(name)
+        if n.strip() and n not in own and _stemmed_name(department) not in own and any(n in p for p in said):
             return True
     return False
 
