@@ -210,7 +210,9 @@ def main() -> None:
 
 
 def tables(results: list[dict[str, Any]]) -> list[Table]:
-    a = Table(title="Alignment on the intent bench (LOO test phase, 100 held-out users per dataset)")
+    users = "/".join(sorted({str(r["users"]) for r in results if r.get("users")})) or "the"
+    a = Table(title=f"Alignment on the intent bench (LOO {bench_intent.PHASE} phase, {users} held-out users per "
+                    "dataset)")
     cols = ["dataset", "source", "hr@30", "tagitem_hit@50", "kept_share", "valid_share", "bad_reason_share",
             "interest_f1", "prompt_ceiling", "llm_s_per_user"]
     for c in cols:

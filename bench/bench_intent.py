@@ -268,7 +268,7 @@ def fmt(v: Any) -> str:
 
 
 def tables(results: list[dict[str, Any]]) -> list[Table]:
-    a = Table(title="Intent: interests and tags (LOO test phase, split-aware histories)")
+    a = Table(title=f"Intent: interests and tags (LOO {PHASE} phase, split-aware histories)")
     cols = ["dataset", "source", "users", "interest_p", "interest_r", "interest_f1", "hr@30", "tagitem_hit@50",
             "tagitem_recall@50", "kept_share", "valid_share", "bad_reason_share", "prompt_ceiling", "llm_s_per_user",
             "prompt_tok_per_user", "completion_tok_per_user"]

@@ -21,7 +21,8 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
   (`I2`, `i2`, `2`, `I2: ...`) and its text does not match one such interest's text (Jaccard >= 0.5, or all
   the interest's words present). Unlinked tags are dropped, linked ones get the id.
 - ``implausible`` (interest consistency, with φ): none of φ's top-3 categories of the tag is among the interest's
-  categories = φ's top-3 of the interest text plus the leaf categories of the history lines behind the interest.
+  categories = φ's top-3 of the interest text plus the leaf categories of the history items behind the interest
+  (`interest_leaves`: those sharing the most words with it).
 - ``invalid`` (§2.2.1 validity): no catalogue item carries >= 3/4 of the tag's words (`catalogue.Catalogue`).
 - ``stale`` (temporal freshness): >= 2/3 of the tag's words appear in one phrase the user engaged with in the
   30 days before `date`: a recent item's title or category leaf, or a recent search (`recent_items`,
@@ -232,20 +233,43 @@ def is_stale(words: set[str], recent: list[set[str]]) -> bool:
 
 
 _LEAF = re.compile(r"\(([^()]+)\)(?=,|$)")
+_COUNTED = re.compile(r"([^,]+?) x\d+(?=,|$)")  # the summary line's "Dog Food x4" (compress's `(categories)` line)
+
+
+def history_items(compressed: str) -> Iterator[tuple[str, str]]:
+    """(text, leaf) for every item a `compress` history names — "Title (Leaf)" entries and the summary line's
+    "Leaf xN" — the text holding the leaf's name too. A line can hold items of several categories."""
+    for line in compressed.splitlines():
+        when, _, body = line.partition(" | ")
+        if when.endswith("(categories)"):
+            for m in _COUNTED.finditer(body):
+                yield m.group(1), m.group(1).strip()
+            continue
+        start = 0
+        for m in _LEAF.finditer(body):
+            yield body[start:m.end()], m.group(1)
+            start = m.end() + 1
+
+
+def interest_leaves(interest: dict[str, Any], compressed: str, catalogue: Catalogue) -> set[str]:
+    """The interest's categories: φ's top-3 of its text plus the leaf of every history item behind it — the items
+    sharing the most content words with the interest's text (a "dog beds" interest: the dog beds, not the dog food),
+    or, when none shares any, with its reason. Per item, not per line: a line of the history mixes categories, and a
+    heater seen the month a dog toy was must not make heaters a dog-toy category (whole lines let predict-tags link
+    a radiator to "dog toys", and offered heaters to that interest's call)."""
+    leaves = set(catalogue.leaves_of([interest["interest"]])[0])
+    items = [(content_words(text), leaf) for text, leaf in history_items(compressed)]
+    for words in (content_words(interest["interest"]), content_words(str(interest.get("reason", "")))):
+        shared = [(len(item_words & words), leaf) for item_words, leaf in items]
+        most = max((n for n, _ in shared), default=0)
+        if most:
+            return leaves | {leaf for n, leaf in shared if n == most}
+    return leaves
 
 
 def searched_text(compressed: str) -> str:
     """Every search query in a `compress` history, joined (what a user asked for by name)."""
     return " ".join(_SEARCH.findall(compressed))
-
-
-def interest_leaves(interest: dict[str, Any], compressed: str, catalogue: Catalogue) -> set[str]:
-    """The interest's categories: φ's top-3 of its text plus the leaf of every history item behind it."""
-    leaves = catalogue.leaves_of([interest["interest"]])[0]
-    lines = relevant_history(compressed, [interest], limit=1_000, fallback=False)
-    for line in lines.splitlines():
-        leaves |= set(_LEAF.findall(line.partition(" | ")[2].strip()))
-    return leaves
 
 
 def clean_tags(

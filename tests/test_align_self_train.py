@@ -3,6 +3,7 @@ round loop stops when a round gains nothing (fake backend, the hand-written stor
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -29,12 +30,14 @@ def responder(good_seeds: set[int], greedy: bool = False):
         assert (params.temperature == 0) if greedy else (params.temperature > 0)  # rejection sampling samples
         if "List this user's interests" in user:
             return orjson.dumps({"interests": [GOOD_INTEREST if good else BAD_INTEREST]}).decode()
-        if "for interest I1" in user:  # teapots: seed-dependent; "nice stuff" is vague
+        shown = re.search(r"for interest (I\d)", user)
+        assert shown is not None
+        if f"{shown[1]}: teapots" in user:  # teapots: seed-dependent; "nice stuff" is vague
             tag = GOOD_TAG if good else {**GOOD_TAG, "item_tag": "nice stuff"}
-            return orjson.dumps({"tags": [tag]}).decode()
+            return orjson.dumps({"tags": [{**tag, "serves_interest": shown[1]}]}).decode()
         # hiking boots: a jacket, outside the interest's categories (implausible), whatever the seed
         return orjson.dumps({"tags": [{"item_tag": "insulated snow jacket", "reason": "warm on the trail in winter",
-                                       "serves_interest": "I2"}]}).decode()
+                                       "serves_interest": shown[1]}]}).decode()
     return answer
 
 
@@ -317,8 +320,10 @@ def test_cli_self_train_pools_tags_and_records_the_tag_pass_rate(tmp_path: Path,
     assert len(rate) == 1 and n == len(kept) >= 1 and 0 < kept_items < items and passed <= answers
     assert f"{kept_items}/{items} tags" in " ".join(r.output.split())
     tags = [orjson.loads(t)["tags"] for _, t in kept]
-    assert {src for src, _ in kept} == {"self-train"} and [GOOD_TAG] in tags  # the vague teapot tags never
-    assert all(len(t) == 1 and t[0]["item_tag"] != "nice stuff" for t in tags)
+    # the vague teapot tags never pass; the jacket does under hiking boots here: the store files it there, and φ,
+    # fitted on the store's titles, learns that label (test_align_data's keyword φ does not)
+    assert {src for src, _ in kept} == {"self-train"} and all(len(t) == 1 for t in tags)
+    assert sorted(t[0]["item_tag"] for t in tags) == ["cast iron teapot", "insulated snow jacket"]
     assert trained == [(n, start)]
 
 

@@ -17,6 +17,8 @@ from recgpt_cli.llm.structured import StructuredLLM
 from recgpt_cli.tags import (
     PredictedTag,
     clean_tags,
+    history_items,
+    interest_leaves,
     is_stale,
     is_vague,
     link_interest,
@@ -329,6 +331,39 @@ def test_catalogue_rules_brand_implausible_invalid() -> None:
     # without a catalogue those three rules are off
     kept, removed = clean_tags(predicted, record, day=DAY, n_tags=10)
     assert len(kept) == 6 and removed["brand"] == removed["implausible"] == removed["invalid"] == 0
+
+
+def test_interest_leaves_come_from_the_items_behind_the_interest_not_their_lines() -> None:
+    cat = _catalogue()
+    history = ("2025-05(detail_view) | Trailpeak Waterproof Hiking Boots (Hiking Boots), Velvet Bloom Eau de Parfum "
+               "(Perfume)\n2024(categories) | Jigsaw Puzzles x3, Tennis Balls x1")
+    phi = {text: cat.leaves_of([text])[0] for text in ("hiking", "weekend trips", "puzzles")}
+    assert not any("Perfume" in leaves for leaves in phi.values())
+    assert list(history_items(history)) == [
+        ("Trailpeak Waterproof Hiking Boots (Hiking Boots)", "Hiking Boots"),
+        (" Velvet Bloom Eau de Parfum (Perfume)", "Perfume"),
+        ("Jigsaw Puzzles", "Jigsaw Puzzles"), (" Tennis Balls", "Tennis Balls")]
+    # the boots share a word with the interest; the perfume only shares their line
+    hiking = {"interest_id": "I1", "interest": "hiking", "reason": "bought boots"}
+    assert interest_leaves(hiking, history, cat) == phi["hiking"] | {"Hiking Boots"}
+    # no item shares a word with the text: the reason's words pick them
+    trips = {"interest_id": "I1", "interest": "weekend trips", "reason": "viewed waterproof boots"}
+    assert interest_leaves(trips, history, cat) == phi["weekend trips"] | {"Hiking Boots"}
+    # the items sharing the most words: the balls for "tennis balls", not the racket seen the same day
+    rackets = history + ("\n2025-04(detail_view) | Volley Pro Tennis Racket (Tennis Rackets), Acecourt Tennis Balls "
+                         "(Tennis Balls)")
+    balls = {"interest_id": "I1", "interest": "tennis balls", "reason": "x"}
+    assert interest_leaves(balls, rackets, cat) == cat.leaves_of(["tennis balls"])[0] | {"Tennis Balls"}
+    assert "Tennis Rackets" not in cat.leaves_of(["tennis balls"])[0]
+    # the summary line's categories count as items
+    puzzles = {"interest_id": "I1", "interest": "puzzles", "reason": "x"}
+    assert interest_leaves(puzzles, history, cat) == phi["puzzles"] | {"Jigsaw Puzzles"}
+    # so a perfume tag linked to the hiking interest is implausible (it passed when whole lines counted)
+    record = {**RECORD, "compressed": history}
+    kept, removed = clean_tags([(tag("eau de parfum", "I1"), [hiking]), (tag("waterproof hiking boots", "I1"),
+                                                                          [hiking])],
+                               record, day=DAY, n_tags=10, catalogue=cat)
+    assert [t["tag"] for t in kept] == ["waterproof hiking boots"] and removed["implausible"] == 1
 
 
 # ---- constrained decoding (--constrain) ----
