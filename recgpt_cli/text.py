@@ -62,12 +62,21 @@ _PLACEHOLDER_REASON = re.compile(
 _INTEREST_ID = re.compile(r"^\s*(?:interest\s*)?[Ii]\d+\s*$")
 _BRACKETED = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
 MIN_REASON_WORDS = 2  # "cat food" cites evidence; "brace" or "..." does not
+LOOP_WORDS = 4  # a run of this many words written twice is a decoding loop ("the cat in the story of the cat in ...")
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def repeats_itself(text: str, n: int = LOOP_WORDS) -> bool:
+    """True when some run of `n` words occurs twice: greedy decoding that looped until the length bound."""
+    words = _TOKEN.findall(text.lower())
+    runs = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(runs)) < len(runs)
 
 
 def reason_problem(reason: str, subject: str) -> str | None:
     """Why `reason` is not a reason for `subject` (a tag or interest), or None: a placeholder ("...", "N/A", a
-    template slot), an interest id ("I2"), fewer than MIN_REASON_WORDS words, or nothing beyond the subject's own
-    words (a copy of the tag)."""
+    template slot), an interest id ("I2"), fewer than MIN_REASON_WORDS words, a decoding loop (`repeats_itself`), or
+    nothing beyond the subject's own words (a copy of the tag)."""
     text = " ".join(str(reason).split()).strip()
     bare = text.strip(" .!?,;:'\"")
     if _PLACEHOLDER_REASON.match(bare) or _BRACKETED.search(text) or not re.search(r"[^\W\d_]", text):
@@ -76,6 +85,8 @@ def reason_problem(reason: str, subject: str) -> str | None:
         return "interest id"
     if len(bare.split()) < MIN_REASON_WORDS:
         return "not a sentence"
+    if repeats_itself(bare):
+        return "repeats itself"
     words = content_words(bare)
     if bare.lower() == " ".join(subject.split()).lower() or words <= content_words(subject):
         return "copy of the subject"

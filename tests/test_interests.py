@@ -303,7 +303,9 @@ def test_real_model_mines_schema_valid_interests() -> None:
 def test_interest_reasons_must_be_sentences() -> None:
     mined = [MinedInterest(interest="tennis", stage="long-term", reason="..."),
              MinedInterest(interest="hiking", stage="long-term", reason="hiking"),
+             MinedInterest(interest="tennis", stage="long-term",
+                           reason="lately hand-rolled hand-rolled hand-rolled hand-rolled hand-rolled"),
              MinedInterest(interest="hiking", stage="long-term", reason="Bought boots and searched for trails")]
     record = {"user_id": "u1", "compressed": "2025-06(purchase) | tennis racket, hiking boots"}
     kept, removed = clean_interests(mined, record, max_interests=5)
-    assert [k["interest"] for k in kept] == ["hiking"] and removed["bad_reason"] == 2
+    assert [k["interest"] for k in kept] == ["hiking"] and removed["bad_reason"] == 3

@@ -308,9 +308,15 @@ def test_bad_reasons_are_rejected_and_real_ones_kept() -> None:
     shown = INTERESTS
     predicted = [(tag("tennis elbow brace", "I1", reason), shown)
                  for reason in ("...", "I2", "tennis elbow brace", "N/A", "[reason]", "brace")]
+    # decoding loops the aligned model wrote on ml-100k validation (cut at the schema's length bound)
+    predicted += [(tag("tennis elbow brace", "I1", reason), shown) for reason in (
+        "after lewd lewd lewd lewd lewd", "after the story of the cat in the story of the cat in the story of th")]
     predicted.append((tag("tennis elbow brace", "I1", "Plays tennis weekly and bought a racket"), shown))
+    # a repeated three-word run is still a reason ("the cast iron" twice)
+    predicted.append((tag("cast iron tennis brace", "I1", "after the cast iron pan and the cast iron kettle"), shown))
     kept, removed = clean_tags(predicted, RECORD, day=DAY, n_tags=10)
-    assert removed["bad_reason"] == 6 and [t["reason"] for t in kept] == ["Plays tennis weekly and bought a racket"]
+    assert removed["bad_reason"] == 8 and [t["reason"] for t in kept] == [
+        "Plays tennis weekly and bought a racket", "after the cast iron pan and the cast iron kettle"]
 
 
 def test_catalogue_rules_brand_implausible_invalid() -> None:
