@@ -10,7 +10,8 @@ each removed interest is counted under the first rule it breaks (`interest_rules
   and generic words excluded). Two words match when their stems are equal or, both being >= 4 letters, one is a
   prefix of the other ("golf" ~ "golfing"). The model's `reason` is not evidence: it can be invented.
 - ``bad_reason``: the reason is not a sentence about the interest: a placeholder ("...", "N/A"), an interest id, a
-  single word, or only the interest's own words (`text.reason_problem`).
+  single word, a decoding loop (a run of 4 words written twice), or only the interest's own words
+  (`text.reason_problem`).
 - ``duplicate``: after mapping onto the preset pool, same content words as an earlier kept interest, or token
   Jaccard >= 0.6 with one.
 - ``over_cap``: beyond `max_interests`.

@@ -14,8 +14,8 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
   core word"), no word left once vague words ("products", "things", "best", "smart", "set", ...) are removed,
   or text copied from the prompt instead of a product (a compress time key, a behaviour type, a schema
   placeholder: `safety.is_copied_markup`).
-- ``bad_reason``: the reason is a placeholder ("...", "N/A"), an interest id, one word, or only the tag's own
-  words (`text.reason_problem`).
+- ``bad_reason``: the reason is a placeholder ("...", "N/A"), an interest id, one word, a decoding loop (a run of
+  4 words written twice), or only the tag's own words (`text.reason_problem`).
 - ``brand``: the tag names a catalogue brand the user never searched for (brands copied from the behaviour log).
 - ``unlinked`` (interest consistency): the tag's `interest` is not the id of an interest shown in its call
   (`I2`, `i2`, `2`, `I2: ...`) and its text does not match one such interest's text (Jaccard >= 0.5, or all
