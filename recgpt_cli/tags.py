@@ -257,7 +257,7 @@ def interest_leaves(interest: dict[str, Any], compressed: str, catalogue: Catalo
     or, when none shares any, with its reason. Per item, not per line: a line of the history mixes categories, and a
     heater seen the month a dog toy was must not make heaters a dog-toy category (whole lines let predict-tags link
     a radiator to "dog toys", and offered heaters to that interest's call)."""
-    leaves = set(catalogue.leaves_of([interest["interest"]])[0])
+    leaves = catalogue.leaves_of([interest["interest"]])[0]
     items = [(content_words(text), leaf) for text, leaf in history_items(compressed)]
     for words in (content_words(interest["interest"]), content_words(str(interest.get("reason", "")))):
         shared = [(len(item_words & words), leaf) for item_words, leaf in items]

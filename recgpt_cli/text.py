@@ -63,12 +63,11 @@ _INTEREST_ID = re.compile(r"^\s*(?:interest\s*)?[Ii]\d+\s*$")
 _BRACKETED = re.compile(r"\[[^\]]*\]|\{[^}]*\}|<[^>]*>")
 MIN_REASON_WORDS = 2  # "cat food" cites evidence; "brace" or "..." does not
 LOOP_WORDS = 4  # a run of this many words written twice is a decoding loop ("the cat in the story of the cat in ...")
-_TOKEN = re.compile(r"[^\W_]+")
 
 
 def repeats_itself(text: str, n: int = LOOP_WORDS) -> bool:
     """True when some run of `n` words occurs twice: greedy decoding that looped until the length bound."""
-    words = _TOKEN.findall(text.lower())
+    words = _WORD.findall(text.lower())
     runs = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return len(set(runs)) < len(runs)
 
