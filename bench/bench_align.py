@@ -214,7 +214,7 @@ def tables(results: list[dict[str, Any]]) -> list[Table]:
     a = Table(title=f"Alignment on the intent bench (LOO {bench_intent.PHASE} phase, {users} held-out users per "
                     "dataset)")
     cols = ["dataset", "source", "hr@30", "tagitem_hit@50", "kept_share", "valid_share", "bad_reason_share",
-            "interest_f1", "prompt_ceiling", "llm_s_per_user"]
+            "interest_reason_grounded", "tag_reason_grounded", "interest_f1", "prompt_ceiling", "llm_s_per_user"]
     for c in cols:
         a.add_column(c, justify="left" if c in ("dataset", "source") else "right")
     for r in results:

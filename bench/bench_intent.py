@@ -51,7 +51,7 @@ from recgpt_cli.catalogue import Catalogue  # noqa: E402
 from recgpt_cli.compress import SplitView, compress_users, default_reference_date  # noqa: E402
 from recgpt_cli.evaluate import item_category_codes, next_item_categories, tag_category_hit_rate  # noqa: E402
 from recgpt_cli.importers import import_jsonl, import_recbole  # noqa: E402
-from recgpt_cli.intent import interest_prf, load_truth, subset_metrics, tag_item_topk, tag_quality  # noqa: E402
+from recgpt_cli.intent import interest_prf, load_truth, reason_grounding, subset_metrics, tag_item_topk, tag_quality  # noqa: E402
 from recgpt_cli.interests import InterestMiner  # noqa: E402
 from recgpt_cli.llm.aligned import BASE_MODEL  # noqa: E402
 from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
@@ -212,6 +212,7 @@ def evaluate_source(con: Any, split: SplitData, model: Any, rows: list[dict[str,
     m = subset_metrics(tag_item_topk(model, split, tags, users, PHASE, 50), users, split, PHASE, (50,))
     out.update({"tagitem_hit@50": m["hit@50"], "tagitem_recall@50": m["recall@50"]})
     out.update(tag_quality(rows, catalogue))
+    out.update(reason_grounding(rows))
     for beta in BETAS:
         topk = np.full((len(users), 10), -1, dtype=np.int64)
         pos = {int(u): r for r, u in enumerate(users)}
@@ -255,7 +256,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if src == "llm":
             row.update(cost, constrain=args.constrain)
         else:  # no rules ran: the kept share and reasons say nothing for a non-LLM source
-            row.update(kept_share=float("nan"), bad_reason_share=float("nan"))
+            row.update(kept_share=float("nan"), bad_reason_share=float("nan"), interest_reason_grounded=float("nan"),
+                       tag_reason_grounded=float("nan"))
         results.append(row)
     con.close()
     return results
@@ -270,7 +272,8 @@ def fmt(v: Any) -> str:
 def tables(results: list[dict[str, Any]]) -> list[Table]:
     a = Table(title=f"Intent: interests and tags (LOO {PHASE} phase, split-aware histories)")
     cols = ["dataset", "source", "users", "interest_p", "interest_r", "interest_f1", "hr@30", "tagitem_hit@50",
-            "tagitem_recall@50", "kept_share", "valid_share", "bad_reason_share", "prompt_ceiling", "llm_s_per_user",
+            "tagitem_recall@50", "kept_share", "valid_share", "bad_reason_share", "interest_reason_grounded",
+            "tag_reason_grounded", "prompt_ceiling", "llm_s_per_user",
             "prompt_tok_per_user", "completion_tok_per_user"]
     for c in cols:
         a.add_column(c, justify="left" if c in ("dataset", "source") else "right")

@@ -320,6 +320,7 @@ def intent_metrics(
         interest_texts,
         load_truth,
         read_intent_records,
+        reason_grounding,
         subset_metrics,
         tag_item_topk,
         tag_quality,
@@ -334,6 +335,7 @@ def intent_metrics(
     if any("tags" in r for r in records):
         out.update(tag_category_hit_rate(con, tags_path, split_data.protocol, phase, phi=phi, seed=seed))
         out.update({f"tag_{key}": v for key, v in tag_quality(records, Catalogue.from_db(con, with_phi=False)).items()})
+    out.update(reason_grounding(records))
     if model_dir is not None:
         from recgpt_cli.towers import load_model
 

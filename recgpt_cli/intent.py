@@ -35,7 +35,7 @@ from recgpt_cli.metrics import (
 )
 from recgpt_cli.schema import InterestsRecord, TagsRecord, parse_stage_record, record_kind
 from recgpt_cli.splits import SplitData, leak_reason
-from recgpt_cli.text import reason_problem
+from recgpt_cli.text import reason_problem, unsupported_claims
 
 if TYPE_CHECKING:
     import duckdb
@@ -133,6 +133,27 @@ def tag_quality(records: Iterable[Mapping[str, Any]], catalogue: Catalogue | Non
             # nan (JSON null) when undefined: no tag kept, or no catalogue to check against
             "valid_share": valid / kept if kept and catalogue is not None else float("nan"),
             "bad_reason_share": bad / kept if kept else 0.0}
+
+
+def reason_grounding(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Share of the interests' and of the tags' reasons that claim nothing beyond the compressed history the model
+    was shown (`text.unsupported_claims`; a tag's reason may also name its interest), over records carrying their
+    `compressed` text (nan: none to check)."""
+    rows = list(records)
+    shares = {}
+    for key, subject in (("interests", "interest"), ("tags", "tag")):
+        checked = grounded = 0
+        for rec in rows:
+            history = rec.get("compressed")
+            if not isinstance(history, str):
+                continue
+            for x in rec.get(key) or []:
+                if isinstance(x, Mapping) and x.get("reason"):
+                    checked += 1
+                    about = f"{x.get(subject, '')} {x.get('interest', '') if key == 'tags' else ''}"
+                    grounded += not unsupported_claims(str(x["reason"]), history, about)
+        shares[f"{subject}_reason_grounded"] = grounded / checked if checked else float("nan")
+    return shares
 
 
 def tag_item_topk(model: TowerModel, split: SplitData, tags: Mapping[int, Sequence[Tag]], users: np.ndarray,

@@ -320,7 +320,7 @@ def summary_tables(report: PipelineReport) -> list[Any]:
         met.add_column("value", justify="right")
         for key in ("recall@10", "ndcg@10", "hit@10", "itemcoverage@10", "giniindex@10", "averagepopularity@10",
                     "exploration@10", "hr_tagcategory@30", "tag_kept_share", "tag_valid_share", "tag_bad_reason_share",
-                    "interest_f1"):
+                    "interest_reason_grounded", "tag_reason_grounded", "interest_f1"):
             if isinstance(report.metrics.get(key), (int, float)):  # JSON null: undefined (e.g. no tag kept)
                 met.add_row(key, f"{report.metrics[key]:.4f}")
         tables.append(met)

@@ -66,10 +66,26 @@ LOOP_WORDS = 4  # a run of this many words written twice is a decoding loop ("th
 
 
 def repeats_itself(text: str, n: int = LOOP_WORDS) -> bool:
-    """True when some run of `n` words occurs twice: greedy decoding that looped until the length bound."""
-    words = _WORD.findall(text.lower())
+    """True when some run of `n` words occurs twice: greedy decoding that looped until the length bound. Words are
+    what spaces separate, so "glow-in-the-dark" in two titles is one word said twice, not a loop of four."""
+    words = [w for w in (t.strip(".,;:!?'\"()") for t in text.lower().split()) if w]
     runs = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return len(set(runs)) < len(runs)
+
+
+# A reason's connective words ("lately X, before that Y, and 4 more earlier"): not claims about the history.
+_CONNECTIVE = frozenset(stem(w) for w in "lately earlier before after more over since then also again history".split())
+_DATE = re.compile(r"\d{4}(?:-\d{2}){0,2}")
+
+
+def unsupported_claims(reason: str, evidence: str, subject: str = "") -> list[str]:
+    """What `reason` says that `evidence` (the history the model was shown) does not: its content words found
+    neither there nor in `subject` (the interest or tag it explains), and its numbers that the evidence holds only
+    inside a date or not at all (a count the model made up: "10 items" where the history shows four)."""
+    known = content_words(evidence) | content_words(subject)
+    numbers = set(re.findall(r"\d+", _DATE.sub(" ", evidence)))
+    return sorted(content_words(reason, extra_stop=_CONNECTIVE) - known) + \
+        [n for n in re.findall(r"\d+", reason) if n not in numbers]
 
 
 def reason_problem(reason: str, subject: str) -> str | None:

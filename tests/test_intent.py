@@ -17,7 +17,7 @@ from recgpt_cli.catalogue import Catalogue
 from recgpt_cli.compress import ItemInfo, SplitView, compress_users, default_reference_date, rule_based_phrase
 from recgpt_cli.errors import BadInput
 from recgpt_cli.importers import import_jsonl
-from recgpt_cli.intent import subset_metrics, tag_item_topk, tag_quality
+from recgpt_cli.intent import reason_grounding, subset_metrics, tag_item_topk, tag_quality
 from recgpt_cli.interests import InterestMiner
 from recgpt_cli.llm.base import FakeBackend
 from recgpt_cli.llm.structured import StructuredLLM
@@ -26,6 +26,7 @@ from recgpt_cli.retrieve import Tag
 from recgpt_cli.splits import Interactions, SplitData, leak_reason, load_split, make_split
 from recgpt_cli.store import open_db
 from recgpt_cli.tags import TagPredictor
+from recgpt_cli.text import unsupported_claims
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -231,6 +232,35 @@ def test_tag_quality_rates() -> None:
     assert q["bad_reason_share"] == pytest.approx(2 / 3)  # "..." and a copy of the tag
 
 
+HISTORY = ("2025-04-17(detail_view) | Trailpeak Leather Trail Shoes (Hiking Boots), Apex Camping Tent (Camping Tents)\n"
+           "2024..2025-03(categories) | Perfume x5, Hiking Boots x2")
+
+
+def test_a_reason_is_grounded_when_the_history_holds_what_it_says() -> None:
+    # what the aligned model wrote before its targets were grounded: counts the history does not show
+    assert unsupported_claims("10 hiking boots items over 3 months, lately leather trail shoes", HISTORY,
+                              "hiking boots") == ["10", "3"]
+    # the grounded shape: items the history names, and the summary line's count
+    assert unsupported_claims("lately leather trail shoes, and 2 more earlier", HISTORY, "hiking boots") == []
+    assert unsupported_claims("5 perfume items earlier", HISTORY, "perfume") == []
+    # a day of a date is not a count ("17" only appears in 2025-04-17); a product the history lacks is a claim
+    assert unsupported_claims("17 pairs of hiking boots", HISTORY) == ["pair", "17"]
+    assert unsupported_claims("after waterproof jacket in your hiking boots history", HISTORY,
+                              "trail shoes hiking boots") == ["jacket", "waterproof"]
+
+
+def test_reason_grounding_shares() -> None:
+    rec = {"compressed": HISTORY,
+           "interests": [{"interest": "hiking boots", "reason": "lately leather trail shoes"},
+                         {"interest": "perfume", "reason": "12 perfume items over 2 months"}],
+           "tags": [{"tag": "mid hiking boots", "interest": "hiking boots",
+                     "reason": "after leather trail shoes in your hiking boots history"}]}
+    assert reason_grounding([rec]) == {"interest_reason_grounded": 0.5, "tag_reason_grounded": 1.0}
+    # records without their history cannot be checked: undefined, not 0 or 1
+    got = reason_grounding([{k: v for k, v in rec.items() if k != "compressed"}])
+    assert all(v != v for v in got.values())
+
+
 def _tiny_split() -> SplitData:
     def inter(users: list[int], items: list[int]) -> Interactions:
         return Interactions(np.array(users, dtype=np.int64), np.array(items, dtype=np.int64),
@@ -270,7 +300,7 @@ def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) ->
     recs = [{"user_id": "u001", "split": "loo", "phase": "test", "split_id": loo_id(sample_db),
              "interests": [{"interest_id": f"I{i}", "interest": leaf} for i, leaf in enumerate(truth["u001"], 1)],
              "tags": [{"tag": leaf, "interest": "I1", "reason": "..."} for leaf in truth["u001"]],
-             "tag_rules_removed": {"vague": len(truth["u001"])}}]
+             "tag_rules_removed": {"vague": len(truth["u001"])}, "compressed": "2025-06(cart) | Ridge Tent (Tents)"}]
     tags = tmp_path / "tags.jsonl"
     tags.write_text("".join(json.dumps(r) + "\n" for r in recs))
     db = tmp_path / "copy.duckdb"
@@ -288,6 +318,8 @@ def test_evaluate_cli_reports_intent_metrics(sample_db: Path, tmp_path: Path) ->
     assert m["interest_precision"] == pytest.approx(hit / len(mapped)) and m["interest_users"] == 1
     assert m["interest_recall"] == pytest.approx(hit / len(truth["u001"])) and hit >= 3
     assert m["tag_kept_share"] == 0.5 and m["tag_bad_reason_share"] == 1.0
+    # "..." claims nothing; the interests give no reason to check (undefined: null)
+    assert m["tag_reason_grounded"] == 1.0 and m["interest_reason_grounded"] is None
     assert 0.0 <= m["exploration@10"] <= 1.0 and m["hr_tagcategory@30_users"] == 1
 
 

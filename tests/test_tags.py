@@ -314,9 +314,13 @@ def test_bad_reasons_are_rejected_and_real_ones_kept() -> None:
     predicted.append((tag("tennis elbow brace", "I1", "Plays tennis weekly and bought a racket"), shown))
     # a repeated three-word run is still a reason ("the cast iron" twice)
     predicted.append((tag("cast iron tennis brace", "I1", "after the cast iron pan and the cast iron kettle"), shown))
+    # and so is one hyphenated word in two titles (four words only if hyphens split them)
+    predicted.append((tag("glow tennis brace", "I1", "after glow-in-the-dark puzzle, before that glow-in-the-dark mat"),
+                      shown))
     kept, removed = clean_tags(predicted, RECORD, day=DAY, n_tags=10)
     assert removed["bad_reason"] == 8 and [t["reason"] for t in kept] == [
-        "Plays tennis weekly and bought a racket", "after the cast iron pan and the cast iron kettle"]
+        "Plays tennis weekly and bought a racket", "after the cast iron pan and the cast iron kettle",
+        "after glow-in-the-dark puzzle, before that glow-in-the-dark mat"]
 
 
 def test_catalogue_rules_brand_implausible_invalid() -> None:

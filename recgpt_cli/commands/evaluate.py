@@ -28,9 +28,11 @@ train count), giniindex, tailpercentage (least popular 10% + unseen items), cate
 categories / k), exposure_decile and hitrate_decile (10 values, decile 1 = most popular items); with --tags,
 hr_tagcategory@30: share of users whose next item's category is among the categories (via the tag->category
 model phi, fitted on item titles) of their 30 predicted tags (paper 2.2.2; use --protocol loo for "next"), the
-tag quality rates (tag_kept_share, tag_valid_share, tag_bad_reason_share), tagitem_hit@50 / tagitem_recall@50
-with --model, interest_precision/recall/f1 with --truth. Tags made from a history that saw the scored phase are
-refused (exit 2): make them with `recgpt compress --split PROTOCOL --phase PHASE`. exploration@k: share of
+tag quality rates (tag_kept_share, tag_valid_share, tag_bad_reason_share), interest_reason_grounded /
+tag_reason_grounded (share of reasons claiming nothing the user's compressed history lacks: no product word it
+does not hold, no count it does not show), tagitem_hit@50 / tagitem_recall@50 with --model,
+interest_precision/recall/f1 with --truth. Tags made from a history that saw the scored phase are refused (exit
+2): make them with `recgpt compress --split PROTOCOL --phase PHASE`. exploration@k: share of
 recommended items whose category is absent from the user's visible history.
 
 [bold]Output[/]: --json prints one JSON object on stdout (a --compare system under "compare"); otherwise a
