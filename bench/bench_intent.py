@@ -256,8 +256,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if src == "llm":
             row.update(cost, constrain=args.constrain)
         else:  # no rules ran: the kept share and reasons say nothing for a non-LLM source
-            row.update(kept_share=float("nan"), bad_reason_share=float("nan"), interest_reason_grounded=float("nan"),
-                       tag_reason_grounded=float("nan"))
+            row.update(kept_share=float("nan"), bad_reason_share=float("nan"))  # (no history: grounding is nan)
         results.append(row)
     con.close()
     return results

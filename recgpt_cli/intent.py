@@ -150,7 +150,7 @@ def reason_grounding(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
             for x in rec.get(key) or []:
                 if isinstance(x, Mapping) and x.get("reason"):
                     checked += 1
-                    about = f"{x.get(subject, '')} {x.get('interest', '') if key == 'tags' else ''}"
+                    about = f"{x.get(subject, '')} {x.get('interest', '')}"  # a tag's interest too
                     grounded += not unsupported_claims(str(x["reason"]), history, about)
         shares[f"{subject}_reason_grounded"] = grounded / checked if checked else float("nan")
     return shares
