@@ -144,8 +144,9 @@ def main() -> None:
                     help="predict-tags --constrain for the scored models (base and aligned)")
     ap.add_argument("--max-interests", type=int, default=bench_intent.BENCH_INTERESTS,
                     help="interests per user, in the logs samples and when scoring (mine-interests --max-interests)")
-    ap.add_argument("--interest-rank", default="count", choices=INTEREST_RANKS,
-                    help="the logs samples' interests: a user's categories by count or recency-weighted count")
+    ap.add_argument("--interest-rank", default=LogsConfig.interest_rank, choices=INTEREST_RANKS,
+                    help="the logs samples' interests: a user's categories by count behind the newest engagement's, "
+                    "by count, or by recency-weighted count")
     ap.add_argument("--phase", default="test", choices=("test", "valid"),
                     help="valid: score on the valid item with histories before it (to choose β; never test)")
     ap.add_argument("--no-base", action="store_true", help="leave out the raw model's rows (its tags are empty on "

@@ -67,7 +67,8 @@ PROTOCOL = "loo"
 PHASE = "test"  # `--phase valid` (main) re-binds it: histories cut before the valid item, scored on it (choosing β)
 BETAS = (1.0, 0.9, 0.7, 0.5)
 N_BASELINE_TAGS = 9  # and the LLM keeps at most 9 tags
-BENCH_INTERESTS = 3  # what the logs samples train (align.data.LogsConfig); 8, and 5 by recency, measured no better
+BENCH_INTERESTS = 4  # what the logs samples train (align.data.LogsConfig): the newest engagement's category + 3 by
+# count (twenty-fourth session); before it 3 by count, and 8, and 5 by recency, measured no better
 # users batching, history-only user tower, tag losses at 0.1 so that h_t means something (bench_retrieval's
 # users-tag variant, one member)
 TOWER = dict(protocol=PROTOCOL, batching="users", batch_size=64, n_negatives=1_000_000, in_batch=False,

@@ -105,9 +105,15 @@ def test_log_interests_rank_by_count_then_recency_with_stage() -> None:
 
     history = [e("a", "2025-01-01", "Tea"), e("b", "2025-02-01", "Tea"), e("c", "2025-02-10", "Golf"),
                e("d", "2025-02-11", "Golf"), e("f", "2025-02-12", "Golf"), e("g", "2025-02-13", "Yoga")]
-    got = log_interests(history, datetime(2025, 2, 14), max_interests=2)
+    got = log_interests(history, datetime(2025, 2, 14), max_interests=2, rank="count")
     assert [(g["interest"], g["stage"]) for g in got] == [("golf", "short-term"), ("tea", "long-term")]
     assert got[0]["reason"] == "3 golf items over 1 month, lately golf thing f"  # Yoga: one item, not an interest
+    # the default ranks the newest engagement's category first, one engagement or not: where the user is now
+    got = log_interests(history, datetime(2025, 2, 14), max_interests=2)
+    assert [(g["interest"], g["stage"]) for g in got] == [("yoga", "short-term"), ("golf", "short-term")]
+    assert got[0]["reason"] == "1 yoga item over 1 month, lately yoga thing g"
+    history.append(e("h", "2025-02-13", "Tea"))  # the newest is a Tea now: no category twice
+    assert [g["interest"] for g in log_interests(history, datetime(2025, 2, 14), 3)] == ["tea", "golf"]
 
 
 def test_log_interests_rank_by_recency_weights_newer_engagements() -> None:
@@ -120,14 +126,14 @@ def test_log_interests_rank_by_recency_weights_newer_engagements() -> None:
                e("y1", "2025-02-01", "Yoga"), e("y2", "2025-02-02", "Yoga"),
                e("a", "2025-02-10", "Tea"), e("b", "2025-02-11", "Tea")]
     cut = datetime(2025, 2, 14)
-    assert [g["interest"] for g in log_interests(history, cut, 3)] == ["golf", "tea", "yoga"]
+    assert [g["interest"] for g in log_interests(history, cut, 3, rank="count")] == ["golf", "tea", "yoga"]
     assert [g["interest"] for g in log_interests(history, cut, 3, rank="recency")] == ["tea", "golf", "yoga"]
     # an older Yoga engagement: Yoga 1.54 + 0.9^7 = 2.02 leads by recency; by count it ties Golf and is newer
     history.insert(0, e("y0", "2025-01-01", "Yoga"))
-    assert [g["interest"] for g in log_interests(history, cut, 3)] == ["yoga", "golf", "tea"]
+    assert [g["interest"] for g in log_interests(history, cut, 3, rank="count")] == ["yoga", "golf", "tea"]
     assert [g["interest"] for g in log_interests(history, cut, 2, rank="recency")] == ["yoga", "tea"]
     with pytest.raises(ValueError, match="rank"):
-        log_interests(history, cut, 3, rank="newest")
+        log_interests(history, cut, 3, rank="latest")
 
 
 def test_logs_build_exact_samples_with_purification(store: Path) -> None:
@@ -272,8 +278,8 @@ def test_cli_align_bad_inputs_exit_2_with_file_and_line(store: Path, tmp_path: P
     assert r.exit_code == 2 and "logs build interests and tags" in r.output and "--source teacher" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--source", "teacher"])  # no server named
     assert r.exit_code == 2 and "needs --teacher-base-url" in r.output
-    r = run(app, ["align", "data", "--db", str(store), "--interest-rank", "newest"])
-    assert r.exit_code == 2 and "--interest-rank newest: expected count or recency" in r.output
+    r = run(app, ["align", "data", "--db", str(store), "--interest-rank", "latest"])
+    assert r.exit_code == 2 and "--interest-rank latest: expected one of newest, count, recency" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--until", "March"])
     assert r.exit_code == 2 and "--until: 'March' is not a date" in r.output
     r = run(app, ["align", "data", "--db", str(store), "--since", "2025-03-02", "--until", "2025-03-01"])

@@ -38,7 +38,7 @@ BEHAVIORS = [
     ("u1", "detail_view", "2025-06-28 10:00:00", "i1", None, None),
     ("u1", "cart", "2025-06-28 10:05:00", "i1", None, None),
     ("u1", "purchase", "2025-06-28 10:10:00", "i1", None, None),
-    ("u1", "click", "2025-06-28 10:20:00", "i5", None, None),  # dropped: ordinary click
+    ("u1", "click", "2025-06-20 10:20:00", "i5", None, None),  # dropped: a plain click before the newest day
     ("u1", "detail_view", "2025-06-20 14:00:00", "i2", None, None),
     ("u1", "detail_view", "2025-06-20 15:00:00", "i5", None, None),
     ("u1", "detail_view", "2025-03-15 12:00:00", "i2", None, None),
@@ -125,15 +125,50 @@ def test_naive_serialisation_is_one_line_per_kept_behaviour(con: duckdb.DuckDBPy
 
 
 def test_clicks_dropped_unless_kept(con: duckdb.DuckDBPyConnection) -> None:
+    # u1's click on i5 (2025-06-20) is not on u1's newest day: dropped. u2's only behaviour is a click: its newest
+    # day, so the session click shows it; without session clicks (§2.1.1 as written) u2 has nothing.
     users = by_user(con)
-    assert users["u2"].compressed == "" and users["u2"].n_behaviors == 0 and not users["u2"].truncated
+    assert users["u1"].compressed == EXPECTED_U1
+    assert users["u2"].compressed == "2025-06-01(click) | Lumina Stainless Steel Cookware Set (Cookware)"
+    assert users["u2"].categories == ["Cookware"] and users["u2"].n_behaviors == 1
+    bare = by_user(con, session_clicks=0)
+    assert bare["u2"].compressed == "" and bare["u2"].n_behaviors == 0 and not bare["u2"].truncated
+    assert bare["u1"].compressed == EXPECTED_U1
     assert users["u3"].attributes == {} and users["u3"].compressed == "2024(detail_view) | " + (
         "Little Sprout Anti-Colic Baby Bottle (Baby Bottles)")
     with_clicks = by_user(con, keep_types=["click", "purchase"], user_ids=["u2", "u1"])
     assert list(with_clicks) == ["u1", "u2"]
     assert with_clicks["u2"].compressed == "2025-06-01(click) | Lumina Stainless Steel Cookware Set (Cookware)"
-    assert with_clicks["u1"].compressed.splitlines()[0] == (
-        "2025-06-28(purchase) | Lumina Stainless Steel Cookware Set (Cookware)")
+    assert with_clicks["u1"].compressed.splitlines()[:2] == [
+        "2025-06-28(purchase) | Lumina Stainless Steel Cookware Set (Cookware)",
+        "2025-06-20(click) | Sonix Noise Cancelling Headphones (Headphones)"]
+    with pytest.raises(BadInput, match="--session-clicks"):
+        by_user(con, session_clicks=-1)
+
+
+def test_session_clicks_are_the_newest_of_the_newest_day(tmp_path: Path) -> None:
+    c = open_db(make_db(tmp_path / "s.duckdb"))
+    c.executemany("INSERT INTO behaviors VALUES (?, ?, ?, ?, CAST(? AS TIMESTAMP), ?)", [
+        ("u1", "i3", None, "click", "2025-06-28 11:00:00", None),
+        ("u1", "i4", None, "click", "2025-06-28 11:05:00", None),
+        ("u1", "i2", None, "click", "2025-06-28 11:10:00", None),  # the newest behaviour of all
+    ])
+    c.close()
+    c = open_db(tmp_path / "s.duckdb", read_only=True)
+    one = by_user(c, user_ids=["u1"])["u1"]
+    assert one.compressed.splitlines()[:3] == [
+        "2025-06-28(purchase,cart,detail_view) | Lumina Stainless Steel Cookware Set (Cookware)",
+        '2025-06-28(search) | search:"cookware set"',
+        "2025-06-28(click), 2025-06-20(detail_view), 2025-03(favorite,detail_view) | "
+        "Trailpeak Waterproof Hiking Boots (Hiking Boots)"]
+    assert one.recent_items[0]["item_id"] == "i2"  # newest first
+    two = by_user(c, user_ids=["u1"], session_clicks=2)["u1"]
+    assert "2025-06-28(click), 2025-03(rating), 2024(purchase) | Pawsome Dry Dog Food 12kg (Dog Food)" in (
+        two.compressed.splitlines())
+    assert "Baby Bottle" not in two.compressed  # the third newest click of the day
+    stats = compress_stats(c, date=REF, user_ids=["u1"], session_clicks=2)
+    assert stats.by_type["click"] == {"kept": 2, "dropped": 2, "after_date": 0}
+    c.close()
 
 
 def test_budget_drops_oldest_periods_first(con: duckdb.DuckDBPyConnection) -> None:
@@ -215,12 +250,12 @@ def test_one_line_over_budget_keeps_its_newest_items(tmp_path: Path) -> None:
 
 def test_stats_count_kept_dropped_and_lost(con: duckdb.DuckDBPyConnection) -> None:
     stats = compress_stats(con, date=REF, max_tokens=2048)
-    assert stats.by_type["click"] == {"kept": 0, "dropped": 2, "after_date": 0}
+    assert stats.by_type["click"] == {"kept": 1, "dropped": 1, "after_date": 0}  # u2's is its newest day's
     assert stats.by_type["rating"] == {"kept": 1, "dropped": 1, "after_date": 0}
     assert stats.by_type["purchase"] == {"kept": 3, "dropped": 0, "after_date": 1}
     for u in compress_users(con, date=REF, token_counter=words):
         stats.add(u)
-    assert (stats.users, stats.users_empty, stats.items_lost, stats.within_budget) == (3, 1, 0, 1.0)
+    assert (stats.users, stats.users_empty, stats.items_lost, stats.within_budget) == (3, 0, 0, 1.0)
     assert 0.5 < stats.reduction < 1.0
 
 
@@ -300,6 +335,10 @@ def test_cli_fixture_with_real_tokenizer(tmp_path: Path) -> None:
     assert picked.exit_code == 0, picked.output
     assert [json.loads(line)["compressed"] for line in picked.stdout.splitlines()] == [
         "2025-06-01(click) | Lumina Stainless Steel Cookware Set (Cookware)"]
+    bare = invoke(["compress", "--db", str(db), "--in", str(ids), "--session-clicks", "0", "--date", "2025-06-30"])
+    assert bare.exit_code == 0 and json.loads(bare.stdout)["compressed"] == ""  # u2 only clicked
+    bad = invoke(["compress", "--db", str(db), "--session-clicks", "-1"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
     bad = invoke(["compress", "--db", str(db), "--keep", "purchase,like"])
     assert bad.exit_code == 2 and "unknown behaviour type" in bad.output and "Traceback" not in bad.output
     bad = invoke(["compress", "--db", str(db), "--date", "30/06/2025"])
@@ -387,8 +426,8 @@ def test_split_view_valid_phase_hides_valid_and_test_items(tmp_path: Path) -> No
     assert u1.phase == "valid" and u1.cut == "2025-03-10T20:01:00"  # i3's first (low) rating
     assert "Trailpeak" not in u1.compressed and "Lumina" not in u1.compressed
     assert "Pawsome" in u1.compressed
-    # u2's one interaction is a click: train, so it has a cut, but nothing reliable to show
-    assert users["u2"].compressed == "" and users["u2"].cut == "2025-06-01T10:00:00"
+    # u2's one interaction is a click: train, so it has a cut, and the session click shows it
+    assert users["u2"].compressed.startswith("2025-06-01(click) | ") and users["u2"].cut == "2025-06-01T10:00:00"
     # every i1/i2 behaviour and everything after the cut counts as invisible
     assert stats.by_type["purchase"]["after_date"] == 2 and stats.by_type["purchase"]["kept"] == 2
     assert stats.split == "loo" and stats.phase == "valid"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from recgpt_cli.align.data import LogsConfig
 from recgpt_cli.commands.common import BufferOpt, DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
 from recgpt_cli.tags import DEFAULT_CONSTRAIN
 
@@ -65,10 +66,11 @@ def data(
     until: Annotated[str | None, typer.Option("--until", help="logs: nothing on or after this date (YYYY-MM-DD), "
                                               "cut points and targets alike.")] = None,
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, max=8, help="Interests per user, as "
-                                               "mine-interests --max-interests.")] = 3,
-    interest_rank: Annotated[str, typer.Option("--interest-rank", help="logs: rank a user's categories by count or "
-                                               "by a recency-weighted count (each engagement 0.9^newer ones).")
-                             ] = "count",
+                                               "mine-interests --max-interests.")] = LogsConfig.max_interests,
+    interest_rank: Annotated[str, typer.Option("--interest-rank", help="logs: rank a user's categories by count "
+                                               "behind the newest engagement's (newest), by count, or by a "
+                                               "recency-weighted count (recency: each engagement 0.9^newer ones).")
+                             ] = LogsConfig.interest_rank,
     tags_per_call: Annotated[int, typer.Option("--tags-per-call", min=1, max=10, help="Tags per interest, as "
                                                "predict-tags --max-tags-per-call.")] = 3,
     history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")] = 384,
@@ -82,7 +84,7 @@ def data(
     quiet: QuietOpt = False,
 ) -> None:
     """Build chat samples rendered with the stages' own prompt files (train = serve) and store them."""
-    from recgpt_cli.align.data import INTEREST_RANKS, LogsConfig, build_from_logs
+    from recgpt_cli.align.data import INTEREST_RANKS, build_from_logs
     from recgpt_cli.align.samples import open_samples, record_pass_rate, save_samples, unique_samples
     from recgpt_cli.errors import BadInput
     from recgpt_cli.io import jsonl_writer
@@ -100,7 +102,7 @@ def data(
     counts: dict[str, dict[str, int]] = {}
     rates: list[tuple[str, Any]] = []
     if interest_rank not in INTEREST_RANKS:
-        raise BadInput(f"--interest-rank {interest_rank}: expected {' or '.join(INTEREST_RANKS)}")
+        raise BadInput(f"--interest-rank {interest_rank}: expected one of {', '.join(INTEREST_RANKS)}")
     if source == "curriculum" and (since or until):
         raise BadInput("--since/--until slice the logs of --source logs and teacher")
     cfg = LogsConfig(protocol=protocol, cuts=cuts, window_days=window_days, max_interests=max_interests,
@@ -406,7 +408,7 @@ def self_train(
     quiet: QuietOpt = False,
 ) -> None:
     """Rejection-sampling self-training (§2.1.2 stage 3): generate k answers, keep those the rules pass, retrain."""
-    from recgpt_cli.align.data import LogsConfig, log_contexts
+    from recgpt_cli.align.data import log_contexts
     from recgpt_cli.align.samples import load_samples, open_samples, record_pass_rate, save_samples
     from recgpt_cli.align.self_train import ExplainInputs, RoundStats
     from recgpt_cli.align.self_train import self_train as run_rounds

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, SeedOpt, console, friendly_errors
-from recgpt_cli.compress import SUMMARY_CATEGORIES
+from recgpt_cli.compress import SESSION_CLICKS, SUMMARY_CATEGORIES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -93,6 +93,9 @@ def compress(
     summary_categories: Annotated[int, typer.Option(
         "--summary-categories", min=0, help="When the budget hides older behaviours, a last line names up to this "
         "many of their items' categories (within the budget). 0 = no such line.")] = SUMMARY_CATEGORIES,
+    session_clicks: Annotated[int, typer.Option(
+        "--session-clicks", min=0, help="Keep this many of the newest plain clicks of each user's newest active day "
+        "(where the user is now; other clicks are dropped as noise). 0 = none.")] = SESSION_CLICKS,
     users: Annotated[str | None, typer.Option("--users", help="Only these user ids, comma-separated.")] = None,
     in_path: Annotated[str | None, typer.Option(
         "--in", help="Optional JSONL (or -) whose records carry user_id: compress only those users.")] = None,
@@ -183,10 +186,10 @@ def compress(
                 raise BadInput(f"--date: {ref_date} is the last day the calendar has", "use an earlier date")
         budget = max_tokens or None
         report = compress_stats(con, date=reference, max_tokens=budget, keep_types=keep_types,
-                                min_rating=min_rating, user_ids=user_ids, view=view)
+                                min_rating=min_rating, user_ids=user_ids, view=view, session_clicks=session_clicks)
         records = compress_users(con, date=reference, max_tokens=budget, keep_types=keep_types,
                                  min_rating=min_rating, user_ids=user_ids, token_counter=counter, view=view,
-                                 summary_categories=summary_categories)
+                                 summary_categories=summary_categories, session_clicks=session_clicks)
     finally:
         con.close()  # other pipeline processes open the same file; everything needed is in memory now
     started = time.perf_counter()
