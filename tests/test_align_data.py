@@ -166,7 +166,8 @@ def test_samples_are_rendered_with_the_stage_prompts_and_never_see_after_the_cut
     samples = build(store)
     interest_prompt = load_prompt("interest_mining")
     assert samples[0].messages[0]["content"] == interest_prompt.render(
-        {k: 3 if k == "max_interests" else "" for k in interest_prompt.placeholders})[0]["content"]  # the file's
+        {k: LogsConfig.max_interests if k == "max_interests" else "" for k in interest_prompt.placeholders}
+    )[0]["content"]  # the file's
     assert "Recommend exactly 3 new products for interest I1" in samples[1].messages[-1]["content"]
     for s in samples:
         text = json.dumps(s.messages)
