@@ -684,8 +684,9 @@ def compress_stats(
     keep_types = check_keep_types(keep_types)
     kept_sql, kept_params = _params(date, keep_types, min_rating, user_ids, view, session_clicks)
     kept = dict(con.execute(f"SELECT type, count(*) FROM ({kept_sql}) GROUP BY type", kept_params).fetchall())
-    _, params = _params(date, keep_types, min_rating, user_ids, view)
-    params = {k: v for k, v in params.items() if k in ("protocol", "visible", "cut_users", "cut_ts", "users", "end")}
+    # the visibility query below names only these of the kept query's parameters (DuckDB refuses unused ones)
+    params = {k: v for k, v in kept_params.items()
+              if k in ("protocol", "visible", "cut_users", "cut_ts", "users", "end")}
     where = "WHERE list_contains($users, user_id)" if user_ids is not None else ""
     if view is None:
         marked = f"SELECT *, ts < $end AS visible FROM behaviors {where}"
