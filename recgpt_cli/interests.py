@@ -16,6 +16,11 @@ each removed interest is counted under the first rule it breaks (`interest_rules
   Jaccard >= 0.6 with one.
 - ``over_cap``: beyond `max_interests`.
 
+A reply with a ``bad_reason`` is a decoding failure more than a judgement (the 135M model can loop on a reason:
+"lately mystery mystery mystery ..."), so the user is asked again, up to `resamples` times (`--resamples`, new
+seed, warm: `llm.structured.resample_params`), and the reply whose rules keep the most interests is served (the
+first on ties); `interest_resamples` counts the extra asks.
+
 With an interest pool (`--interest-pool FILE`, one interest a line), an interest whose content words have
 Jaccard >= 0.5 with a preset interest is renamed to it (`"preset": true`), and the prompt lists only the
 preset interests with a word in the user's evidence (the paper's "Matched Interest Pool", at most 12).
@@ -35,13 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from recgpt_cli.errors import BadInput
 from recgpt_cli.llm.base import SamplingParams
 from recgpt_cli.llm.prompts import Prompt, load_prompt
-from recgpt_cli.llm.structured import Generation, StructuredLLM
+from recgpt_cli.llm.structured import Generation, StructuredLLM, resample_params
 from recgpt_cli.text import content_words, jaccard, reason_problem, words_match
 
 INTEREST_RULES = ("vague", "unsupported", "bad_reason", "duplicate", "over_cap")
 DUPLICATE_JACCARD = 0.6
 POOL_JACCARD = 0.5
 POOL_IN_PROMPT = 12
+RESAMPLES = 2  # asks after a reply with a bad reason (valid ml-100k: users with no interest 5 -> 0, bench/README)
 CATEGORIES_IN_PROMPT = 8  # compress lists leaf categories by behaviour count; the top ones anchor a small model
 
 def season_of(day: Date) -> str:
@@ -109,6 +115,7 @@ class InterestList(BaseModel):
 
 DEFAULT_MAX_INTERESTS = 8  # mine-interests' default (the bench and `align data` ask for 3)
 MAX_INTERESTS_CAP = 50  # the reply schema's array bound: every array the model writes is bounded
+MAX_RESAMPLES = 10
 MIN_INTERESTS = 3  # asked of the model: a small model stops after one item unless the schema says otherwise
 
 
@@ -281,10 +288,13 @@ class InterestMiner:
     max_interests: int = DEFAULT_MAX_INTERESTS
     prompt: str | Path | Prompt = "interest_mining"
     params: SamplingParams | None = None  # None: max_tokens sized to the schema, seed 0
+    resamples: int = RESAMPLES
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_interests <= MAX_INTERESTS_CAP:
             raise BadInput(f"--max-interests {self.max_interests}: must be between 1 and {MAX_INTERESTS_CAP}")
+        if not 0 <= self.resamples <= MAX_RESAMPLES:
+            raise BadInput(f"--resamples {self.resamples}: must be between 0 and {MAX_RESAMPLES}")
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "InterestList")
         self.model = interest_list_model(self.max_interests)
@@ -294,14 +304,27 @@ class InterestMiner:
         out = {k: v for k, v in record.items() if k != "error"}
         day = record_date(record, self.day)
         variables = mining_variables(record, day=day, max_interests=self.max_interests, pool=self.interest_pool)
-        gen = self.llm.generate(self.template, variables, self.model, self.sampling)
-        if gen.value is None:
-            out.update(interests=[], interest_rules_removed=dict.fromkeys(INTEREST_RULES, 0), error=gen.error)
-            return out, [gen]
-        interests, removed = clean_interests(gen.value.interests, record, max_interests=self.max_interests,
-                                             pool=self.interest_pool)
-        out.update(interests=interests, interest_rules_removed=removed)
-        return out, [gen]
+        gens: list[Generation[Any]] = []
+        best: tuple[list[dict[str, Any]], dict[str, int]] | None = None
+        for attempt in range(self.resamples + 1):
+            params = self.sampling if attempt == 0 else resample_params(self.sampling, attempt)
+            gen = self.llm.generate(self.template, variables, self.model, params)
+            gens.append(gen)
+            if gen.value is None:  # no valid JSON even after the LLM layer's own retries
+                if best is None:
+                    out.update(interests=[], interest_rules_removed=dict.fromkeys(INTEREST_RULES, 0),
+                               interest_resamples=0, error=gen.error)
+                    return out, gens
+                break
+            cleaned = clean_interests(gen.value.interests, record, max_interests=self.max_interests,
+                                      pool=self.interest_pool)
+            if best is None or len(cleaned[0]) > len(best[0]):
+                best = cleaned
+            if not cleaned[1]["bad_reason"]:
+                break
+        assert best is not None
+        out.update(interests=best[0], interest_rules_removed=best[1], interest_resamples=len(gens) - 1)
+        return out, gens
 
 
 def mine_interests(
@@ -313,10 +336,11 @@ def mine_interests(
     max_interests: int = DEFAULT_MAX_INTERESTS,
     prompt: str | Path | Prompt = "interest_mining",
     params: SamplingParams | None = None,
+    resamples: int = RESAMPLES,
 ) -> Iterator[dict[str, Any]]:
     """LLM_UI (§2.1.2, Eq. 1): one call per `compress` record, then the module's rules. Yields the input record
     plus `interests` [{interest_id, interest, stage, reason}] (+ `preset` with a pool) and `interest_rules_removed`;
     a failed call yields the record with `interests: []` and `error`. `date=None` uses each record's `date`."""
-    miner = InterestMiner(llm, date, interest_pool, max_interests, prompt, params)
+    miner = InterestMiner(llm, date, interest_pool, max_interests, prompt, params, resamples)
     for record in records:
         yield miner(record)[0]

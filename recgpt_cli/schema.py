@@ -225,6 +225,7 @@ class InterestsRecord(CompressedUser):
     kind: Literal["interests"] = "interests"  # type: ignore[assignment]
     interests: list[Interest]
     interest_rules_removed: dict[str, int] = Field(default_factory=dict)
+    interest_resamples: int = Field(default=0, ge=0)  # extra asks after a reply the rules found bad reasons in
     error: str | None = None
 
 

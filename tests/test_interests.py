@@ -184,7 +184,51 @@ def test_garbage_output_is_a_failure_row_not_a_crash() -> None:
     assert len(backend.calls) == 4  # one retry each, then give up
 
 
+LOOP = "1 tennis item over 1 month, lately tennis tennis tennis tennis tennis tennis tennis tennis tennis"
+
+
+def interests_reply(*pairs: tuple[str, str]) -> str:
+    return json.dumps({"interests": [{"interest": i, "stage": "short-term", "reason": r} for i, r in pairs]})
+
+
+def test_a_looping_reason_is_asked_again_warm_with_a_new_seed() -> None:
+    good = interests_reply(("tennis", "2 tennis items over 1 month, lately a racket"),
+                           ("hiking", "a search for hiking boots in April"))
+    backend = FakeBackend(lambda m, s, p: interests_reply(("tennis", LOOP), ("hiking", LOOP))
+                          if p.temperature == 0 else good)
+    seeds: list[tuple[float, int]] = []
+    llm = StructuredLLM(backend)
+    real = llm.generate
+    llm.generate = lambda *a: seeds.append((a[3].temperature, a[3].seed)) or real(*a)  # type: ignore[method-assign]
+    [row] = mine_interests([RECORD], llm, date=DAY, max_interests=4)
+    assert [i["interest"] for i in row["interests"]] == ["tennis", "hiking"]
+    assert row["interest_resamples"] == 1 and row["interest_rules_removed"]["bad_reason"] == 0
+    assert seeds == [(0.0, 0), (0.7, 1000)]
+    # --resamples 0: the one greedy reply, its looping reasons removed and counted
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4, resamples=0)
+    assert row["interests"] == [] and row["interest_rules_removed"]["bad_reason"] == 2
+    assert row["interest_resamples"] == 0
+
+
+def test_resamples_serve_the_reply_keeping_most_interests_first_on_ties() -> None:
+    replies = {0: interests_reply(("tennis", "two rackets bought in June"), ("hiking", LOOP)),   # keeps 1
+               1000: interests_reply(("tennis", LOOP), ("hiking", "boots searched in April")),  # keeps 1: tie
+               2000: interests_reply(("tennis", LOOP), ("hiking", LOOP))}                      # keeps 0
+    backend = FakeBackend(lambda m, s, p: replies[p.seed])
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)
+    assert len(backend.calls) == 3 and row["interest_resamples"] == 2
+    assert [(i["interest"], i["reason"]) for i in row["interests"]] == [("tennis", "two rackets bought in June")]
+    assert row["interest_rules_removed"]["bad_reason"] == 1
+    # a reply with no bad reason ends the asking at once
+    replies[1000] = interests_reply(("hiking", "boots searched in April"))
+    backend.calls.clear()
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)
+    assert len(backend.calls) == 2 and row["interest_resamples"] == 1
+
+
 def test_bad_options_are_bad_input() -> None:
+    with pytest.raises(BadInput, match="resamples"):
+        list(mine_interests([RECORD], fake_llm(reply("tennis")), date=DAY, resamples=-1))
     with pytest.raises(BadInput, match="max-interests"):
         list(mine_interests([RECORD], fake_llm(reply("tennis")), date=DAY, max_interests=0))
     with pytest.raises(BadInput, match="--date"):

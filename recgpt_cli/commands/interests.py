@@ -14,7 +14,7 @@ import typer
 from recgpt_cli.commands.common import InOpt, OutOpt, QuietOpt, SeedOpt, SkipBadOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import llm_options
 from recgpt_cli.errors import BadInput, PartialFailure
-from recgpt_cli.interests import DEFAULT_MAX_INTERESTS
+from recgpt_cli.interests import DEFAULT_MAX_INTERESTS, MAX_RESAMPLES, RESAMPLES
 from recgpt_cli.io import STDIO, Rejects, checked_first, iter_jsonl, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import CompressedUser, StageRecord, parse_stage_record, stage_row
@@ -61,6 +61,7 @@ def print_summary(stage: str, rows: Counter[str], removed: Counter[str], kept_na
     console.print(
         f"[bold]{stage}[/]: {rows['users']} users, {rows['ok']} ok, {rows['failed']} failed, "
         f"{rows['skipped']} skipped · {rows['kept']} {kept_name} kept · removed: {rules} · "
+        + (f"asked again: {rows['resampled']} users · " if rows["resampled"] else "") +
         f"{s.calls} calls ({s.calls_cached} cached), {s.prompt_tokens}+{s.completion_tokens} tokens, "
         f"{s.seconds:.1f}s, {s.completion_tokens_per_s:.1f} gen tok/s",
         highlight=False, soft_wrap=True,
@@ -79,6 +80,11 @@ def mine_interests(
         "--interest-pool", help="Preset interests, one a line; close matches are renamed to them.")] = None,
     max_interests: Annotated[int, typer.Option("--max-interests", help="Interests kept per user.")
                              ] = DEFAULT_MAX_INTERESTS,
+    resamples: Annotated[int, typer.Option(
+        "--resamples", min=0, max=MAX_RESAMPLES,
+        help="Ask a user again (new seed, temperature 0.7) while the rules find a bad reason (a decoding loop, "
+             "a placeholder) in the reply, at most this many times; the reply keeping the most interests is "
+             "served. 0: one greedy ask.")] = RESAMPLES,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -87,8 +93,8 @@ def mine_interests(
     """Mine each user's interests from compressed behaviour with LLM_UI (§2.1.2).
 
     Reads `recgpt compress` JSONL; writes it back with `interests` [{interest_id, interest, stage, reason}] and
-    `interest_rules_removed` (vague, unsupported = hallucination check, bad_reason = placeholder or copied
-    reason, duplicate, over_cap)."""
+    `interest_rules_removed` (vague, unsupported = hallucination check, bad_reason = placeholder, copied or
+    looping reason, duplicate, over_cap) and `interest_resamples` (asks after a reply with a bad reason)."""
     from recgpt_cli.align.provenance import serving_check
     from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
     from recgpt_cli.io import jsonl_writer
@@ -100,7 +106,8 @@ def mine_interests(
     pool = load_interest_pool(interest_pool) if interest_pool else None
     llm = make_llm(llm_opts, task="interest_mining")
     miner = InterestMiner(llm, day, pool, max_interests, llm_opts.load_prompt("interest_mining"),
-                          llm_opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed))
+                          llm_opts.sampling(default_params(max_interests, chars_per_item=230), seed=seed),
+                          resamples)
     rejects = Rejects(source_name(src))
     check, served = partial(check_record, has_date=day is not None), serving_check(llm_opts.model)
     records = checked_records(src, (CompressedUser,), lambda r: check(r) or served(r), skip_bad=skip_bad,
@@ -112,7 +119,8 @@ def mine_interests(
     with jsonl_writer(out) as writer:
         for row, _gens in batch:
             writer.write(stage_row("interests", row))
-            tally.update(users=1, failed=int("error" in row), ok=int("error" not in row), kept=len(row["interests"]))
+            tally.update(users=1, failed=int("error" in row), ok=int("error" not in row), kept=len(row["interests"]),
+                         resampled=int(row.get("interest_resamples", 0) > 0))
             removed.update(row["interest_rules_removed"])
     if len(rejects):
         rejects.write(rejects_path_for(out, src))

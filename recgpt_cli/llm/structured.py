@@ -25,6 +25,13 @@ T = TypeVar("T", bound=BaseModel)
 RETRY_TEMPERATURE = 0.7
 
 
+def resample_params(params: SamplingParams, attempt: int) -> SamplingParams:
+    """Sampling for retry `attempt` (1, 2, ...): a different seed (the same seed would reproduce the same bad
+    output), at least RETRY_TEMPERATURE warm."""
+    return SamplingParams(max(params.temperature, RETRY_TEMPERATURE), params.top_p, params.max_tokens,
+                          params.seed + 1000 * attempt)
+
+
 class CompletionCache(Protocol):
     """Content-addressed store of completions (implemented over DuckDB in `llm.cache`)."""
 
@@ -137,7 +144,7 @@ class StructuredLLM:
         schema = output_schema(output)
         gen: Generation[T] = Generation(value=None)
         for attempt in range(self.retries + 1):
-            p = params if attempt == 0 else self._retry_params(params, attempt)
+            p = params if attempt == 0 else resample_params(params, attempt)
             key = self.cache.key(self.backend, prompt, messages, schema, p) if self.cache is not None else ""
             gen.attempts = attempt + 1
             hit = self.cache.get(key, prompt=prompt, messages=messages) if self.cache is not None else None
@@ -187,12 +194,6 @@ class StructuredLLM:
         except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
             gen.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             return False
-
-    @staticmethod
-    def _retry_params(params: SamplingParams, attempt: int) -> SamplingParams:
-        # A different seed per retry (the same seed would reproduce the same invalid output).
-        return SamplingParams(max(params.temperature, RETRY_TEMPERATURE), params.top_p, params.max_tokens,
-                              params.seed + 1000 * attempt)
 
     def _call(self, messages: list[Message], schema: dict[str, Any], params: SamplingParams) -> Completion:
         t0 = time.perf_counter()
