@@ -24,9 +24,10 @@ Rules, in order; a removed tag is counted under the first rule it breaks (`tag_r
   categories = φ's top-3 of the interest text plus the leaf categories of the history items behind the interest
   (`interest_leaves`: those sharing the most words with it).
 - ``invalid`` (§2.2.1 validity): no catalogue item carries >= 3/4 of the tag's words (`catalogue.Catalogue`).
-- ``stale`` (temporal freshness): >= 2/3 of the tag's words appear in one phrase the user engaged with in the
-  30 days before `date`: a recent item's title or category leaf, or a recent search (`recent_items`,
-  `recent_queries`; items with a timestamp older than 30 days are ignored).
+- ``stale`` (temporal freshness, "avoid repetitive recommendations of recently engaged items"): >= 2/3 of the
+  tag's words appear in the title of one item the user engaged with in the 30 days before `date`
+  (`recent_items`; items with a timestamp older than 30 days are ignored). Category leaves and searches do not
+  count: they are what the user is after, and counting them emptied the vocabulary of the category browsed now.
 - ``duplicate``: token Jaccard >= 0.75 with an earlier kept tag of the same user.
 - ``over_cap``: beyond `n_tags`.
 
@@ -185,7 +186,9 @@ def _as_date(value: Any) -> Date | None:
 
 
 def recent_phrases(record: dict[str, Any], day: Date) -> list[set[str]]:
-    """Word sets of what the user engaged with in the FRESH_DAYS before `day` (titles, category leaves, queries)."""
+    """Word sets of the titles of the items the user engaged with in the FRESH_DAYS before `day`. Only items: a
+    category leaf or a search says what the user wants, not what they already have (with them, the newest
+    category's whole vocabulary was stale: bench/README.md, twenty-fifth session)."""
     since = day - timedelta(days=FRESH_DAYS)
     phrases: list[str] = []
     for item in record.get("recent_items") or []:
@@ -197,31 +200,12 @@ def recent_phrases(record: dict[str, Any], day: Date) -> list[set[str]]:
         ts = _as_date(item.get("timestamp", item.get("ts", item.get("date"))))
         if ts is not None and ts < since:
             continue
-        cat = item.get("category_leaf") or item.get("category")
-        if isinstance(cat, str) and ">" in cat:
-            cat = cat.split(">")[-1]
-        elif isinstance(cat, list):
-            cat = cat[-1] if cat else None
-        phrases += [p for p in (item.get("title"), cat, item.get("query")) if isinstance(p, str)]
-    phrases += [q for q in record.get("recent_queries") or [] if isinstance(q, str)]
-    phrases += recent_searches(str(record.get("compressed", "")), since)
+        if isinstance(item.get("title"), str):
+            phrases.append(item["title"])
     return [w for w in (tag_words(p) for p in phrases) if w]
 
 
-_DAY_LABEL = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 _SEARCH = re.compile(r'search:"([^"]*)"')
-
-
-def recent_searches(compressed: str, since: Date) -> list[str]:
-    """Queries on `compress` lines whose time keys include a day on/after `since` (§2.1.1 format:
-    `2025-06-28(search), 2025-03(purchase) | item, search:"query"`)."""
-    out = []
-    for line in compressed.splitlines():
-        keys, sep, items = line.partition(" | ")
-        days = [_as_date(d) for d in _DAY_LABEL.findall(keys)] if sep else []
-        if any(d is not None and d >= since for d in days):
-            out += _SEARCH.findall(items)
-    return out
 
 
 def is_duplicate(words: set[str], kept: list[set[str]]) -> bool:

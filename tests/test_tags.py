@@ -84,16 +84,19 @@ def test_link_interest_by_id_then_by_text() -> None:
     assert link_interest("I1", INTERESTS[1:]) is None  # only interests the call saw
 
 
-def test_freshness_uses_titles_leaves_and_queries_of_the_last_30_days() -> None:
+def test_freshness_uses_the_titles_of_the_last_30_days_items_only() -> None:
     recent = recent_phrases(RECORD, DAY)
-    assert recent == [{"volley", "pro", "tennis", "racket"}, {"tennis", "racket"},
-                      {"trailmark", "running", "shoe"}, {"running", "shoe"}, {"tennis", "ball"}]
+    assert recent == [{"volley", "pro", "tennis", "racket"}, {"trailmark", "running", "shoe"}]
     assert is_stale(tag_words("lightweight tennis racket"), recent)  # 2/3 words in a recent title
-    assert is_stale(tag_words("trail running shoes"), recent)  # 2/3 in the leaf "Running Shoes"
-    assert is_stale(tag_words("pressurised tennis balls"), recent)  # a recent search
+    assert is_stale(tag_words("trail running shoes"), recent)  # 2/3 in "Trailmark Running Shoes"
     assert not is_stale(tag_words("tennis elbow brace"), recent)  # 1/3
     assert not is_stale(tag_words("running socks"), recent)  # 1/2
     assert not is_stale(tag_words("two person camping tent"), recent)  # the tent is 60 days old
+    # what the user is after is not what they have: a search ("tennis balls") and a category leaf do not count
+    assert not is_stale(tag_words("pressurised tennis balls"), recent)
+    shoe = {"title": "Aero Flex", "category": "Sports > Running > Running Shoes", "timestamp": "2025-06-25"}
+    assert recent_phrases({"recent_items": [shoe]}, DAY) == [{"aero", "flex"}]
+    assert not is_stale(tag_words("running shoes"), recent_phrases({"recent_items": [shoe]}, DAY))
 
 
 def test_clean_tags_exact_output_and_counts() -> None:
@@ -253,16 +256,6 @@ def test_real_model_tags_link_to_interests_and_obey_rules() -> None:
             assert not is_vague(t["tag"]) and not is_stale(tag_words(t["tag"]), recent)
 
 
-def test_recent_searches_come_from_day_lines_of_the_compressed_text() -> None:
-    from recgpt_cli.tags import recent_searches
-
-    compressed = ('2025-06-28(search), 2025-03(purchase) | Acme Kettle (Kettles), search:"gooseneck kettle"\n'
-                  '2025-05(search) | search:"pour over dripper"\n'
-                  '2025-05-20(search) | search:"coffee scale"')
-    assert recent_searches(compressed, date(2025, 5, 31)) == ["gooseneck kettle"]
-    assert recent_searches(compressed, date(2025, 5, 1)) == ["gooseneck kettle", "coffee scale"]
-
-
 def test_date_comes_from_the_record_when_not_given() -> None:
     backend = FakeBackend(lambda m, s, p: reply(("tennis elbow brace", "I1")))
     row = next(predict_tags([{**RECORD, "date": "2025-01-15"}], StructuredLLM(backend), date=None, n_tags=2))
@@ -385,17 +378,17 @@ def test_vocabulary_offers_valid_fresh_phrases_and_the_interest_mode_narrows_the
     assert cat.phrases == ("eau de parfum", "jigsaw puzzle", "pro tennis racket", "tennis balls",
                            "tennis elbow brace", "trekking poles carbon", "waterproof hiking boots")
     vocab = TagVocabulary.of(cat)
-    # the racket was bought and "tennis balls" searched in the last 30 days: stale, never offered
+    # the racket was bought in the last 30 days: stale, never offered ("tennis balls" was only searched for)
     offered = vocab.allowed("catalogue", RECORD, INTERESTS[:1], day=DAY, catalogue=cat)
-    assert offered == ("eau de parfum", "jigsaw puzzle", "tennis elbow brace", "trekking poles carbon",
-                       "waterproof hiking boots")
+    assert offered == ("eau de parfum", "jigsaw puzzle", "tennis balls", "tennis elbow brace",
+                       "trekking poles carbon", "waterproof hiking boots")
     narrowed = vocab.allowed("interest", RECORD, INTERESTS[:1], day=DAY, catalogue=cat)
     assert narrowed is not None and "tennis elbow brace" in narrowed and set(narrowed) < set(offered)
     assert "jigsaw puzzle" not in narrowed and "eau de parfum" not in narrowed
     assert vocab.allowed("none", RECORD, INTERESTS[:1], day=DAY, catalogue=cat) is None
-    # two months later the racket is no longer recent (the undated search still is)
+    # two months later the racket is no longer recent
     later = vocab.allowed("catalogue", RECORD, INTERESTS[:1], day=date(2025, 8, 30), catalogue=cat)
-    assert later is not None and "pro tennis racket" in later and "tennis balls" not in later
+    assert later == cat.phrases
 
 
 def test_constrained_calls_write_one_new_catalogue_phrase_each() -> None:
@@ -415,10 +408,10 @@ def test_constrained_calls_write_one_new_catalogue_phrase_each() -> None:
     predictor = TagPredictor(StructuredLLM(backend), DAY, n_tags=4, catalogue=cat, constrain="catalogue")
     row, gens = predictor(RECORD)
     assert len(backend.calls) == 4 == len(gens)  # k = 2 tags for each of the 2 interests, one call each
-    assert enums[0] == ["eau de parfum", "jigsaw puzzle", "tennis elbow brace", "trekking poles carbon",
-                        "waterproof hiking boots"]
+    assert enums[0] == ["eau de parfum", "jigsaw puzzle", "tennis balls", "tennis elbow brace",
+                        "trekking poles carbon", "waterproof hiking boots"]
     assert [e[-1] for e in enums] == ["waterproof hiking boots", "trekking poles carbon", "tennis elbow brace",
-                                      "jigsaw puzzle"]
+                                      "tennis balls"]
     assert all(len(b) == len(a) - 1 for a, b in zip(enums, enums[1:], strict=False))
     assert row["tag_rules_removed"]["duplicate"] == row["tag_rules_removed"]["stale"] == 0
     # nothing fresh left for an interest: no call, and the record says so
@@ -433,7 +426,7 @@ def _catalogue_of_stale_items() -> Any:
     from recgpt_cli.catalogue import Catalogue
 
     return Catalogue.from_items([("Volley Pro Tennis Racket", ["Sports", "Tennis Rackets"], "Volley"),
-                                 ("Acecourt Tennis Balls", ["Sports", "Tennis Balls"], "Acecourt")])
+                                 ("Volley Tennis Racket", ["Sports", "Tennis Rackets"], "Volley")])
 
 
 def test_unconstrained_calls_and_bad_modes() -> None:
@@ -467,7 +460,7 @@ def test_real_model_constrained_tags_come_from_the_offered_phrases() -> None:
     from recgpt_cli.tags import TagPredictor
 
     cat = _catalogue()
-    offered = set(cat.phrases) - {"pro tennis racket", "tennis balls"}
+    offered = set(cat.phrases) - {"pro tennis racket"}
     predictor = TagPredictor(StructuredLLM(LlamaCppBackend(), retries=0), DAY, n_tags=4, catalogue=cat,
                              constrain="catalogue")
     row, gens = predictor(RECORD)
