@@ -156,7 +156,8 @@ def test_schema_bounds_every_string_and_array() -> None:
 def test_mine_interests_renders_prompt_and_keeps_input_fields() -> None:
     backend = FakeBackend(lambda m, s, p: reply("tennis", "smart home", "hiking"))
     rows = list(mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4))
-    assert len(rows) == 1 and len(backend.calls) == 1
+    # "smart home" is unsupported: asked twice more (this backend always answers the same), the first reply served
+    assert len(rows) == 1 and len(backend.calls) == 3 and rows[0]["interest_resamples"] == 2
     row = rows[0]
     assert {k: row[k] for k in RECORD} == RECORD
     assert row["interests"] == [
@@ -219,7 +220,18 @@ def test_resamples_serve_the_reply_keeping_most_interests_first_on_ties() -> Non
     assert len(backend.calls) == 3 and row["interest_resamples"] == 2
     assert [(i["interest"], i["reason"]) for i in row["interests"]] == [("tennis", "two rackets bought in June")]
     assert row["interest_rules_removed"]["bad_reason"] == 1
+    # an unsupported interest is a fault a new seed can fix too; a duplicate is not
+    invented = {0: interests_reply(("tennis", "two rackets bought in June"), ("golf clubs", "a new driver")),
+                1000: interests_reply(("tennis", "two rackets bought in June"), ("hiking", "boots in April"))}
+    backend = FakeBackend(lambda m, s, p: invented[p.seed])
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)
+    assert row["interest_resamples"] == 1 and [i["interest"] for i in row["interests"]] == ["tennis", "hiking"]
+    twice = interests_reply(("tennis", "two rackets bought in June"), ("tennis", "a racket again in June"))
+    backend = FakeBackend(lambda m, s, p: twice)
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)
+    assert row["interest_rules_removed"]["duplicate"] == 1 and row["interest_resamples"] == 0
     # a reply with no bad reason ends the asking at once
+    backend = FakeBackend(lambda m, s, p: replies[p.seed])
     replies[1000] = interests_reply(("hiking", "boots searched in April"))
     backend.calls.clear()
     [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)

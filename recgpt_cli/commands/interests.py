@@ -82,9 +82,9 @@ def mine_interests(
                              ] = DEFAULT_MAX_INTERESTS,
     resamples: Annotated[int, typer.Option(
         "--resamples", min=0, max=MAX_RESAMPLES,
-        help="Ask a user again (new seed, temperature 0.7) while the rules find a bad reason (a decoding loop, "
-             "a placeholder) in the reply, at most this many times; the reply keeping the most interests is "
-             "served. 0: one greedy ask.")] = RESAMPLES,
+        help="Ask a user again (new seed, temperature 0.7) while the rules remove an interest of the reply as "
+             "vague, unsupported or with a bad reason (a decoding loop, a placeholder), at most this many times; "
+             "the reply keeping the most interests is served. 0: one greedy ask.")] = RESAMPLES,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -94,7 +94,8 @@ def mine_interests(
 
     Reads `recgpt compress` JSONL; writes it back with `interests` [{interest_id, interest, stage, reason}] and
     `interest_rules_removed` (vague, unsupported = hallucination check, bad_reason = placeholder, copied or
-    looping reason, duplicate, over_cap) and `interest_resamples` (asks after a reply with a bad reason)."""
+    looping reason, duplicate, over_cap) and `interest_resamples` (extra asks after a reply the first three
+    rules removed an interest from)."""
     from recgpt_cli.align.provenance import serving_check
     from recgpt_cli.interests import InterestMiner, check_record, default_params, load_interest_pool
     from recgpt_cli.io import jsonl_writer
