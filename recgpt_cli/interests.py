@@ -48,7 +48,7 @@ INTEREST_RULES = ("vague", "unsupported", "bad_reason", "duplicate", "over_cap")
 DUPLICATE_JACCARD = 0.6
 POOL_JACCARD = 0.5
 POOL_IN_PROMPT = 12
-RESAMPLES = 2  # extra asks after a faulty reply (valid ml-100k HR@30 0.64 -> 0.74: bench/README, 25th session)
+RESAMPLES = 4  # extra asks after a faulty reply (valid ml-100k HR@30 0.64 -> 0.76: bench/README, 25th session)
 RESAMPLE_RULES = ("vague", "unsupported", "bad_reason")  # the faults a new seed can fix
 CATEGORIES_IN_PROMPT = 8  # compress lists leaf categories by behaviour count; the top ones anchor a small model
 

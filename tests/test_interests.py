@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from recgpt_cli.errors import BadInput
 from recgpt_cli.interests import (
+    RESAMPLES,
     InterestList,
     MinedInterest,
     clean_interests,
@@ -156,8 +157,9 @@ def test_schema_bounds_every_string_and_array() -> None:
 def test_mine_interests_renders_prompt_and_keeps_input_fields() -> None:
     backend = FakeBackend(lambda m, s, p: reply("tennis", "smart home", "hiking"))
     rows = list(mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4))
-    # "smart home" is unsupported: asked twice more (this backend always answers the same), the first reply served
-    assert len(rows) == 1 and len(backend.calls) == 3 and rows[0]["interest_resamples"] == 2
+    # "smart home" is unsupported: asked RESAMPLES times more (this backend always answers the same), the first
+    # reply served
+    assert len(rows) == 1 and len(backend.calls) == 1 + RESAMPLES and rows[0]["interest_resamples"] == RESAMPLES
     row = rows[0]
     assert {k: row[k] for k in RECORD} == RECORD
     assert row["interests"] == [
@@ -216,7 +218,7 @@ def test_resamples_serve_the_reply_keeping_most_interests_first_on_ties() -> Non
                1000: interests_reply(("tennis", LOOP), ("hiking", "boots searched in April")),  # keeps 1: tie
                2000: interests_reply(("tennis", LOOP), ("hiking", LOOP))}                      # keeps 0
     backend = FakeBackend(lambda m, s, p: replies[p.seed])
-    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4)
+    [row] = mine_interests([RECORD], StructuredLLM(backend), date=DAY, max_interests=4, resamples=2)
     assert len(backend.calls) == 3 and row["interest_resamples"] == 2
     assert [(i["interest"], i["reason"]) for i in row["interests"]] == [("tennis", "two rackets bought in June")]
     assert row["interest_rules_removed"]["bad_reason"] == 1
