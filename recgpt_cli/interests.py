@@ -342,7 +342,8 @@ def mine_interests(
 ) -> Iterator[dict[str, Any]]:
     """LLM_UI (§2.1.2, Eq. 1): one call per `compress` record, then the module's rules. Yields the input record
     plus `interests` [{interest_id, interest, stage, reason}] (+ `preset` with a pool) and `interest_rules_removed`;
-    a failed call yields the record with `interests: []` and `error`. `date=None` uses each record's `date`."""
+    a failed call yields the record with `interests: []` and `error`. `date=None` uses each record's `date`.
+    A reply the first three rules fault is asked again up to `resamples` times (`interest_resamples`)."""
     miner = InterestMiner(llm, date, interest_pool, max_interests, prompt, params, resamples)
     for record in records:
         yield miner(record)[0]
