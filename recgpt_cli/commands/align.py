@@ -57,9 +57,10 @@ def data(
     exclude_users: Annotated[Path | None, typer.Option(
         "--exclude-users", help="File with user ids (one a line) never to sample: the users an evaluation scores.")
     ] = None,
-    cuts: Annotated[int, typer.Option("--cuts", min=1, help="Cut points per user in the train history.")] = 2,
+    cuts: Annotated[int, typer.Option("--cuts", min=1, help="Cut points per user in the train history.")
+                    ] = LogsConfig.cuts,
     window_days: Annotated[int, typer.Option("--window-days", min=1, help="Targets: engagements this many days "
-                                             "after the cut.")] = 30,
+                                             "after the cut.")] = LogsConfig.window_days,
     since: Annotated[str | None, typer.Option("--since", help="logs: a slice of the logs (incremental learning, "
                                               "§2.2.2): only cut points on or after this date (YYYY-MM-DD).")
                      ] = None,
@@ -72,8 +73,9 @@ def data(
                                                "recency-weighted count (recency: each engagement 0.9^newer ones).")
                              ] = LogsConfig.interest_rank,
     tags_per_call: Annotated[int, typer.Option("--tags-per-call", min=1, max=10, help="Tags per interest, as "
-                                               "predict-tags --max-tags-per-call.")] = 3,
-    history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")] = 384,
+                                               "predict-tags --max-tags-per-call.")] = LogsConfig.tags_per_call,
+    history_tokens: Annotated[int, typer.Option("--history-tokens", min=16, help="compress --max-tokens.")
+                              ] = LogsConfig.history_tokens,
     max_users: Annotated[int | None, typer.Option("--max-users", min=1, help="A seeded sample of users.")] = None,
     max_per_category: Annotated[int, typer.Option("--max-per-category", min=1, help="curriculum: samples per "
                                                   "subtask and category (a query's Yes/No pair counts once).")
