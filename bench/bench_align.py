@@ -44,7 +44,7 @@ from bench import bench_intent  # noqa: E402
 from recgpt_cli.align.data import INTEREST_RANKS, LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
-from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN  # noqa: E402
+from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, EXPLORE  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 
 RECIPE = dict(method="lora", lora_r=16, lora_alpha=32, lr=5e-4, epochs=1, batch_size=4, max_length=1024, seed=0,
@@ -115,7 +115,7 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
 
 def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
     ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work,
-                            constrain=args.constrain, max_interests=args.max_interests)
+                            constrain=args.constrain, max_interests=args.max_interests, explore=args.explore)
     return bench_intent.run_dataset(name, ns)
 
 
@@ -142,6 +142,7 @@ def main() -> None:
                     "+ self-train)")
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain for the scored models (base and aligned)")
+    ap.add_argument("--explore", type=int, default=EXPLORE, help="predict-tags --explore for the scored models")
     ap.add_argument("--max-interests", type=int, default=bench_intent.BENCH_INTERESTS,
                     help="interests per user, in the logs samples and when scoring (mine-interests --max-interests)")
     ap.add_argument("--interest-rank", default=LogsConfig.interest_rank, choices=INTEREST_RANKS,
@@ -215,7 +216,8 @@ def tables(results: list[dict[str, Any]]) -> list[Table]:
     a = Table(title=f"Alignment on the intent bench (LOO {bench_intent.PHASE} phase, {users} held-out users per "
                     "dataset)")
     cols = ["dataset", "source", "hr@30", "tagitem_hit@50", "kept_share", "valid_share", "bad_reason_share",
-            "interest_reason_grounded", "tag_reason_grounded", "interest_f1", "prompt_ceiling", "llm_s_per_user"]
+            "interest_reason_grounded", "tag_reason_grounded", "interest_f1", "prompt_ceiling", "explore_tags",
+            "llm_s_per_user"]
     for c in cols:
         a.add_column(c, justify="left" if c in ("dataset", "source") else "right")
     for r in results:

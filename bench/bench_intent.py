@@ -58,7 +58,7 @@ from recgpt_cli.retrieve import Tag, rank_users  # noqa: E402
 from recgpt_cli.splits import SplitData, load_split, make_split  # noqa: E402
 from recgpt_cli.store import open_db  # noqa: E402
 from recgpt_cli.tag_category import fit_tag_category  # noqa: E402
-from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, TagPredictor  # noqa: E402
+from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, EXPLORE, TagPredictor  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
 
@@ -166,7 +166,8 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
     kwargs: dict[str, Any] = {"model": args.model or BASE_MODEL}
     miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=args.max_interests)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
-                             max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain)
+                             max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain,
+                             explore=getattr(args, "explore", EXPLORE))
     seconds = prompt = completion = 0.0
     out = []
     started = time.perf_counter()
@@ -209,7 +210,12 @@ def evaluate_source(con: Any, split: SplitData, model: Any, rows: list[dict[str,
     if truth is not None:
         prf = interest_prf({r["user_id"]: [i["interest"] for i in r["interests"]] for r in rows}, truth, phi)
         out.update(interest_p=prf["precision"], interest_r=prf["recall"], interest_f1=prf["f1"])
-    out["hr@30"] = tag_category_hit_rate(con, path, PROTOCOL, PHASE, phi=phi)["hr_tagcategory@30"]
+    # HR@30 reads the interest tags only: N_BASELINE_TAGS of them, as many as each non-LLM source gives
+    # (exploration tags, outside predict-tags' --n-tags, would buy hits with extra slots)
+    focused = [{**r, "tags": [t for t in r["tags"] if not t.get("explore")]} for r in rows]
+    hr_path = path if focused == rows else write_jsonl(path.with_suffix(".interest-tags.jsonl"), focused)
+    out["hr@30"] = tag_category_hit_rate(con, hr_path, PROTOCOL, PHASE, phi=phi)["hr_tagcategory@30"]
+    out["explore_tags"] = float(np.mean([sum(bool(t.get("explore")) for t in r["tags"]) for r in rows]))
     m = subset_metrics(tag_item_topk(model, split, tags, users, PHASE, 50), users, split, PHASE, (50,))
     out.update({"tagitem_hit@50": m["hit@50"], "tagitem_recall@50": m["recall@50"]})
     out.update(tag_quality(rows, catalogue))
@@ -303,6 +309,8 @@ def main() -> None:
     ap.add_argument("--max-interests", type=int, default=BENCH_INTERESTS, help="mine-interests --max-interests")
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain (constrained decoding of the tags)")
+    ap.add_argument("--explore", type=int, default=EXPLORE, help="predict-tags --explore (exploration tags per "
+                    "interest; HR@30 reads the other tags, as many as the non-LLM sources give)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "intent"))
     ap.add_argument("--phase", default="test", choices=("test", "valid"),
                     help="valid: histories cut before the valid item and scored on it (to choose β; never test)")

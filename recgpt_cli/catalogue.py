@@ -58,6 +58,7 @@ class Catalogue:
     brands: frozenset[str]  # lower-case brand names
     phi: TagCategoryModel | None = None
     phrases: tuple[str, ...] = ()  # every item's `title_tag`, distinct, sorted (the constrained-decoding vocabulary)
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # leaf -> the category path above it
     _index: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,14 +76,17 @@ class Catalogue:
                    phi: TagCategoryModel | None = None) -> Catalogue:
         """From (title, category path, brand) triples."""
         words, leaves, brands, phrases = [], [], set(), set()
+        parents: dict[str, tuple[str, ...]] = {}
         for title, path, brand in items:
             text = " ".join([title or "", *(path or []), brand or ""])
             words.append(frozenset(content_words(text)))
             leaves.append(path[-1] if path else None)
+            if path:
+                parents.setdefault(path[-1], tuple(path[:-1]))
             if brand and brand.strip():
                 brands.add(brand.strip().lower())
             phrases.add(title_tag(title or "", brand))
-        return cls(words, leaves, frozenset(brands), phi, tuple(sorted(phrases - {""})))
+        return cls(words, leaves, frozenset(brands), phi, tuple(sorted(phrases - {""})), parents)
 
     @classmethod
     def from_db(cls, con: duckdb.DuckDBPyConnection, *, with_phi: bool = True) -> Catalogue:
@@ -113,6 +117,13 @@ class Catalogue:
         if self._brand_re is None:
             return set()
         return {m.group(1).lower() for m in self._brand_re.finditer(text)}
+
+    def related_leaves(self, leaves: set[str]) -> set[str]:
+        """The leaves that share a parent category with one of `leaves` (Hiking Boots -> Camping Tents, Sleeping
+        Bags under Sports > Outdoor), `leaves` themselves left out. A flat catalogue (every leaf under one root,
+        as ml-100k's genres under Movies) relates every leaf; a leaf with no parent relates none."""
+        wanted = {self.parents[leaf] for leaf in leaves if self.parents.get(leaf)}
+        return {leaf for leaf, parent in self.parents.items() if parent in wanted} - leaves
 
     def leaves_of(self, texts: Sequence[str], k: int = 3, min_p: float = LEAF_MIN_P) -> list[set[str]]:
         """φ's top-k leaf categories of each text with probability >= min_p (the best one always); empty sets

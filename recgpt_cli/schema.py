@@ -237,6 +237,7 @@ class Tag(BaseModel):
     interest_id: str | None = None
     interest: str | None = None
     reason: str | None = None
+    explore: bool | None = None  # predict-tags --explore: a neighbour category the history never shows
 
 
 class TagsRecord(InterestsRecord):

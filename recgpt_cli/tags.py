@@ -39,6 +39,13 @@ catalogue's product phrases that can pass the rules for this user (`TagVocabular
 a small model write only real, fresh products — generative retrieval over the catalogue, the way GENRE/TIGER
 decode only valid ids. Each constrained call asks for one tag with the phrases already written taken out.
 An interest with no phrase left gets no call (`tags_unavailable`). The rules still run on every tag.
+
+Exploration (`--explore N`, with `--constrain interest`; the paper's "Temporal Freshness: prioritize novel product
+categories" and its "wider interests" claim): after an interest's own tags, N more constrained calls offer only the
+phrases of the interest's neighbours in the catalogue tree (leaves under the same parent: hiking boots -> trekking
+poles) that the user's history never shows (`explore_leaves`). The model picks; the tags carry `"explore": true`,
+the `implausible` rule holds them to those neighbours, and they sit outside `--n-tags` (round-robin after the
+interest tags). An interest whose neighbours the user already has gets no such call.
 """
 
 from __future__ import annotations
@@ -87,13 +94,16 @@ MAX_TAGS_PER_CALL = 10
 RELEVANT_LINES = 8  # history lines shown per interest in per-interest calls
 CONSTRAIN_MODES = ("none", "catalogue", "interest")
 DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.md, "Constrained decoding"
-# The user tower's weight when `retrieve` fuses it with the tags, h_fuse = beta*h_u + (1-beta)*h_t. Chosen on the
-# validation phase with the tags of the packaged aligned model the stages serve (bench/README.md, nineteenth
-# session; NDCG@10 on sample_data / ml-100k, 50 users each): beta 1 0.0937 / 0.0685, 0.9 0.1042 / 0.0720, 0.7
-# 0.0808 / 0.0479, 0.5 0.0815 / 0.0307. Thin evidence (the previous packaged adapter, trained on 72 different
-# samples, had 0.9 below 1), but 0.9 also leads pooled over the four aligned models measured (0.0850 vs 0.0837).
-# It lives here, not in retrieve.py, which imports torch.
-DEFAULT_BETA = 0.9
+# The user tower's weight when `retrieve` fuses it with the tags, h_fuse = beta*h_u + (1-beta)*h_t, and the
+# exploration tags per interest (`--explore`, module doc): chosen together on the validation phase with the packaged
+# aligned model's tags, the best mean NDCG@10 of the eight pairs (bench/README.md, twenty-sixth session; 100 users a
+# dataset, sample_data / ml-100k): with one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7
+# 0.0911 / 0.0561, 0.5 0.0973 / 0.0479; without, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 /
+# 0.0387. At 0.7 with them, category diversity 0.383 / 0.482 and exploration share 0.101 / 0.050 (beta 1: 0.283 /
+# 0.422, 0.074 / 0.026). They live here, not in retrieve.py, which imports torch.
+DEFAULT_BETA = 0.7
+EXPLORE = 1
+MAX_EXPLORE = 5
 
 # Words too broad to describe a product on their own (paper: "smart", "modular", "set"; Table 3 specificity).
 VAGUE_WORDS = frozenset(stem(w) for w in """
@@ -251,6 +261,20 @@ def interest_leaves(interest: dict[str, Any], compressed: str, catalogue: Catalo
     return leaves
 
 
+def history_leaves(record: dict[str, Any]) -> set[str]:
+    """Every leaf category the user's `compress` record shows: its `categories` and the leaf of each history
+    item."""
+    leaves = {c for c in record.get("categories") or [] if isinstance(c, str)}
+    return leaves | {leaf for _, leaf in history_items(str(record.get("compressed", "")))}
+
+
+def explore_leaves(interest: dict[str, Any], record: dict[str, Any], catalogue: Catalogue) -> set[str]:
+    """Where an exploration tag of `interest` may go: the catalogue's neighbours of the interest's categories
+    (`Catalogue.related_leaves`) that the user's history never shows."""
+    own = interest_leaves(interest, str(record.get("compressed", "")), catalogue)
+    return catalogue.related_leaves(own) - history_leaves(record)
+
+
 def searched_text(compressed: str) -> str:
     """Every search query in a `compress` history, joined (what a user asked for by name)."""
     return " ".join(_SEARCH.findall(compressed))
@@ -266,10 +290,12 @@ def clean_tags(
     recent = recent_phrases(record, day)
     compressed = str(record.get("compressed", ""))
     searched = catalogue.brands_in(searched_text(compressed)) if catalogue else set()
-    leaves_by_interest: dict[str, set[str]] = {}
-    kept: list[dict[str, str]] = []
+    leaves_by_interest: dict[tuple[str, bool], set[str]] = {}
+    kept: list[dict[str, Any]] = []
     kept_words: list[set[str]] = []
+    n_interest_tags = 0
     for t, shown in predicted:
+        explore = any(i.get("explore") for i in shown)
         text = " ".join(t.tag.split())
         words = tag_words(text)
         if is_vague(text):
@@ -286,10 +312,12 @@ def clean_tags(
             removed["unlinked"] += 1
             continue
         if catalogue is not None and catalogue.phi is not None:
-            if linked not in leaves_by_interest:
+            if (linked, explore) not in leaves_by_interest:
                 shown_interest = next(i for i in shown if i["interest_id"] == linked)
-                leaves_by_interest[linked] = interest_leaves(shown_interest, compressed, catalogue)
-            if not catalogue.leaves_of([text])[0] & leaves_by_interest[linked]:
+                leaves_by_interest[linked, explore] = (
+                    explore_leaves(shown_interest, record, catalogue) if explore
+                    else interest_leaves(shown_interest, compressed, catalogue))
+            if not catalogue.leaves_of([text])[0] & leaves_by_interest[linked, explore]:
                 removed["implausible"] += 1
                 continue
         if catalogue is not None and not catalogue.is_valid(text, words):
@@ -301,12 +329,14 @@ def clean_tags(
         if is_duplicate(words, kept_words):
             removed["duplicate"] += 1
             continue
-        if len(kept) >= n_tags:
+        if not explore and n_interest_tags >= n_tags:
             removed["over_cap"] += 1
             continue
         interest = next(i["interest"] for i in shown if i["interest_id"] == linked)
-        kept.append({"tag": text, "interest_id": linked, "interest": interest, "reason": " ".join(t.reason.split())})
+        kept.append({"tag": text, "interest_id": linked, "interest": interest, "reason": " ".join(t.reason.split()),
+                     **({"explore": True} if explore else {})})
         kept_words.append(words)
+        n_interest_tags += not explore
     return kept, removed
 
 
@@ -342,15 +372,17 @@ class TagVocabulary:
         return cls.of(catalogue)
 
     def allowed(self, mode: str, record: dict[str, Any], interests: list[dict[str, Any]], *, day: Date,
-                catalogue: Catalogue) -> tuple[str, ...] | None:
-        """The phrases one call shown `interests` may write (empty: none passes), or None (mode none: free text)."""
+                catalogue: Catalogue, explore: bool = False) -> tuple[str, ...] | None:
+        """The phrases one call shown `interests` may write (empty: none passes), or None (mode none: free text).
+        `explore` (mode interest): phrases of the interests' `explore_leaves` instead of their own categories."""
         if mode == "none":
             return None
         recent = recent_phrases(record, day)
         compressed = str(record.get("compressed", ""))
         searched = catalogue.brands_in(searched_text(compressed))
-        wanted = (set().union(*(interest_leaves(i, compressed, catalogue) for i in interests))
-                  if mode == "interest" else None)
+        leaves_of = (lambda i: explore_leaves(i, record, catalogue)) if explore else (
+            lambda i: interest_leaves(i, compressed, catalogue))
+        wanted = set().union(*(leaves_of(i) for i in interests)) if mode == "interest" else None
         return tuple(p for p, leaves, brands in zip(self.phrases, self.leaves, self.brands, strict=True)
                      if not brands - searched and not is_stale(self.words[p], recent)
                      and (wanted is None or leaves & wanted))
@@ -430,10 +462,13 @@ class TagPredictor:
     params: SamplingParams | None = None  # None: max_tokens sized to each call's schema, seed 0
     catalogue: Catalogue | None = None  # turns on the brand / implausible / invalid rules
     constrain: str = DEFAULT_CONSTRAIN  # TagVocabulary's modes; needs the catalogue (without it: none)
+    explore: int = EXPLORE  # exploration tags per interest (--constrain interest only)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_tags <= N_TAGS_CAP:
             raise BadInput(f"--n-tags {self.n_tags}: must be between 1 and {N_TAGS_CAP}")
+        if not 0 <= self.explore <= MAX_EXPLORE:
+            raise BadInput(f"--explore {self.explore}: must be between 0 and {MAX_EXPLORE}")
         self.vocabulary = TagVocabulary.serving(self.constrain, self.catalogue, self.llm)
         self.day = parse_date(self.date) if self.date is not None else None
         self.template = resolve_prompt(self.prompt, "TagList")
@@ -457,6 +492,7 @@ class TagPredictor:
         gens: list[Generation[Any]] = []
         unavailable: list[str] = []
         taken: list[set[str]] = []  # words of the phrases this user already got: a constrained call never repeats one
+        explored: list[list[tuple[PredictedTag, list[dict[str, Any]]]]] = []
         for group in groups:
             predicted: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
             per_group.append(predicted)
@@ -465,9 +501,6 @@ class TagPredictor:
             vocab, offered = self.vocabulary, None
             if vocab is not None and self.catalogue is not None:
                 offered = vocab.allowed(self.constrain, record, group, day=day, catalogue=self.catalogue)
-                if not offered:  # every product of the interest is stale or invalid: no call can pass the rules
-                    unavailable.append(gid)
-                    continue
             if vocab is None or offered is None:
                 gen = self.llm.generate(self.template, variables, tag_list_model(k), params)
                 gens.append(gen)
@@ -476,31 +509,51 @@ class TagPredictor:
                 else:
                     predicted += [(t, group) for t in gen.value.tags]
                 continue
-            # Constrained: one tag a call, the phrases already written taken out of the next call's vocabulary.
-            # Asked for k at once, a greedy small model writes one phrase k times (the duplicate rule keeps one);
-            # the prompt (which still asks for k) is the same each time, so llama.cpp reuses its evaluated prefix.
-            for _ in range(k):
-                vocabulary = tuple(p for p in offered if not is_duplicate(vocab.words[p], taken))
-                if not vocabulary:
-                    break
-                gen = self.llm.generate(self.template, variables, tag_list_model(1, vocabulary), params)
-                gens.append(gen)
-                if gen.value is None:
-                    errors.append({"interest_id": gid, "error": gen.error})
-                    break
-                predicted += [(t, group) for t in gen.value.tags]
-                taken += [tag_words(t.tag) for t in gen.value.tags]
+            if offered:
+                predicted += self._constrained(variables, offered, k, group, params, gens, errors, taken)
+            else:  # every product of the interest is stale or invalid: no call can pass the rules
+                unavailable.append(gid)
+            if self.explore and self.constrain == "interest" and self.catalogue is not None:
+                wider = vocab.allowed(self.constrain, record, group, day=day, catalogue=self.catalogue, explore=True)
+                shown = [{**i, "explore": True} for i in group]
+                explored.append(self._constrained(variables, wider or (), self.explore, shown, params, gens, errors,
+                                                  taken))
         # round-robin over the interests before the n_tags cap: every interest's first tag before any second one
         predicted = [t for turn in zip_longest(*per_group) for t in turn if t is not None]
+        predicted += [t for turn in zip_longest(*explored) for t in turn if t is not None]  # outside the n_tags cap
         tags, removed = clean_tags(predicted, record, day=day, n_tags=self.n_tags, catalogue=self.catalogue)
         out.update(tags=tags, tag_rules_removed=removed)
         if unavailable:
             out["tags_unavailable"] = unavailable
         if errors:
             out["tag_errors"] = errors
-        if errors and len(errors) + len(unavailable) == len(groups):
-            out["error"] = errors[0]["error"]
+        failed = [e for e in errors if not e.get("explore")]
+        if failed and len(failed) + len(unavailable) == len(groups):
+            out["error"] = failed[0]["error"]
         return out, gens
+
+    def _constrained(self, variables: dict[str, Any], offered: tuple[str, ...], n: int, shown: list[dict[str, Any]],
+                     params: SamplingParams, gens: list[Generation[Any]], errors: list[dict[str, Any]],
+                     taken: list[set[str]]) -> list[tuple[PredictedTag, list[dict[str, Any]]]]:
+        """Up to `n` constrained calls, one tag each, the phrases already written (`taken`, updated) taken out of
+        the next call's vocabulary. Asked for k at once, a greedy small model writes one phrase k times (the
+        duplicate rule keeps one); the prompt (which still asks for k) is the same each time, so llama.cpp reuses
+        its evaluated prefix."""
+        assert self.vocabulary is not None
+        out: list[tuple[PredictedTag, list[dict[str, Any]]]] = []
+        for _ in range(n):
+            vocabulary = tuple(p for p in offered if not is_duplicate(self.vocabulary.words[p], taken))
+            if not vocabulary:
+                break
+            gen = self.llm.generate(self.template, variables, tag_list_model(1, vocabulary), params)
+            gens.append(gen)
+            if gen.value is None:
+                errors.append({"interest_id": ",".join(i["interest_id"] for i in shown), "error": gen.error,
+                               **({"explore": True} if any(i.get("explore") for i in shown) else {})})
+                break
+            out += [(t, shown) for t in gen.value.tags]
+            taken += [tag_words(t.tag) for t in gen.value.tags]
+        return out
 
 
 def predict_tags(
@@ -515,11 +568,13 @@ def predict_tags(
     params: SamplingParams | None = None,
     catalogue: Catalogue | None = None,
     constrain: str = DEFAULT_CONSTRAIN,
+    explore: int = EXPLORE,
 ) -> Iterator[dict[str, Any]]:
     """LLM_IT (§2.2.1, Eq. 2): tags for each `mine-interests` record, then the module's rules. Yields the input
     record plus `tags` [{tag, interest_id, interest, reason}] and `tag_rules_removed`; `tag_errors` lists failed
     calls and `error` is set when every call failed. Users without interests (or with an upstream `error`) get
     `tags: []` and no call."""
-    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue, constrain)
+    predictor = TagPredictor(llm, date, n_tags, per_interest, max_tags_per_call, prompt, params, catalogue, constrain,
+                             explore)
     for record in records:
         yield predictor(record)[0]

@@ -15,6 +15,7 @@ from recgpt_cli.errors import BadInput
 from recgpt_cli.llm.base import FakeBackend
 from recgpt_cli.llm.structured import StructuredLLM
 from recgpt_cli.tags import (
+    MAX_EXPLORE,
     PredictedTag,
     clean_tags,
     history_items,
@@ -509,3 +510,45 @@ def test_cli_constrain_with_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
                               "--max-tags-per-call", "0"], input=json.dumps(RECORD) + "\n")
     assert res.exit_code == 2 and "--max-tags-per-call" in res.stderr
+
+
+def test_exploration_tags_come_from_neighbour_categories_the_history_never_shows() -> None:
+    from recgpt_cli.tags import TagPredictor, clean_tags, explore_leaves
+
+    cat = _catalogue()
+    assert cat.related_leaves({"Hiking Boots"}) == {"Trekking Poles"}  # both under Sports > Outdoor
+    assert cat.related_leaves({"Perfume"}) == set() and cat.related_leaves({"Unknown"}) == set()
+    record = {**RECORD, "categories": ["Tennis Rackets", "Hiking Boots"]}
+    # tennis (φ: Tennis Balls) has one neighbour, Tennis Rackets, and the user has it; trekking poles are new
+    assert explore_leaves(INTERESTS[0], record, cat) == set()
+    assert explore_leaves(INTERESTS[1], record, cat) == {"Trekking Poles"}
+    enums: list[list[str]] = []
+
+    def responder(messages: Any, schema: Any, params: Any) -> str:
+        enums.append(schema["properties"]["tags"]["items"]["properties"]["item_tag"]["enum"])
+        iid = "I1" if "for interest I1 as JSON" in messages[-1]["content"] else "I2"
+        return reply((enums[-1][0], iid))
+
+    backend = FakeBackend(responder)
+    row, gens = TagPredictor(StructuredLLM(backend), DAY, n_tags=2, catalogue=cat, constrain="interest")(record)
+    # one interest tag each (k = 2 / 2), then one exploration call for hiking only (tennis has nowhere new to go)
+    assert enums == [["tennis balls", "tennis elbow brace"], ["waterproof hiking boots"], ["trekking poles carbon"]]
+    assert len(gens) == 3
+    assert [(t["tag"], t["interest_id"], t.get("explore")) for t in row["tags"]] == [
+        ("tennis balls", "I1", None), ("waterproof hiking boots", "I2", None), ("trekking poles carbon", "I2", True)]
+    assert row["tag_rules_removed"]["over_cap"] == 0  # exploration tags sit outside --n-tags
+    backend.calls.clear()
+    row, gens = TagPredictor(StructuredLLM(backend), DAY, n_tags=2, catalogue=cat, constrain="interest",
+                             explore=0)(record)
+    assert len(gens) == 2 and not any(t.get("explore") for t in row["tags"])
+    # the rules hold exploration tags to the neighbours: perfume is nobody's neighbour, and an interest tag may not
+    # leave the interest's own categories
+    explorer = [{**INTERESTS[1], "explore": True}]
+    kept, removed = clean_tags([(tag("eau de parfum", "I2"), explorer), (tag("trekking poles carbon", "I2"),
+                                                                         INTERESTS[1:]),
+                                (tag("trekking poles carbon", "I2"), explorer)], record, day=DAY, n_tags=1,
+                               catalogue=cat)
+    assert removed["implausible"] == 2 and [(t["tag"], t.get("explore")) for t in kept] == [
+        ("trekking poles carbon", True)]
+    with pytest.raises(BadInput, match="explore"):
+        TagPredictor(StructuredLLM(backend), DAY, explore=MAX_EXPLORE + 1)

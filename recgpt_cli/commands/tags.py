@@ -16,7 +16,7 @@ from recgpt_cli.errors import PartialFailure
 from recgpt_cli.io import Rejects, rejects_path_for, source_name
 from recgpt_cli.llm.options import LLMOptions
 from recgpt_cli.schema import InterestsRecord, stage_row
-from recgpt_cli.tags import DEFAULT_CONSTRAIN
+from recgpt_cli.tags import DEFAULT_CONSTRAIN, EXPLORE, MAX_EXPLORE
 
 
 @friendly_errors
@@ -37,6 +37,11 @@ def predict_tags(
         "--constrain", help="With --db: interest = the model can only write product phrases that some item's "
         "title carries, in the interest's categories, that the user did not just have; catalogue = any category; "
         "none = free text. The rules still check every tag.")] = DEFAULT_CONSTRAIN,
+    explore: Annotated[int, typer.Option(
+        "--explore", min=0, max=MAX_EXPLORE,
+        help="With --constrain interest: this many more tags per interest, from categories next to the interest's "
+             "in the catalogue tree that the user's history never shows (\"explore\": true; outside --n-tags). "
+             "0: none.")] = EXPLORE,
     seed: SeedOpt = 0,
     skip_bad: SkipBadOpt = False,
     quiet: QuietOpt = False,
@@ -73,7 +78,7 @@ def predict_tags(
         console.print("predict-tags: no --db, so the catalogue rules (brand, implausible, invalid) and "
                       "--constrain are off")
     predictor = TagPredictor(llm, day, n_tags, per_interest, max_tags_per_call, llm_opts.load_prompt("tag_prediction"),
-                             params, catalogue, constrain)
+                             params, catalogue, constrain, explore)
     rejects = Rejects(source_name(src))
     served = serving_check(llm_opts.model)
     records = checked_records(src, (InterestsRecord,), lambda r: check(r) or served(r), skip_bad=skip_bad,
