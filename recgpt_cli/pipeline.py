@@ -27,7 +27,7 @@ import orjson
 from recgpt_cli.errors import EXIT_PARTIAL, BadInput, RecgptError
 from recgpt_cli.io import check_parents
 from recgpt_cli.splits import PROTOCOLS
-from recgpt_cli.tags import DEFAULT_BETA
+from recgpt_cli.tags import DEFAULT_BETA, EXPLORE
 
 JUDGE_TASKS = {"interests": "interests.jsonl", "tags": "tags.jsonl", "explanations": "explanations.jsonl"}
 
@@ -43,6 +43,7 @@ class PipelineConfig:
     explain_per_user: int = 5
     max_interests: int = 4
     n_tags: int = 12
+    explore: int = EXPLORE
     k: int = 50
     beta: float = DEFAULT_BETA
     epochs: int | None = None  # None = the train-towers preset's
@@ -249,7 +250,7 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
     run.report.interests_kept = sum(len(r.get("interests") or []) for r in read_rows(f["interests"]))
     run.report.stages[-1].note += f", {run.report.interests_kept} interests kept"
     run("predict-tags", ["predict-tags", str(f["interests"]), "--out", str(f["tags"]), *day, *db,
-                          "--n-tags", str(cfg.n_tags), *llm],
+                          "--n-tags", str(cfg.n_tags), "--explore", str(cfg.explore), *llm],
         rows_in=f["tags"])
     model_dir = out / "models" / "tar"
     run("train-towers", ["train-towers", *db, "--out-dir", str(model_dir), "--protocol", cfg.protocol,

@@ -11,7 +11,7 @@ import typer
 from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
 from recgpt_cli.llm.aligned import BASE_MODEL
-from recgpt_cli.tags import DEFAULT_BETA
+from recgpt_cli.tags import DEFAULT_BETA, EXPLORE, MAX_EXPLORE
 
 
 @friendly_errors
@@ -33,6 +33,9 @@ def run(
     max_interests: Annotated[int, typer.Option("--max-interests", min=1, help="Interests kept per user.")] = 4,
     n_tags: Annotated[int, typer.Option("--n-tags", min=1, help="Tags kept per user (the paper uses 50; each "
                                         "one costs a judge call here).")] = 12,
+    explore: Annotated[int, typer.Option("--explore", min=0, max=MAX_EXPLORE, help="predict-tags --explore: "
+                                         "tags per interest from neighbouring categories the user never had "
+                                         "(default chosen on validation with --beta).")] = EXPLORE,
     k: Annotated[int, typer.Option("--k", min=1, max=1_000_000, help="Items retrieved per user.")] = 50,
     beta: Annotated[float, typer.Option("--beta", min=0.0, max=1.0, help="h_fuse = beta*h_u + (1-beta)*h_t "
                                         "(default chosen on validation).")] = DEFAULT_BETA,
@@ -56,7 +59,7 @@ def run(
     if llm_opts.cache_dir is not None:  # the run's summary reads the call log from the same place
         os.environ["RECGPT_CACHE_DIR"] = str(llm_opts.cache_dir)
     cfg = PipelineConfig(data=data, db=db, out=out, llm_users=llm_users, explain_per_user=explain_per_user,
-                         max_interests=max_interests, n_tags=n_tags, k=k,
+                         max_interests=max_interests, n_tags=n_tags, explore=explore, k=k,
                          beta=beta, epochs=epochs, protocol=protocol, date=llm_opts.date, seed=seed, llm_args=llm_args,
                          quiet=quiet)
     report = run_pipeline(cfg)
