@@ -500,6 +500,18 @@ def test_cli_constrain_with_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     row = orjson.loads(res.stdout.splitlines()[0])
     assert enums and all(set(e) <= phrases for e in enums)
     assert row["tags"] and {t["tag"] for t in row["tags"]} <= phrases
+    calls = len(enums)
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
+                              "--n-tags", "4", "--explore", "0"], input=json.dumps(RECORD) + "\n")
+    assert res.exit_code == 0, res.output
+    plain = orjson.loads(res.stdout.splitlines()[0])
+    explored = [t for t in row["tags"] if t.get("explore")]  # --explore 1 by default: one call per interest
+    assert len(explored) == 2 and not any(t.get("explore") for t in plain["tags"])
+    assert len(enums) - calls == calls - len(explored)
+    assert plain["tags"] == [t for t in row["tags"] if not t.get("explore")]
+    res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
+                              "--explore", "6"], input=json.dumps(RECORD) + "\n")
+    assert res.exit_code == 2 and "--explore" in res.output
     res = runner.invoke(app, ["predict-tags", "-", "--db", str(store), "--date", "2025-06-30", "--no-cache",
                               "--constrain", "free"], input=json.dumps(RECORD) + "\n")
     assert res.exit_code == 2 and "--constrain free: must be one of none, catalogue, interest" in res.stderr
