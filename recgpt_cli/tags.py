@@ -96,11 +96,12 @@ CONSTRAIN_MODES = ("none", "catalogue", "interest")
 DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.md, "Constrained decoding"
 # The user tower's weight when `retrieve` fuses it with the tags, h_fuse = beta*h_u + (1-beta)*h_t, and the
 # exploration tags per interest (`--explore`, module doc): chosen together on the validation phase with the packaged
-# aligned model's tags, the best mean NDCG@10 of the eight pairs (bench/README.md, twenty-sixth session; 100 users a
+# aligned model's tags, the best mean NDCG@10 of the pairs measured (bench/README.md, twenty-sixth session; 100 users a
 # dataset, sample_data / ml-100k): with one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7
 # 0.0911 / 0.0561, 0.5 0.0973 / 0.0479; without, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 /
-# 0.0387. At 0.7 with them, category diversity 0.383 / 0.482 and exploration share 0.101 / 0.050 (beta 1: 0.283 /
-# 0.422, 0.074 / 0.026). They live here, not in retrieve.py, which imports torch.
+# 0.0387; two an interest peak at a mean of 0.0698 (beta 0.5) against one's 0.0736. At 0.7 with one, category
+# diversity 0.383 / 0.482 and exploration share 0.101 / 0.050 (beta 1: 0.283 / 0.422, 0.074 / 0.026). They live
+# here, not in retrieve.py, which imports torch.
 DEFAULT_BETA = 0.7
 EXPLORE = 1
 MAX_EXPLORE = 5
