@@ -167,7 +167,7 @@ def llm_records(db: Path, users: list[str], work: Path, args: argparse.Namespace
     miner = InterestMiner(make_llm(task="interest_mining", **kwargs), None, max_interests=args.max_interests)
     predictor = TagPredictor(make_llm(task="tag_prediction", **kwargs), None, n_tags=N_BASELINE_TAGS,
                              max_tags_per_call=3, catalogue=catalogue, constrain=args.constrain,
-                             explore=getattr(args, "explore", EXPLORE))
+                             explore=getattr(args, "explore", EXPLORE))  # bench_explain, bench_incremental: none
     seconds = prompt = completion = 0.0
     out = []
     started = time.perf_counter()
