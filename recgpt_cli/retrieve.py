@@ -1,9 +1,10 @@
 """Tag-aware retrieval (paper §2.3.3): h_fuse = beta*h_u + (1-beta)*h_t for each predicted tag t of a user.
 
 Each fused vector pulls its own top-K from an hnswlib inner-product index over the item vectors h_v (or an exact
-torch matmul with `exact=True`, used to check recall). The per-tag lists are merged by score with a quota per tag,
-so one tag cannot take the whole list, then topped up from the user-only list (beta = 1). Users without tags get
-the user-only list. Items the user already engaged with are filtered out.
+torch matmul with `exact=True`, used to check recall). The per-tag lists are merged by score, each tag holding an
+even share of every prefix of the list (or at most `per_tag_quota` items), so one tag cannot take the top; then the
+user-only list (beta = 1) tops it up. Users without tags get the user-only list. Items the user already engaged
+with are filtered out.
 
     from recgpt_cli.retrieve import retrieve
     for rec in retrieve(con, load_model("models/tar"), tags_by_user, k=50):
@@ -104,19 +105,30 @@ def hnsw_index(h_v: np.ndarray, *, m: int = 32, ef_construction: int = 200, cach
     return index
 
 
-def merge_with_quota(lists: list[list[Hit]], k: int, quota: int, fill: list[Hit]) -> list[Hit]:
-    """Merge per-tag ranked lists by score, at most `quota` items per tag, no duplicates; top up from `fill`."""
+def merge_with_quota(lists: list[list[Hit]], k: int, quota: int | None, fill: list[Hit]) -> list[Hit]:
+    """Merge per-tag ranked lists by score, no duplicates; top up from `fill` when the lists run out.
+    `quota`: at most that many items per tag. None: every prefix shares out evenly — the n-th item comes from a
+    tag holding fewer than ceil(n / len(lists)) of the first n - 1 — so the top 10 of a 50-item list is the
+    10-item list (with a fixed ceil(k / tags), `retrieve --k 50` let the highest-scoring tags fill the top 10)."""
     out: list[Hit] = []
     taken: set[int] = set()
-    per_tag: dict[int, int] = {}
-    for hit, src in sorted(((h, i) for i, lst in enumerate(lists) for h in lst), key=lambda x: -x[0].score):
-        if len(out) == k:
+    heads = [0] * len(lists)
+    count = [0] * len(lists)
+    while len(out) < k:
+        cap = quota if quota is not None else math.ceil((len(out) + 1) / len(lists))
+        best = -1
+        for i, lst in enumerate(lists):
+            while heads[i] < len(lst) and lst[heads[i]].item in taken:
+                heads[i] += 1
+            if count[i] < cap and heads[i] < len(lst) and (
+                    best < 0 or lst[heads[i]].score > lists[best][heads[best]].score):
+                best = i
+        if best < 0:
             break
-        if hit.item in taken or per_tag.get(src, 0) >= quota:
-            continue
+        hit = lists[best][heads[best]]
         out.append(hit)
         taken.add(hit.item)
-        per_tag[src] = per_tag.get(src, 0) + 1
+        count[best] += 1
     for hit in fill:
         if len(out) == k:
             break
@@ -176,8 +188,7 @@ def rank_users(
         for r, u in enumerate(part):
             own = _hits(ids[r], sims[r], None, None)
             lists = per_user[r]
-            quota = per_tag_quota or (math.ceil(k / len(lists)) if lists else k)
-            yield int(u), (merge_with_quota(lists, k, quota, own) if lists else own)
+            yield int(u), (merge_with_quota(lists, k, per_tag_quota, own) if lists else own)
 
 
 def _hits(ids: np.ndarray, sims: np.ndarray, tag: str | None, interest: str | None,

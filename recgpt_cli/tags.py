@@ -99,9 +99,11 @@ DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.m
 # aligned model's tags, the best mean NDCG@10 of the pairs measured (bench/README.md, twenty-sixth session; 100 users a
 # dataset, sample_data / ml-100k): with one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7
 # 0.0911 / 0.0561, 0.5 0.0973 / 0.0479; without, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 /
-# 0.0387; two an interest peak at a mean of 0.0698 (beta 0.5) against one's 0.0736. At 0.7 with one, category
-# diversity 0.383 / 0.482 and exploration share 0.101 / 0.050 (beta 1: 0.283 / 0.422, 0.074 / 0.026). They live
-# here, not in retrieve.py, which imports torch.
+# 0.0387; two an interest peak at a mean of 0.0698 (beta 0.5) against one's 0.0736. Re-measured with the
+# prefix-even merge of retrieve.merge_with_quota (twenty-seventh session): one exploration tag, beta 0.9 0.0815 /
+# 0.0526, 0.7 0.0914 / 0.0561, 0.5 0.0958 / 0.0479 — 0.7 still best; there category diversity 0.397 / 0.486 and
+# exploration share 0.105 / 0.052 (beta 1: 0.283 / 0.422, 0.074 / 0.026). They live here, not in retrieve.py,
+# which imports torch.
 DEFAULT_BETA = 0.7
 EXPLORE = 1
 MAX_EXPLORE = 5

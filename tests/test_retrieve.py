@@ -46,6 +46,22 @@ def test_merge_with_quota_exact():
     assert [(h.item, h.tag) for h in got] == [(1, "a"), (9, None)]
 
 
+def test_merge_without_quota_shares_every_prefix_so_a_longer_list_starts_with_the_shorter():
+    a = [Hit(i, 10.0 - i, "a", "I1") for i in range(1, 7)]  # scores 9..4: every "a" item outranks every "b" one
+    b = [Hit(10 + i, 3.0 - i / 10, "b", "I2") for i in range(6)]
+    got = merge_with_quota([a, b], k=4, quota=None, fill=[])
+    # the n-th item comes from a tag holding fewer than ceil(n / 2) of the first n - 1: a, b, a, b
+    assert [(h.item, h.tag) for h in got] == [(1, "a"), (10, "b"), (2, "a"), (11, "b")]
+    # a fixed quota ceil(k / tags) = 5 at k = 10 lets "a" take the first five: its top 4 is not the 4-item list
+    assert [h.tag for h in merge_with_quota([a, b], k=10, quota=5, fill=[])][:4] == ["a"] * 4
+    for n in range(1, 12):
+        assert merge_with_quota([a, b], k=n, quota=None, fill=[]) == merge_with_quota([a, b], k=12, quota=None,
+                                                                                       fill=[])[:n]
+    # exhausted lists leave the rest to the fill, no duplicates
+    got = merge_with_quota([a[:1], b[:1]], k=4, quota=None, fill=[Hit(1, 0.1, None, None), Hit(7, 0.1, None, None)])
+    assert [h.item for h in got] == [1, 10, 7]
+
+
 def test_beta_one_is_user_only_ranking_and_filters_train(shop):
     con, model, _ = shop
     recs = list(retrieve(con, model, {"u00": [Tag("coffee", "I1")]}, beta=1.0, k=5, exact=True))
@@ -73,6 +89,16 @@ def test_tags_fuse_with_quota_and_interest(shop):
     assert by_tag == {"coffee": 2, "tents": 2}  # quota reached by both, the rest from the user tower
     assert {r["interest"] for r in recs if r["tag"] == "coffee"} == {"I1"}
     assert sum(r["tag"] is None for r in recs) == 2
+
+
+def test_a_longer_retrieve_list_starts_with_the_shorter_one(shop):
+    # evaluate scores the top 10 of `retrieve --k 50`: it must be the list that `--k 10` gives
+    con, model, _ = shop
+    tags = {"u00": [Tag("coffee", "I1"), Tag("tents", "I2"), Tag("tea", "I1")]}
+    short, long = ([(r["item_id"], r["tag"]) for r in retrieve(con, model, tags, beta=0.5, k=k, exact=True)
+                    if r["user_id"] == "u00"] for k in (4, 12))
+    assert len(short) == 4 and long[:4] == short
+    assert len({t for _, t in short[:3]}) == 3  # the first three items: one per tag
 
 
 def test_hnsw_agrees_with_exact(shop):

@@ -24,7 +24,9 @@ def retrieve(
                                         "(default chosen on validation).")] = DEFAULT_BETA,
     k: Annotated[int, typer.Option("--k", min=1, max=1_000_000, help="Items per user.")] = 50,
     per_tag_quota: Annotated[
-        int | None, typer.Option("--per-tag-quota", min=1, help="Max items per tag (default ceil(k / tags)).")
+        int | None, typer.Option("--per-tag-quota", min=1, help="Max items per tag (default: an "
+                                       "even share of every prefix, ceil(n / tags) of the first n: --k never changes "
+                                       "the top 10).")
     ] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search instead of hnswlib.")] = False,
     exclude: Annotated[
