@@ -44,6 +44,7 @@ from bench import bench_intent  # noqa: E402
 from recgpt_cli.align.data import INTEREST_RANKS, LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS  # noqa: E402
 from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, EXPLORE  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 
@@ -55,7 +56,7 @@ def build_samples(name: str, work: Path, out: Path, per_task: int, seed: int, ma
                   interest_rank: str) -> list[Sample]:
     con, users = bench_intent.scored_store(name, work, read_only=True)
     (out / f"{name}-bench-users.txt").write_text("\n".join(users) + "\n")
-    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=max_interests,
+    cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=DEFAULT_MAX_TOKENS, max_interests=max_interests,
                      interest_rank=interest_rank, tags_per_call=3)
     built = list(build_from_logs(con, ["interests", "tags"], cfg, exclude=users, token_counter=token_counter()))
     con.close()
@@ -89,7 +90,8 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
     new: list[Sample] = []
     for name in names:
         con, users = bench_intent.scored_store(name, Path(args.work), read_only=True)
-        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384, max_interests=args.max_interests,
+        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=DEFAULT_MAX_TOKENS,
+                         max_interests=args.max_interests,
                          interest_rank=args.interest_rank, tags_per_call=3, max_users=args.st_users, seed=1)
         contexts = list(log_contexts(con, cfg, exclude=users, token_counter=token_counter()))
         catalogue = Catalogue.from_db(con)
@@ -114,7 +116,8 @@ def self_train_round(names: list[str], args: argparse.Namespace, out: Path) -> P
 
 
 def score(name: str, args: argparse.Namespace, model: str | None, work: str) -> list[dict[str, Any]]:
-    ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=384, model=model, work=work,
+    ns = argparse.Namespace(users=100, subset=args.users, seed=0, history_tokens=args.history_tokens, model=model,
+                            work=work,
                             constrain=args.constrain, max_interests=args.max_interests, explore=args.explore)
     return bench_intent.run_dataset(name, ns)
 
@@ -143,6 +146,8 @@ def main() -> None:
     ap.add_argument("--constrain", default=DEFAULT_CONSTRAIN, choices=CONSTRAIN_MODES,
                     help="predict-tags --constrain for the scored models (base and aligned)")
     ap.add_argument("--explore", type=int, default=EXPLORE, help="predict-tags --explore for the scored models")
+    ap.add_argument("--history-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                    help="compress budget per user when scoring")
     ap.add_argument("--max-interests", type=int, default=bench_intent.BENCH_INTERESTS,
                     help="interests per user, in the logs samples and when scoring (mine-interests --max-interests)")
     ap.add_argument("--interest-rank", default=LogsConfig.interest_rank, choices=INTEREST_RANKS,

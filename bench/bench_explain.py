@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import bench_intent  # noqa: E402
-from recgpt_cli.compress import default_reference_date  # noqa: E402
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS, default_reference_date  # noqa: E402
 from recgpt_cli.explain import (  # noqa: E402
     ExplainStats,
     build_explanation_table,
@@ -65,7 +65,8 @@ def held_out_users(name: str, args: argparse.Namespace) -> tuple[Path, list[dict
     con = open_db(db, read_only=True)
     users = bench_intent.pick_users(load_split(con, bench_intent.PROTOCOL), 100, 0)[: args.users]
     con.close()
-    ns = argparse.Namespace(history_tokens=384, model=str(PACKAGED_DIR), max_interests=bench_intent.BENCH_INTERESTS,
+    ns = argparse.Namespace(history_tokens=DEFAULT_MAX_TOKENS, model=str(PACKAGED_DIR),
+                            max_interests=bench_intent.BENCH_INTERESTS,
                             constrain=bench_intent.DEFAULT_CONSTRAIN)
     rows, _ = bench_intent.llm_records(db, users, work, ns)
     return db, rows

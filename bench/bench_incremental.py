@@ -41,6 +41,7 @@ from bench import bench_align, bench_intent  # noqa: E402
 from recgpt_cli.align.data import LogsConfig, build_from_logs  # noqa: E402
 from recgpt_cli.align.samples import Sample, load_samples, open_samples, save_samples  # noqa: E402
 from recgpt_cli.align.sft import SFTConfig, train_sft  # noqa: E402
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS  # noqa: E402
 from recgpt_cli.evaluate import tag_category_hit_rate  # noqa: E402
 from recgpt_cli.splits import load_split  # noqa: E402
 from recgpt_cli.store import open_db  # noqa: E402
@@ -100,7 +101,7 @@ def phi_of(db: Path) -> Any:
 
 def score(name: str, db: Path, users: list[str], model: Path | None, work: Path, args: argparse.Namespace
           ) -> dict[str, Any]:
-    ns = argparse.Namespace(history_tokens=384, model=str(model / "model.gguf") if model else None,
+    ns = argparse.Namespace(history_tokens=DEFAULT_MAX_TOKENS, model=str(model / "model.gguf") if model else None,
                             max_interests=bench_intent.BENCH_INTERESTS, constrain=args.constrain)
     rows, cost = bench_intent.llm_records(db, users, work, ns)
     path = bench_intent.write_jsonl(work / f"{name}-{model.name if model else 'base'}-tags.jsonl", rows)
@@ -151,7 +152,7 @@ def main() -> None:
     for name in names:
         con, scored = bench_intent.scored_store(name, work, read_only=True)
         t = slice_time(con, args.quantile)
-        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=384,
+        cfg = LogsConfig(protocol=bench_intent.PROTOCOL, history_tokens=DEFAULT_MAX_TOKENS,
                          max_interests=bench_intent.BENCH_INTERESTS, tags_per_call=3)
         old = samples(work / f"{name}-slice-a.duckdb", lambda c=con, s=scored, t=t, cfg=cfg: list(build_from_logs(
             c, ["interests", "tags"], LogsConfig(**{**vars(cfg), "until": t}), exclude=s,

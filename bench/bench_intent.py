@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.datasets import ml100k_dir  # noqa: E402
 from recgpt_cli.catalogue import Catalogue  # noqa: E402
-from recgpt_cli.compress import SplitView, compress_users, default_reference_date  # noqa: E402
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS, SplitView, compress_users, default_reference_date  # noqa: E402
 from recgpt_cli.evaluate import item_category_codes, next_item_categories, tag_category_hit_rate  # noqa: E402
 from recgpt_cli.importers import import_jsonl, import_recbole  # noqa: E402
 from recgpt_cli.intent import interest_prf, load_truth, reason_grounding, subset_metrics, tag_item_topk, tag_quality  # noqa: E402
@@ -303,7 +303,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="sample_data,ml-100k")
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-tokens", type=int, default=384, help="compress budget per user (prompt size)")
+    ap.add_argument("--history-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                    help="compress budget per user (prompt size)")
     ap.add_argument("--model", default=None, help="GGUF file or aligned model dir (default: the raw embedded "
                     "model; the packaged alignment adapter is `--model recgpt_cli/llm/aligned`)")
     ap.add_argument("--max-interests", type=int, default=BENCH_INTERESTS, help="mine-interests --max-interests")

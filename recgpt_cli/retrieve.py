@@ -115,7 +115,7 @@ def merge_with_quota(lists: list[list[Hit]], k: int, quota: int | None, fill: li
     heads = [0] * len(lists)
     count = [0] * len(lists)
     while len(out) < k:
-        cap = quota if quota is not None else math.ceil((len(out) + 1) / len(lists))
+        cap = quota if quota is not None else math.ceil((len(out) + 1) / max(len(lists), 1))
         best = -1
         for i, lst in enumerate(lists):
             while heads[i] < len(lst) and lst[heads[i]].item in taken:

@@ -378,6 +378,12 @@ def test_cli_end_to_end_on_sample_data(tmp_path: Path) -> None:
         len(plain_recs[r["user_id"]]["categories"]) for r in summarised)
     bad = invoke(["compress", "--db", str(db), "--summary-categories", "-1"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+    # with no --max-tokens: the budget `align data` renders its training histories at (train = serve)
+    from recgpt_cli.align.data import LogsConfig
+
+    default = [json.loads(line) for line in invoke(["compress", "--db", str(db)]).stdout.splitlines()]
+    assert len(default) == 300 and all(r["n_tokens_compressed"] <= LogsConfig().history_tokens for r in default)
+    assert sum(r["truncated"] for r in default) > sum(r["truncated"] for r in recs)
 
 
 # ---- split-aware histories (issue 8) ----

@@ -42,7 +42,7 @@ import numpy as np
 
 from recgpt_cli.align.samples import Sample, reply_json
 from recgpt_cli.catalogue import Catalogue, title_tag
-from recgpt_cli.compress import SplitView, compress_users
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS, SplitView, compress_users
 from recgpt_cli.errors import BadInput
 from recgpt_cli.interests import MinedInterest, clean_interests, mining_variables, resolve_prompt
 from recgpt_cli.llm.prompts import Prompt
@@ -118,7 +118,7 @@ class LogsConfig:
     max_interests: int = 4  # as the bench asks (mine-interests --max-interests): the newest engagement's + 3 by count
     interest_rank: str = "newest"  # log_interests' ranking
     tags_per_call: int = 3  # as the bench asks (predict-tags --max-tags-per-call)
-    history_tokens: int = 384  # compress budget, as the bench
+    history_tokens: int = DEFAULT_MAX_TOKENS  # compress's budget: train = serve
     seed: int = 0
     max_users: int | None = None
     since: datetime | None = None  # the slice of logs: cuts on or after this time

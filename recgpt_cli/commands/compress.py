@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from recgpt_cli.commands.common import DbOpt, OutOpt, QuietOpt, SeedOpt, console, friendly_errors
-from recgpt_cli.compress import SESSION_CLICKS, SUMMARY_CATEGORIES
+from recgpt_cli.compress import DEFAULT_MAX_TOKENS, SESSION_CLICKS, SUMMARY_CATEGORIES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -85,7 +85,8 @@ def compress(
         "(never today's date).")] = None,
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", help="Token budget per user (target model's tokenizer); over it, the oldest periods are "
-        "dropped first. 0 = no budget.")] = 2048,
+        "dropped first. 0 = no budget. Default: the budget the aligned model does best with (measured).")
+        ] = DEFAULT_MAX_TOKENS,
     keep: Annotated[str, typer.Option(
         "--keep", help="Behaviour types kept as reliable, comma-separated (add 'click' to keep clicks).")
     ] = "purchase,cart,favorite,rating,review_read,detail_view,search",
