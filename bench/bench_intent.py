@@ -35,6 +35,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from recgpt_cli.tag_category import fit_tag_category  # noqa: E402
 from recgpt_cli.tags import CONSTRAIN_MODES, DEFAULT_CONSTRAIN, EXPLORE, TagPredictor  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 from recgpt_cli.towers import TowerConfig, load_model, train_towers  # noqa: E402
+from recgpt_cli.towers.config import load_preset  # noqa: E402
 
 SAMPLE = ROOT / "sample_data"
 PROTOCOL = "loo"
@@ -71,9 +73,8 @@ BENCH_INTERESTS = 4  # what the logs samples train (align.data.LogsConfig): the 
 # count (twenty-fourth session); before it 3 by count, and 8, and 5 by recency, measured no better
 # users batching, history-only user tower, tag losses at 0.1 so that h_t means something (bench_retrieval's
 # users-tag variant, one member)
-TOWER = dict(protocol=PROTOCOL, batching="users", batch_size=64, n_negatives=1_000_000, in_batch=False,
-             history_dropout=0.3, history_embedding="separate", use_user_id=False, item_id_residual=True,
-             temperature=0.2, lr_schedule="cosine", epochs=150, eval_every=10, patience=60, tag_weight=0.1, threads=1)
+# the tower `train-towers` serves (the default preset), on this bench's split
+TOWER = {**asdict(load_preset("default")), "protocol": PROTOCOL}
 
 
 def load(name: str, db: Path) -> None:
@@ -193,7 +194,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def tower(db: Path, work: Path, name: str) -> Any:
-    out = work / f"{name}-tar"
+    out = work / f"{name}-default-tar"  # (`{name}-tar` held the 64-d tower of sessions before the 27th)
     if not (out / "model.pt").exists():
         con = open_db(db)
         train_towers(con, out, TowerConfig(**TOWER))  # type: ignore[arg-type]

@@ -98,6 +98,18 @@ def import_args(data: Path) -> list[str]:
     raise BadInput(f"--data {data}: found neither behaviors.jsonl nor a RecBole .inter file")
 
 
+def tower_options(protocol: str, beta: float) -> tuple[list[str], str]:
+    """Extra `train-towers` options for a run fusing tags at `beta`, and a note: the protocol's default preset when
+    it trains a tag tower; otherwise (default-loo trains none, and retrieve refuses to fuse tags with an untrained
+    one) the default preset's tag weight."""
+    from recgpt_cli.towers.config import default_preset, load_preset
+
+    if beta >= 1 or load_preset(default_preset(protocol)).tag_weight:
+        return [], ""
+    weight = str(load_preset("default").tag_weight)
+    return ["--tag-weight", weight], f"tag tower trained at --tag-weight {weight} for --beta {beta}"
+
+
 def head_users(src: Path, dst: Path, n: int) -> int:
     """The first `n` records of `src` (one per user) into `dst`; returns how many."""
     kept = 0
@@ -253,8 +265,10 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
                           "--n-tags", str(cfg.n_tags), "--explore", str(cfg.explore), *llm],
         rows_in=f["tags"])
     model_dir = out / "models" / "tar"
-    run("train-towers", ["train-towers", *db, "--out-dir", str(model_dir), "--protocol", cfg.protocol,
-                         *(["--epochs", str(cfg.epochs)] if cfg.epochs else []), "--seed", str(cfg.seed), *q])
+    tower_opts, tower_note = tower_options(cfg.protocol, cfg.beta)
+    run("train-towers", ["train-towers", *db, "--out-dir", str(model_dir), "--protocol", cfg.protocol, *tower_opts,
+                         *(["--epochs", str(cfg.epochs)] if cfg.epochs else []), "--seed", str(cfg.seed), *q],
+        note=tower_note)
     run("retrieve", ["retrieve", *db, "--model", str(model_dir), "--tags", str(f["tags"]), "--beta", str(cfg.beta),
                      "--k", str(cfg.k), "--out", str(f["recs"]), *q], rows_in=f["recs"], note=f"beta {cfg.beta}")
     scored_tags = [] if cfg.date else ["--tags", str(f["tags"])]

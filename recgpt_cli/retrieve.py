@@ -291,6 +291,12 @@ def retrieve(
     u_pos = {u: i for i, u in enumerate(model.user_ids)}
     wanted = list(u_pos) if users is None else [u for u in users if u in u_pos]
     tags = {u_pos[u]: t for u, t in (tags_by_user or {}).items() if u in u_pos}
+    if beta < 1.0 and any(tags.values()) and not model.config.get("tag_weight", 1.0):
+        # no L_tag / L_cate: h_t is the tag tower's random initialisation, and fusing it costs NDCG@10 on both
+        # benchmark datasets without widening anything (bench/README.md, twenty-seventh session)
+        raise BadInput(f"{model.directory or 'the model'}: its tag tower was never trained (--tag-weight 0), so "
+                       f"tags fused at --beta {beta} would only add noise",
+                       "train the towers with --tag-weight > 0 (as the default preset does), or pass --beta 1")
     excl = engaged_items(con, model) if exclude == "all" and con is not None else None
     model_id = model_split_id(model)
     for u, hits in rank_users(model, np.array([u_pos[u] for u in wanted], dtype=np.int64), tags, beta=beta, k=k,

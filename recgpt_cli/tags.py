@@ -95,16 +95,16 @@ RELEVANT_LINES = 8  # history lines shown per interest in per-interest calls
 CONSTRAIN_MODES = ("none", "catalogue", "interest")
 DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.md, "Constrained decoding"
 # The user tower's weight when `retrieve` fuses it with the tags, h_fuse = beta*h_u + (1-beta)*h_t, and the
-# exploration tags per interest (`--explore`, module doc): chosen together on the validation phase with the packaged
-# aligned model's tags, the best mean NDCG@10 of the pairs measured (bench/README.md, twenty-sixth session; 100 users a
-# dataset, sample_data / ml-100k): with one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7
-# 0.0911 / 0.0561, 0.5 0.0973 / 0.0479; without, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 /
-# 0.0387; two an interest peak at a mean of 0.0698 (beta 0.5) against one's 0.0736. Re-measured with the
-# prefix-even merge of retrieve.merge_with_quota (twenty-seventh session): one exploration tag, beta 0.9 0.0815 /
-# 0.0526, 0.7 0.0914 / 0.0561, 0.5 0.0958 / 0.0479 — 0.7 still best; there category diversity 0.397 / 0.486 and
-# exploration share 0.105 / 0.052 (beta 1: 0.283 / 0.422, 0.074 / 0.026). They live here, not in retrieve.py,
-# which imports torch.
-DEFAULT_BETA = 0.7
+# exploration tags per interest (`--explore`, module doc) and beta: chosen on the validation phase with the packaged
+# aligned model's tags (100 users a dataset, sample_data / ml-100k, NDCG@10). Twenty-sixth session, with the intent
+# bench's own 64-d tower: one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7 0.0911 / 0.0561, 0.5
+# 0.0973 / 0.0479; none, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 / 0.0387; two an interest peak at
+# a mean of 0.0698 against one's 0.0736. Twenty-seventh session, with the tower `train-towers` serves (the default
+# preset, which now trains its tag tower) and one exploration tag: beta 1 0.0932 / 0.0834, 0.9 0.1009 / 0.0806, 0.7
+# 0.0970 / 0.0552, 0.5 0.1009 / 0.0363 — 0.9 best and wider than beta 1 on both (category diversity 0.353 / 0.454
+# against 0.322 / 0.408, exploration share 0.040 / 0.022 against 0.039 / 0.018). Here, not in retrieve.py, which
+# imports torch. (bench/README.md, twenty-sixth and twenty-seventh sessions.)
+DEFAULT_BETA = 0.9
 EXPLORE = 1
 MAX_EXPLORE = 5
 

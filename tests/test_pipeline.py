@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recgpt_cli.cli import app
-from recgpt_cli.pipeline import head_users, import_args, judge_summary, llm_usage, top_recs_for
+from recgpt_cli.pipeline import head_users, import_args, judge_summary, llm_usage, top_recs_for, tower_options
+from recgpt_cli.towers.config import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,13 @@ def test_head_and_top_recs(tmp_path: Path) -> None:
     recs.write_text("".join(json.dumps({"user_id": u, "item_id": str(i)}) + "\n" for u in ("a", "b") for i in range(4)))
     assert top_recs_for(recs, {"b"}, 2, tmp_path / "t.jsonl") == 2
     assert [(r["user_id"], r["item_id"]) for r in _rows(tmp_path / "t.jsonl")] == [("b", "0"), ("b", "1")]
+
+
+def test_a_run_fusing_tags_always_trains_a_tag_tower() -> None:
+    assert tower_options("recbole", 0.9) == ([], "")  # the default preset trains it
+    opts, note = tower_options("loo", 0.9)  # default-loo does not: retrieve would refuse the tags
+    assert opts == ["--tag-weight", str(load_preset("default").tag_weight)] and float(opts[1]) > 0 and "0.9" in note
+    assert tower_options("loo", 1.0) == ([], "")  # no tags fused
 
 
 def test_judge_summary_counts_errors_apart(tmp_path: Path) -> None:

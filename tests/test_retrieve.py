@@ -124,18 +124,23 @@ def test_read_tags_errors(tmp_path: Path):
         read_tags(bad)
 
 
-def test_cli_train_then_retrieve(tmp_path: Path):
+def cli_shop(tmp_path: Path, *train: str, users: tuple[str, ...] = ("u01",)) -> tuple[CliRunner, str, str, Path]:
+    """A shop DB, a tower trained by the CLI (`train` = extra options) and a tags file for `users`."""
     make_shop_db(tmp_path / "shop.duckdb").close()
     runner = CliRunner()
     db, model = str(tmp_path / "shop.duckdb"), str(tmp_path / "m")
     res = runner.invoke(app, ["train-towers", "--db", db, "--out-dir", model, "--epochs", "1", "--dim", "8",
-                              "--batch-size", "32", "--negatives", "8", "--device", "cpu", "--quiet"])
+                              "--batch-size", "32", "--negatives", "8", "--device", "cpu", "--quiet", *train])
     assert res.exit_code == 0, res.output
     tags = tmp_path / "tags.jsonl"
-    tags.write_text(orjson.dumps({"kind": "tags", "user_id": "u01", "compressed": "", "interests": [],
-                                  "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n"
-                    + orjson.dumps({"kind": "tags", "user_id": "stranger", "compressed": "", "interests": [],
-                                    "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n")
+    tags.write_text("".join(orjson.dumps({"kind": "tags", "user_id": u, "compressed": "", "interests": [],
+                                          "tags": [{"tag": "tents", "interest_id": "I1"}]}).decode() + "\n"
+                            for u in users))
+    return runner, db, model, tags
+
+
+def test_cli_train_then_retrieve(tmp_path: Path):
+    runner, db, model, tags = cli_shop(tmp_path, users=("u01", "stranger"))
     out = tmp_path / "recs.jsonl"
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--k", "3",
                               "--beta", "0.9", "--out", str(out)])
@@ -154,6 +159,17 @@ def test_cli_train_then_retrieve(tmp_path: Path):
     res = runner.invoke(app, ["retrieve", "--db", db, "--model", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a trained tower model" in res.output
     assert np.isfinite([r["score"] for r in recs]).all()
+
+
+def test_tags_on_a_tower_whose_tag_tower_never_trained_are_refused(tmp_path: Path):
+    runner, db, model, tags = cli_shop(tmp_path, "--tag-weight", "0")
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--beta", "0.7"])
+    assert res.exit_code == 2 and "tag tower was never trained" in res.output and "Traceback" not in res.output
+    # the user tower alone (beta 1) is what such a model can serve, tags file or not
+    res = runner.invoke(app, ["retrieve", "--db", db, "--model", model, "--tags", str(tags), "--beta", "1",
+                              "--k", "2"])
+    assert res.exit_code == 0, res.output
+    assert {orjson.loads(x)["tag"] for x in res.stdout.splitlines()} == {None}
 
 
 def test_cli_users_batching_ensemble_then_retrieve(tmp_path: Path):
