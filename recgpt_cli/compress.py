@@ -56,8 +56,8 @@ DEFAULT_KEEP: tuple[str, ...] = ("purchase", "cart", "favorite", "rating", "revi
 DAILY_DAYS = 30  # a day label for behaviours at most 29 days before the reference date
 # Token budget per user. 384, not 2,048: the packaged aligned model mines better interests and tags from the shorter
 # history (bench/README.md, twenty-seventh session; 50 validation users, sample_data / ml-100k): HR@30 0.64 / 0.76
-# against 0.52 / 0.68 at 2,048, TAR NDCG@10 at beta 0.7 0.1045 / 0.0901 against 0.0947 / 0.0786, 12 / 16 s of LLM
-# per user against 15 / 18. The summary line names what the budget hides.
+# against 0.52 / 0.68 at 2,048, TAR NDCG@10 at beta 0.7 (the bench's 64-d tower then) 0.1045 / 0.0901 against
+# 0.0947 / 0.0786, 12 / 16 s of LLM per user against 15 / 18. The summary line names what the budget hides.
 DEFAULT_MAX_TOKENS = 384
 SUMMARY_CATEGORIES = 12  # categories named by the summary line of a truncated history (0: no summary line)
 SESSION_CLICKS = 1  # plain clicks of the newest active day that stay (0: none), see _WITH_SESSION
