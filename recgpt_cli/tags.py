@@ -100,10 +100,10 @@ DEFAULT_CONSTRAIN = "interest"  # chosen on the validation phase: bench/README.m
 # bench's own 64-d tower: one exploration tag, beta 1 0.0628 / 0.0576, 0.9 0.0815 / 0.0526, 0.7 0.0911 / 0.0561, 0.5
 # 0.0973 / 0.0479; none, 0.0628 / 0.0576, 0.0855 / 0.0571, 0.0918 / 0.0524, 0.1025 / 0.0387; two an interest peak at
 # a mean of 0.0698 against one's 0.0736. Twenty-seventh session, with the tower `train-towers` serves (the default
-# preset, which now trains its tag tower) and one exploration tag: beta 1 0.0932 / 0.0834, 0.9 0.1009 / 0.0806, 0.7
-# 0.0970 / 0.0552, 0.5 0.1009 / 0.0363 — 0.9 best and wider than beta 1 on both (category diversity 0.353 / 0.454
-# against 0.322 / 0.408, exploration share 0.040 / 0.022 against 0.039 / 0.018). Here, not in retrieve.py, which
-# imports torch. (bench/README.md, twenty-sixth and twenty-seventh sessions.)
+# preset, which now trains its tag tower at weight 0.05) and one exploration tag: beta 1 0.0877 / 0.0980, 0.9 0.0943
+# / 0.0972, 0.7 0.0953 / 0.0583, 0.5 0.1019 / 0.0400 — 0.9 best of those wider than beta 1 on both (category
+# diversity 0.368 / 0.445 against 0.346 / 0.429, exploration share 0.052 / 0.033 against 0.051 / 0.028). Here, not
+# in retrieve.py, which imports torch. (bench/README.md, twenty-sixth and twenty-seventh sessions.)
 DEFAULT_BETA = 0.9
 EXPLORE = 1
 MAX_EXPLORE = 5
