@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "shards", "judge", "baselines", "retrieval", "intent",
-         "align"]
+         "hr_bound", "align"]
 
 
 def main(names: list[str]) -> int:
