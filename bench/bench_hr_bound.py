@@ -60,12 +60,12 @@ def category_lists(con: Any, split: SplitData, users: list[str], phase: str, his
         items = visible[1][visible[0][u]: visible[0][u + 1]]
         counts = Counter(leaf[split.item_ids[v]] for v in items if leaf[split.item_ids[v]])
         by_count = [c for c, _ in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
-        newest = leaf[split.item_ids[max(items, key=lambda v: ts[(u, int(v))])]]
+        newest = leaf[split.item_ids[max(items, key=lambda v: ts[(u, int(v))])]] if len(items) else None
         ranked = [c for c in [newest, *by_count] if c and (c == newest or counts[c] >= MIN_LEAF_ITEMS)]
         ranked = list(dict.fromkeys(ranked))
         out["count"].append(by_count)
         out["newest + count"].append(ranked)
-        out["newest + count, named"].append([c for c in ranked if c in named[uid]])
+        out["newest + count, named"].append([c for c in ranked if c in named.get(uid, set())])
         out["pop"].append(pop_order)
     return out
 
@@ -81,7 +81,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     for source, per_user in lists.items():
         row: dict[str, Any] = {"dataset": name, "source": source, "users": len(users)}
         for k in KS:
-            row[f"k={k}"] = float(np.mean([truth[u] in cats[:k] for u, cats in zip(users, per_user, strict=True)]))
+            row[f"k={k}"] = float(np.mean([truth.get(u) in cats[:k] for u, cats in zip(users, per_user, strict=True)]))
         row["categories@4"] = float(np.mean([len(c[:4]) for c in per_user]))
         rows.append(row)
     return rows
