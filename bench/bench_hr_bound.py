@@ -6,8 +6,8 @@ would hit). Issue 9 asks the aligned model's HR@30 to beat the best non-LLM sour
 
 Sources, each from what the phase lets a model see (train for valid, train + valid for test):
 - count: the user's categories by engagement count (the bench's freq-categories, in its order);
-- newest + count: the newest engagement's category, then the categories engaged with >= 2 times by count — the
-  order `align data` builds the interest targets in (`log_interests`, rank "newest"), so the adapter's interests;
+- newest + count: `align data`'s interest targets (`align.data.log_interests`, rank "newest": the newest
+  engagement's category, then the categories engaged with >= 2 times by count), so the adapter's interests;
 - newest + count, named: the same, kept only where the compressed prompt (the bench's budget) names the category,
   as the interest rules keep only supported interests;
 - pop: the train split's most popular categories (the bench's pop-categories).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_intent  # noqa: E402
-from recgpt_cli.align.data import MIN_LEAF_ITEMS  # noqa: E402
+from recgpt_cli.align.data import Engagement, log_interests  # noqa: E402
 from recgpt_cli.compress import DEFAULT_MAX_TOKENS, SplitView, compress_users, default_reference_date  # noqa: E402
 from recgpt_cli.evaluate import next_item_categories  # noqa: E402
+from recgpt_cli.interests import MAX_INTERESTS_CAP  # noqa: E402
 from recgpt_cli.splits import SplitData, load_split  # noqa: E402
 from recgpt_cli.tokens import token_counter  # noqa: E402
 
@@ -41,32 +42,28 @@ SOURCES = ("count", "newest + count", "newest + count, named", "pop")
 
 def category_lists(con: Any, split: SplitData, users: list[str], phase: str, history_tokens: int
                    ) -> dict[str, list[list[str]]]:
-    """Per source, each user's categories in the source's order (every one the source has)."""
-    leaf = dict(con.execute("SELECT item_id, category_leaf FROM items").fetchall())
-    visible = split.exclude_for(phase)
-    ts: dict[tuple[int, int], Any] = {}
+    """Per source, each user's categories in the source's order (up to the bench's 9 for count and pop)."""
+    base = bench_intent.baseline_records(con, split, users)  # freq-categories and pop-categories, as the bench has them
+    info = {r[0]: r[1:] for r in con.execute("SELECT item_id, title, category_leaf, brand FROM items").fetchall()}
+    history: dict[int, list[Engagement]] = defaultdict(list)
     for part_name in ("train", "valid") if phase == "test" else ("train",):
         part = split.phase(part_name)
         for u, v, t in zip(part.user, part.item, part.ts, strict=True):
-            ts[(int(u), int(v))] = t
-    pop = Counter(leaf[split.item_ids[v]] for v in split.train.item if leaf[split.item_ids[v]])
-    pop_order = [c for c, _ in pop.most_common()]
+            iid = split.item_ids[int(v)]
+            history[int(u)].append(Engagement(iid, t.astype("datetime64[us]").item(), *info[iid]))
     named = {r.user_id: set(r.to_record()["categories"]) for r in compress_users(
         con, date=default_reference_date(con), max_tokens=history_tokens, user_ids=users,
         token_counter=token_counter(), view=SplitView(bench_intent.PROTOCOL, phase))}
     out: dict[str, list[list[str]]] = {s: [] for s in SOURCES}
-    for uid in users:
-        u = split.user_index[uid]
-        items = visible[1][visible[0][u]: visible[0][u + 1]]
-        counts = Counter(leaf[split.item_ids[v]] for v in items if leaf[split.item_ids[v]])
-        by_count = [c for c, _ in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
-        newest = leaf[split.item_ids[max(items, key=lambda v: ts[(u, int(v))])]] if len(items) else None
-        ranked = [c for c in [newest, *by_count] if c and (c == newest or counts[c] >= MIN_LEAF_ITEMS)]
-        ranked = list(dict.fromkeys(ranked))
-        out["count"].append(by_count)
+    for uid, freq, pop in zip(users, base["freq-categories"], base["pop-categories"], strict=True):
+        # time order, ties by item index: the order `align data` reads a user's engagements in
+        es = sorted(history[split.user_index[uid]], key=lambda e: (e.ts, split.item_index[e.item_id]))
+        # every category the targets' rule ranks (a cap beyond any user's count), cut at the newest engagement
+        ranked = [i["leaf"] for i in log_interests(es, es[-1].ts, MAX_INTERESTS_CAP)] if es else []
+        out["count"].append([t["tag"] for t in freq["tags"]])
         out["newest + count"].append(ranked)
         out["newest + count, named"].append([c for c in ranked if c in named.get(uid, set())])
-        out["pop"].append(pop_order)
+        out["pop"].append([t["tag"] for t in pop["tags"]])
     return out
 
 
