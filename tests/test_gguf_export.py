@@ -10,6 +10,7 @@ import pytest
 
 from recgpt_cli.align.gguf_export import export_gguf, rope_permute
 from recgpt_cli.errors import RecgptError
+from recgpt_cli.llm.llama_cpp_backend import load_llama
 
 pytestmark = pytest.mark.model
 
@@ -60,9 +61,7 @@ def test_rope_permute_inverts_transformers_gguf_loader() -> None:
 
 
 def test_f32_export_greedy_matches_transformers(exported: dict[str, Path], hf_reference: list[dict]) -> None:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(exported["f32"]), n_ctx=512, n_threads=1, verbose=False)
+    llm = load_llama(model_path=str(exported["f32"]), n_ctx=512, n_threads=1, verbose=False)
     for ref in hf_reference:
         # The chat template already starts with <|im_start|> (the BOS token) and the GGUF says add_bos_token=false,
         # so llama.cpp sees the same ids as transformers: no double BOS.
@@ -72,10 +71,8 @@ def test_f32_export_greedy_matches_transformers(exported: dict[str, Path], hf_re
 
 
 def test_q8_0_export_is_smaller_and_close(exported: dict[str, Path], hf_reference: list[dict]) -> None:
-    import llama_cpp
-
     assert exported["q8_0"].stat().st_size < exported["f32"].stat().st_size / 3
-    llm = llama_cpp.Llama(model_path=str(exported["q8_0"]), n_ctx=512, n_threads=1, verbose=False, logits_all=True)
+    llm = load_llama(model_path=str(exported["q8_0"]), n_ctx=512, n_threads=1, verbose=False, logits_all=True)
     assert llm.metadata["general.file_type"] == "7"  # MOSTLY_Q8_0, not the template's Q4_1 (3)
     assert llm.metadata["tokenizer.chat_template"].startswith("{% for message in messages %}")
     for ref in hf_reference:

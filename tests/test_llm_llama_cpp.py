@@ -89,3 +89,21 @@ def test_grammar_keeps_schema_property_order_and_is_built_once() -> None:
     root = next(line for line in g._grammar.splitlines() if line.startswith("root ::="))
     assert root.index("zeta") < root.index("alpha")
     assert backend._grammar(dict(schema)) is g
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_a_library_with_amx_kernels_loads_without_extra_buffers(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    # AMX kernels can segfault on the first decode (ggml-org/llama.cpp#20824): with them in the library the model
+    # is loaded without llama.cpp's extra buffer types, and llama-cpp-python's params factory is left as it was.
+    import llama_cpp.llama as llama_module
+
+    from recgpt_cli.llm import llama_cpp_backend
+    from recgpt_cli.llm.embedded import embedded_model_path
+
+    factory = llama_module.llama_cpp.llama_model_default_params
+    monkeypatch.setattr(llama_cpp_backend, "built_with_amx", lambda: amx)
+    llm = llama_cpp_backend.load_llama(model_path=str(embedded_model_path()), vocab_only=True, n_ctx=16,
+                                       verbose=False)
+    assert llm.model_params.use_extra_bufts is (not amx)
+    assert llama_module.llama_cpp.llama_model_default_params is factory
+    assert factory().use_extra_bufts

@@ -20,6 +20,40 @@ from recgpt_cli.llm.base import BackendError, Completion, Message, SamplingParam
 from recgpt_cli.llm.embedded import check_gguf, embedded_model_path
 from recgpt_cli.llm.fingerprint import file_sha256
 
+_LOAD_LOCK = threading.Lock()
+
+
+def built_with_amx() -> bool:
+    """Whether the installed llama.cpp carries its AMX kernels (built with -march=native on an AMX Xeon)."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def load_llama(**kwargs: Any) -> Any:
+    """`llama_cpp.Llama(**kwargs)`, with llama.cpp's extra CPU buffer types (AMX, repacked weights) off when the
+    library has AMX kernels: on some AMX Xeons (Sapphire Rapids VMs among them) the first decode through them
+    segfaults (ggml-org/llama.cpp#20824; seen here with llama-cpp-python 0.3.36 and the embedded Q4_1 model).
+    llama-cpp-python has no option for `use_extra_bufts`, so its model-params factory is wrapped for this load."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    if not built_with_amx() or not hasattr(llama_cpp.llama_model_params, "use_extra_bufts"):
+        return llama_cpp.Llama(**kwargs)
+    with _LOAD_LOCK:
+        factory = llama_module.llama_cpp.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = factory()
+            params.use_extra_bufts = False
+            return params
+
+        llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_cpp.Llama(**kwargs)
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = factory
+
 
 def asked_threads() -> int | None:
     """$RECGPT_THREADS when it is a positive integer, else None."""
@@ -95,11 +129,11 @@ class LlamaCppBackend:
         """The loaded `llama_cpp.Llama` (loaded on first use)."""
         if self._llm is None:
             try:
-                from llama_cpp import Llama
+                import llama_cpp  # noqa: F401
             except ImportError as exc:
                 raise RecgptError("llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
             try:
-                self._llm = Llama(model_path=str(self.served_path()), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                self._llm = load_llama(model_path=str(self.served_path()), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                   n_threads_batch=self.n_threads_batch, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise RecgptError(f"{self.model_path}: cannot load GGUF model: {exc}") from exc
