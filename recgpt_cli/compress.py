@@ -284,7 +284,9 @@ def _params(reference: date, keep_types: Sequence[str], min_rating: float, user_
         params.update(view.params())
         kept = _KEPT_SPLIT.format(visible=view.ctes + _VISIBLE_ROWS, user_filter=user_filter, reliable=reliable)
     else:
-        end = datetime.combine(reference + timedelta(days=1), datetime.min.time())  # the whole reference day counts
+        # the whole reference day counts; the calendar's last day has no next one
+        end = datetime.max if reference >= date.max else datetime.combine(reference + timedelta(days=1),
+                                                                           datetime.min.time())
         params.update(ref=reference, end=end)
         kept = _KEPT.format(user_filter=user_filter, reliable=reliable)
     if session_clicks <= 0:

@@ -112,6 +112,7 @@ class ExplainStats:
     regenerated: int = 0
     dropped: int = 0
     llm_errors: int = 0
+    pairs_failed: int = 0  # table pairs that got no answer at all (every call failed): not cached, a rerun asks again
     safety_failures: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -119,7 +120,8 @@ class ExplainStats:
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "by_source": dict(self.by_source), "pairs": self.pairs,
                 "pairs_existing": self.pairs_existing, "llm_calls": self.llm_calls, "regenerated": self.regenerated,
-                "dropped": self.dropped, "llm_errors": self.llm_errors, "safety_failures": dict(self.safety_failures),
+                "dropped": self.dropped, "llm_errors": self.llm_errors,
+                "pairs_failed": self.pairs_failed, "safety_failures": dict(self.safety_failures),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
@@ -412,8 +414,9 @@ def build_explanation_table(
         return {"interest": interest, "category_leaf": leaf, "explanation": text, "prompt_version": tmpl.version,
                 "model_id": model_id, "score": score, "attempts": attempts}, gens
 
-    for row, _ in run_batch(todo, one, desc="explain --build-table", quiet=quiet, concurrency=llm.concurrency):
+    for row, gens in run_batch(todo, one, desc="explain --build-table", quiet=quiet, concurrency=llm.concurrency):
         if row is None:
+            stats.pairs_failed += all(g.value is None for g in gens)
             continue
         made.append(row)
         pending.append(row)

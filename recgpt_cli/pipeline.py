@@ -69,6 +69,7 @@ class PipelineReport:
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluate --json of the retrieved lists
     llm_tokens: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # task -> (calls, prompt, completion)
     interests_kept: int = 0  # what mine-interests' rules let through: 0 is the raw model's usual result (--model base)
+    partial: list[str] = field(default_factory=list)  # stages that exited 3: some records failed (not cached)
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -111,11 +112,12 @@ def tower_options(protocol: str, beta: float) -> tuple[list[str], str]:
 
 
 def head_users(src: Path, dst: Path, n: int) -> int:
-    """The first `n` records of `src` (one per user) into `dst`; returns how many."""
+    """The first `n` records of `src` (one per user) with a history into `dst`; returns how many. A user whose
+    compressed history is empty would cost an LLM call on nothing and get no recommendation to explain."""
     kept = 0
     with src.open("rb") as fin, dst.open("wb") as fout:
         for raw in fin:
-            if not raw.strip():
+            if not raw.strip() or orjson.loads(raw).get("compressed") == "":
                 continue
             if kept >= n:
                 break
@@ -211,6 +213,7 @@ class Runner:
         seconds = time.perf_counter() - started
         if proc.returncode == EXIT_PARTIAL:  # records that failed are written with `error`; the run goes on
             note = f"{note}; some records failed" if note else "some records failed"
+            self.report.partial.append(name)
         elif proc.returncode != 0:
             err = RecgptError(f"stage {name} failed (exit {proc.returncode}); its error is printed above",
                               "fix it and rerun `recgpt run`: finished work is kept and reused")
@@ -286,14 +289,19 @@ def run_pipeline(cfg: PipelineConfig) -> PipelineReport:
     run.report.metrics = orjson.loads(metrics) if metrics.strip() else {}
     (out / "evaluate.json").write_text(metrics)
     users = {str(r["user_id"]) for r in read_rows(f["compressed.llm"])}
-    top_recs_for(f["recs"], users, cfg.explain_per_user, f["recs.llm"])
+    n_recs = top_recs_for(f["recs"], users, cfg.explain_per_user, f["recs.llm"])
     run("explain --build-table", ["explain", "--build-table", *db, "--interests", str(f["tags"]),
                                   "--table-out", str(f["explanation_table"]), *day, *llm],
         rows_in=f["explanation_table"])
-    run("explain", ["explain", str(f["recs.llm"]), *db, "--interests", str(f["tags"]), "--out",
-                    str(f["explanations"]), *day, *q], rows_in=f["explanations"],
-        note=f"top {cfg.explain_per_user} per user, table lookup")
-    for task, name in JUDGE_TASKS.items():
+    judged_tasks = dict(JUDGE_TASKS)
+    if n_recs:
+        run("explain", ["explain", str(f["recs.llm"]), *db, "--interests", str(f["tags"]), "--out",
+                        str(f["explanations"]), *day, *q], rows_in=f["explanations"],
+            note=f"top {cfg.explain_per_user} per user, table lookup")
+    else:  # said in the stage table, not a crash on an empty file
+        run.report.stages.append(StageResult("explain", 0.0, 0, f"skipped: the first {n} users have no recommendation"))
+        del judged_tasks["explanations"]
+    for task, name in judged_tasks.items():
         judged = out / f"judge_{task}.jsonl"
         run(f"judge {task}", ["judge", "--task", task, str(out / name), "--out", str(judged), *llm],
             rows_in=judged)

@@ -97,11 +97,14 @@ def open_duckdb_file(p: Path, *, read_only: bool = False, busy_hint: str | None 
             con = duckdb.connect(str(p), read_only=read_only)
             break
         except duckdb.IOException as exc:
-            if "lock" in str(exc).lower() and time.monotonic() + pause < deadline:
+            first = str(exc).splitlines()[0]
+            if "lock" not in first.lower():  # a truncated or damaged file: the input is at fault
+                raise BadInput(f"{p}: cannot open database, the file is damaged ({first})") from None
+            if time.monotonic() + pause < deadline:
                 time.sleep(pause)  # another process holds it: wait a little, then try again
                 pause = min(pause * 2, 1.0)
                 continue
-            raise RecgptError(f"{p}: cannot open database ({str(exc).splitlines()[0]})", busy_hint) from None
+            raise RecgptError(f"{p}: cannot open database ({first})", busy_hint) from None
         except duckdb.Error as exc:
             raise BadInput(f"{p}: not a DuckDB database ({str(exc).splitlines()[0]})") from None
     check_file_backed(con, p)

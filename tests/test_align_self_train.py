@@ -288,6 +288,38 @@ def test_cli_teacher_explanations_are_stored_with_their_pass_rate(tmp_path: Path
     assert got == [("explanation", "teacher", '{"explanation": "Tea time, your way, with a fresh teapot"}')]
 
 
+def test_cli_teacher_calls_that_fail_exit_3_and_the_rest_is_stored(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A teacher whose call fails (HTTP 500 after its retries) is said apart from answers the rules fail, and the
+    command exits 3 with the other samples stored (was: exit 0, "1/2 answers pass the rules")."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+    from recgpt_cli.llm import factory
+    from recgpt_cli.llm.base import BackendError
+
+    store = make_store(tmp_path / "a.duckdb")
+    (tmp_path / "scored.txt").write_text("u2\n")
+
+    def teacher(messages: list[Message], schema: object, params: SamplingParams) -> str:
+        if "User Interest: teapots" not in messages[-1]["content"]:
+            raise BackendError("HTTP 500 from the teacher")
+        return orjson.dumps({"explanation": "Tea time, your way, with a fresh teapot"}).decode()
+
+    monkeypatch.setattr(factory, "make_llm", lambda *a, **k: StructuredLLM(FakeBackend(teacher)))
+    samples = tmp_path / "s.duckdb"
+    r = CliRunner().invoke(app, ["align", "data", "--db", str(store), "--source", "teacher", "--task", "explanations",
+                                 "--teacher-base-url", "http://teacher", "--teacher-model", "big", "--cuts", "1",
+                                 "--exclude-users", str(tmp_path / "scored.txt"), "--samples", str(samples)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 3, r.output
+    assert "1 calls failed (no answer)" in out and "align data: 1 of 2 teacher calls failed" in out
+    con = duckdb.connect(str(samples), read_only=True)
+    assert con.execute("SELECT count(*) FROM align_samples").fetchone() == (1,)
+    con.close()
+
+
 def test_cli_self_train_pools_tags_and_records_the_tag_pass_rate(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`align self-train --task tags` (pooled by default): the round's tag-level counts reach the console and the

@@ -221,6 +221,38 @@ def test_cli_build_table_then_lookup(db: Path, tmp_path: Path, monkeypatch: pyte
     assert rows[0]["explanation"] == "Made for outdoor hiking days"
 
 
+def test_cli_build_table_with_failing_calls_exits_3_and_a_rerun_asks_again(db: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pairs whose every call fails get no row and the command exits 3 (was: exit 0, "table rows written: 0");
+    nothing failed is stored, so the rerun asks for exactly those pairs."""
+    from typer.testing import CliRunner
+
+    from recgpt_cli.cli import app
+    from recgpt_cli.llm.base import BackendError
+
+    down = {"on": True}
+
+    def reply(messages: Any, params: SamplingParams) -> str:
+        if down["on"] and "baby" in _interest_of(messages).lower():
+            raise BackendError("HTTP 500")
+        return orjson.dumps({"explanation": f"Made for {_interest_of(messages).lower()} days"}).decode()
+
+    llm, backend = fake_llm(reply)
+    monkeypatch.setattr("recgpt_cli.llm.factory.make_llm", lambda *a, **k: llm)
+    interests = tmp_path / "interests.jsonl"
+    _write_jsonl(interests, USERS)
+    args = ["explain", "--build-table", "--db", str(db), "--interests", str(interests), "--date", "2025-06-18",
+            "--k", "1", "--table-out", str(tmp_path / "table.jsonl")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 3, r.output
+    assert "explain --build-table: 1 of" in r.output and "every call failed" in r.output
+    rows = len((tmp_path / "table.jsonl").read_text().splitlines())
+    down["on"] = False
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "table.jsonl").read_text().splitlines()) == rows + 1
+
+
 def test_cli_bad_recs_exit_2_with_file_line(db: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -238,6 +270,9 @@ def test_cli_bad_recs_exit_2_with_file_line(db: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, [*args, "--skip-bad", "--out", str(out)])
     assert r.exit_code == 0 and len(out.read_text().splitlines()) == 1
     assert "nope" in (tmp_path / "out.jsonl.rejects.jsonl").read_text()
+    # both inputs from stdin cannot both be read: refused, not an empty success (was: exit 0, 0 written)
+    r = CliRunner().invoke(app, ["explain", "-", "--db", str(db), "--interests", "-"], input=recs.read_text())
+    assert r.exit_code == 2 and "both read stdin" in r.output, r.output
     _write_jsonl(interests, [{"user_id": "u1"}])
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2

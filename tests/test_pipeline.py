@@ -31,9 +31,10 @@ def test_import_args_picks_the_format(tmp_path: Path) -> None:
 
 def test_head_and_top_recs(tmp_path: Path) -> None:
     src = tmp_path / "c.jsonl"
-    src.write_text("".join(json.dumps({"user_id": f"u{i}"}) + "\n" for i in range(5)))
+    src.write_text("".join(json.dumps({"user_id": f"u{i}", "compressed": "" if i == 1 else "x"}) + "\n"
+                           for i in range(5)))
     assert head_users(src, tmp_path / "h.jsonl", 3) == 3
-    assert [r["user_id"] for r in _rows(tmp_path / "h.jsonl")] == ["u0", "u1", "u2"]
+    assert [r["user_id"] for r in _rows(tmp_path / "h.jsonl")] == ["u0", "u2", "u3"]  # u1 has no history
     recs = tmp_path / "r.jsonl"
     recs.write_text("".join(json.dumps({"user_id": u, "item_id": str(i)}) + "\n" for u in ("a", "b") for i in range(4)))
     assert top_recs_for(recs, {"b"}, 2, tmp_path / "t.jsonl") == 2

@@ -132,8 +132,13 @@ def test_train_resume_after_kill_matches_uninterrupted(tmp_path: Path):
     assert again.resumed_from_epoch == 3 and again.history == resumed.history
     more = train_towers(con, tmp_path / "killed", TowerConfig(**{**TINY, "epochs": 4}))
     assert more.resumed_from_epoch == 3 and [h["epoch"] for h in more.history] == [1, 2, 3, 4]
-    other = train_towers(con, tmp_path / "killed", TowerConfig(**{**TINY, "dim": 4, "epochs": 1}))
+    from rich.console import Console
+
+    said = Console(record=True, width=200)
+    other = train_towers(con, tmp_path / "killed", TowerConfig(**{**TINY, "dim": 4, "epochs": 1}), console=said)
     assert other.resumed_from_epoch == 0 and len(other.history) == 1
+    # the start-over is said, with what changed (was: silent)
+    assert f"not resuming {tmp_path / 'killed'}: it was trained with another --dim" in said.export_text()
 
 
 def test_run_saved_before_a_field_existed_still_resumes(tmp_path: Path):

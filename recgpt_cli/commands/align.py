@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ import typer
 
 from recgpt_cli.align.data import LogsConfig
 from recgpt_cli.commands.common import BufferOpt, DbOpt, QuietOpt, SeedOpt, console, friendly_errors, user_list
+from recgpt_cli.errors import PartialFailure
 from recgpt_cli.tags import DEFAULT_CONSTRAIN
 
 app = typer.Typer(help="Align the stage LLMs: samples from logs, supervised fine-tuning (LoRA), GGUF export.",
@@ -145,6 +147,10 @@ def data(
             by_task[s.task] = by_task.get(s.task, 0) + 1
         console.print(f"{samples}: {new} new samples ({known} already stored, {repeats} repeats kept once); "
                       + ", ".join(f"{k} {v}" for k, v in sorted(by_task.items())))
+    failed_calls = sum(stats.failed_calls for _, stats in rates)
+    if failed_calls:  # a teacher that fails every call must not look like one whose answers all fail the rules
+        raise PartialFailure("align data", failed_calls, sum(stats.answers for _, stats in rates), "teacher calls",
+                             "their inputs made no sample; the others are stored")
 
 
 def _day(value: str | None, option: str) -> datetime | None:
@@ -239,8 +245,10 @@ def _teacher_samples(con: object, tasks: list[str], cfg: object, excluded: list[
         out += samples
         rates.append((t, stats))
         if not quiet:
+            failed = f"; {stats.failed_calls} calls failed (no answer)" if stats.failed_calls else ""
             console.print(f"teacher {t}: {stats.passed}/{stats.answers} answers pass the rules"
-                          f"{' and the judge' if judge else ''} ({stats.pass_rate:.1%}); removed {stats.removed}")
+                          f"{' and the judge' if judge else ''} ({stats.pass_rate:.1%}); removed {stats.removed}"
+                          f"{failed}")
     return out, rates
 
 
@@ -291,6 +299,8 @@ def sft(
 
     if stages and curriculum:
         raise BadInput("--stages and --curriculum both give the stage order: use one")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise BadInput(f"--lr {lr}: expected a positive number")
     groups = [[t.strip() for t in g.split(",") if t.strip()] for g in stages.split(";")] if stages else []
     if curriculum:
         from recgpt_cli.align.curriculum import load_order
@@ -306,6 +316,10 @@ def sft(
         held = sorted({s.task for s in load_samples(samples)})
         raise BadInput(f"{samples}: no samples of --task {', '.join(task)} (it holds: {', '.join(held) or 'none'})",
                        "give tasks the file holds: interests, tags, explanations, judge or a curriculum task")
+    staged, tasks_held = {t for g in groups for t in g}, {s.task for s in data}
+    if groups and not staged & tasks_held:  # said here, not "every sample is outside --stages" after the tokenising
+        raise BadInput(f"--stages/--curriculum: no samples of any task it names ({', '.join(sorted(staged))}); "
+                       f"the samples hold: {', '.join(sorted(tasks_held)) or 'none'}")
 
     def show(entry: dict) -> None:
         if not quiet and (entry["step"] % 5 == 0 or entry["step"] == entry["of"]):

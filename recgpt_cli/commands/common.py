@@ -37,7 +37,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 SkipBadOpt = Annotated[
     bool,
     typer.Option("--skip-bad",
-                 help="Skip bad input lines (counted, written to <out>.rejects.jsonl) instead of stopping."),
+                 help="Skip bad input lines (counted, written to <out>.rejects.jsonl; with --out -, beside the "
+                 "input, or to ./stdin.rejects.jsonl) instead of stopping."),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,7 +117,8 @@ def user_list(path: Path | None, con: Any = None) -> list[str]:
     if path is None:
         return []
     if not path.is_file():
-        raise BadInput(f"{path}: no such file", "one user id a line")
+        raise BadInput(f"{path}: {'is a directory, expected a file' if path.is_dir() else 'no such file'}",
+                       "one user id a line")
     ids: list[str] = []
     for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         uid = line.strip()

@@ -183,8 +183,6 @@ def compress(
                 reference = date.fromisoformat(ref_date)
             except ValueError:
                 raise BadInput(f"--date: {ref_date!r} is not a date", "use YYYY-MM-DD") from None
-            if reference >= date.max:  # the whole day counts, so the history ends the day after
-                raise BadInput(f"--date: {ref_date} is the last day the calendar has", "use an earlier date")
         budget = max_tokens or None
         report = compress_stats(con, date=reference, max_tokens=budget, keep_types=keep_types,
                                 min_rating=min_rating, user_ids=user_ids, view=view, session_clicks=session_clicks)

@@ -57,6 +57,8 @@ def explain(
         raise BadInput(f"--mode must be table or llm, not {mode!r}")
     t0 = time.perf_counter()
     src = in_arg if in_arg is not None else in_path
+    if str(interests) == STDIO and str(src) == STDIO and not build_table:
+        raise BadInput("the recommendations and --interests both read stdin (-); give a file for one of them")
     rejects = Rejects(source_name(interests))
     users = {}
     for line, rec in iter_jsonl(interests, skip_bad=skip_bad, rejects=rejects):
@@ -81,6 +83,9 @@ def explain(
         _summary(quiet, stats, time.perf_counter() - t0, rejects, f"table rows written: {len(rows)}",
                  rejects_path_for(out, interests))
         _write_rejects(rejects, out, interests)
+        if stats.pairs_failed:  # stored rows are kept; the failed pairs are asked again on a rerun
+            raise PartialFailure("explain --build-table", stats.pairs_failed, stats.pairs - stats.pairs_existing,
+                                 "interest x category pairs", "no table row: every call failed")
         return
     items = ex.load_items(db)
     with connect(db, read_only=True) as con:

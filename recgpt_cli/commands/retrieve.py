@@ -18,7 +18,7 @@ def retrieve(
         "models/tar"
     ),
     tags: Annotated[
-        str | None, typer.Option("--tags", help="predict-tags JSONL ({user_id, tags:[{tag, interest}]}), - = stdin.")
+        str | None, typer.Option("--tags", help="`recgpt predict-tags` output as it wrote it (JSONL), - = stdin.")
     ] = None,
     beta: Annotated[float, typer.Option("--beta", help="h_fuse = beta*h_u + (1-beta)*h_t; 1 = user tower only "
                                         "(default chosen on validation).")] = DEFAULT_BETA,

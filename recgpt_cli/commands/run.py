@@ -10,6 +10,7 @@ import typer
 
 from recgpt_cli.commands.common import DbOpt, QuietOpt, SeedOpt, console, friendly_errors
 from recgpt_cli.commands.llm_options import LLMOptions, llm_options
+from recgpt_cli.errors import PartialFailure
 from recgpt_cli.llm.aligned import BASE_MODEL
 from recgpt_cli.tags import DEFAULT_BETA, EXPLORE, MAX_EXPLORE
 
@@ -78,3 +79,6 @@ def run(
                           f"own model\": `recgpt align data --db {db} --samples {out}/align/samples.duckdb`, then "
                           f"`recgpt align sft --samples {out}/align/samples.duckdb --out {out}/aligned "
                           f"--max-steps 20`) and rerun with `--model {out}/aligned`.", highlight=False, soft_wrap=True)
+    if report.partial:  # the run went on past them, but a script must not read it as a clean pass
+        raise PartialFailure("run", len(report.partial), len(report.stages), "stages had records that",
+                             f"written with `error`: {', '.join(report.partial)}")

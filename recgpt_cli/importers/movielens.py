@@ -21,6 +21,7 @@ from recgpt_cli.importers.staging import (
     Timer,
     check_dangling_items,
     check_ids,
+    check_rating_threshold,
     check_required,
     create_staging,
     data_line_locator,
@@ -162,6 +163,7 @@ def import_movielens(
 ) -> ImportReport:
     """Import a raw MovieLens ml-100k or ml-1m folder, all or nothing (ratings and movies files required;
     without the users file, users are created with empty attributes). Same upsert/dedup rules as `import_jsonl`."""
+    check_rating_threshold(rating_threshold)
     timer = Timer()
     folder = Path(path)
     variant, ratings, items, users = _layout(folder)

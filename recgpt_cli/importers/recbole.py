@@ -27,6 +27,7 @@ from recgpt_cli.importers.staging import (
     Timer,
     check_dangling_items,
     check_ids,
+    check_rating_threshold,
     check_required,
     create_missing_items,
     create_staging,
@@ -220,6 +221,7 @@ def import_recbole(
     """Import a RecBole atomic-file dataset folder (`.inter` required, `.item`/`.user` optional), all or nothing.
 
     Same upsert/dedup rules as `import_jsonl`; see the module docstring for the field mapping."""
+    check_rating_threshold(rating_threshold)
     timer = Timer()
     d = Path(directory)
     if not d.is_dir():

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from recgpt_cli.splits import SplitData
-from recgpt_cli.towers.config import RUN_FIELDS, TowerConfig, with_defaults
+from recgpt_cli.towers.config import RUN_FIELDS, TowerConfig, option_name, with_defaults
 from recgpt_cli.towers.data import TowerFeatures
 
 
@@ -42,21 +42,22 @@ def learned_config(cfg: TowerConfig) -> dict[str, Any]:
 
 
 def resumable_features(out: Path, cfg: TowerConfig, split: SplitData) -> tuple[TowerFeatures, list[str],
-                                                                               dict[str, int]] | None:
-    """The saved features, behaviours and vocabulary of a run in `out` that `cfg` may continue, else None."""
+                                                                               dict[str, int]] | str | None:
+    """The saved features, behaviours and vocabulary of a run in `out` that `cfg` may continue; else why the
+    checkpoint there cannot be continued, or None when there is none (or `cfg.resume` is off)."""
     ckpt, cfg_path = out / "checkpoint.pt", out / "config.json"
     if not (cfg.resume and ckpt.exists() and cfg_path.exists()):
         return None
     saved = with_defaults(json.loads(cfg_path.read_text()))
-    if any(saved[k] != v for k, v in learned_config(cfg).items()):
-        return None
+    changed = [k for k, v in learned_config(cfg).items() if saved[k] != v]
+    if changed:
+        return "it was trained with another " + ", ".join(f"--{option_name(k)}" for k in changed[:4])
     if saved.get("split_fingerprint") not in (None, split.fingerprint()):
-        return None  # the split was rebuilt since: the checkpoint learned from other train rows
+        return "the split was rebuilt since, so it learned from other train rows"
     feats = TowerFeatures.load(out / "features.npz")
-    # the split was rebuilt since (new data): the checkpoint belongs to another dataset
     if (len(feats.item_feats), len(feats.seq_indptr) - 1, len(feats.train_user)) != (
             split.n_items, split.n_users, len(split.train)):
-        return None
+        return "it belongs to another dataset (the split was rebuilt since, on new data)"
     return feats, list(saved["shapes"]["behaviors"]), json.loads((out / "vocab.json").read_text())
 
 

@@ -120,6 +120,10 @@ def train_towers(
     # 2. features (saved ones when resuming) and the towers
     ckpt_path = out / "checkpoint.pt"
     saved = resumable_features(out, cfg, split)
+    if isinstance(saved, str):  # said, not silent: the rerun someone expected to resume starts over
+        if console:
+            console.print(f"not resuming {out}: {saved}; training from epoch 1")
+        saved = None
     if saved is None:
         for stale in (ckpt_path, out / "model.pt"):
             stale.unlink(missing_ok=True)  # never resume a later run from another config's weights

@@ -69,6 +69,21 @@ def test_case5_out_of_range_epoch_in_jsonl(tmp_path: Path) -> None:
     assert res.exit_code == 2 and f"{beh}:1: timestamp" in res.output and "outside years 1..9999" in res.output
 
 
+def test_case5_the_calendars_last_day_compresses(tmp_path: Path) -> None:
+    """Case 5: a behaviour on 9999-12-31 imports, and compress, whose default date is then the newest day, reads
+    it (was: `internal error: OverflowError`, for every user and so for `recgpt run`)."""
+    beh = tmp_path / "b.jsonl"
+    beh.write_text('{"user_id": "u1", "item_id": "i1", "type": "purchase", "timestamp": "9999-12-31T23:59:59"}\n')
+    db = tmp_path / "x.duckdb"
+    res = runner.invoke(app, ["import", "jsonl", "--db", str(db), "--items", str(FIXTURES / "items.jsonl"),
+                              "--behaviors", str(beh), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["compress", "--db", str(db), "--out", str(tmp_path / "c.jsonl")])
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(x) for x in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert rec["date"] == "9999-12-31" and "9999-12-31(purchase)" in rec["compressed"]
+
+
 def test_case6_broken_pipe_is_quiet(trained: tuple[Path, Path]) -> None:
     """Case 6: a stage piped into `head -1` stops quietly, exit 0 (was: `internal error: BrokenPipeError`)."""
     db, model = trained
@@ -343,6 +358,15 @@ def test_case7_a_file_that_is_not_duckdb_is_bad_input(content: bytes, tmp_path: 
     assert f.read_bytes() == content
 
 
+def test_case7_a_truncated_duckdb_file_is_bad_input(shop_db: Path, tmp_path: Path) -> None:
+    """Case 7: a DuckDB file cut short (a copy that stopped half way) is exit 2 and named damaged (was: exit 1,
+    as if another process held it)."""
+    cut = tmp_path / "cut.duckdb"
+    cut.write_bytes(shop_db.read_bytes()[:100_000])
+    res = runner.invoke(app, ["compress", "--db", str(cut), "--out", str(tmp_path / "c.jsonl")])
+    assert res.exit_code == 2 and f"{cut}: cannot open database, the file is damaged" in res.output, res.output
+
+
 def test_case7_tower_settings_from_a_preset_are_checked_like_options(tmp_path: Path) -> None:
     """Case 7: a preset cannot pass what the options refuse; impossible devices are bad input (was: internal
     errors from deep inside torch)."""
@@ -376,6 +400,10 @@ def test_case8_align_options_fail_before_the_work(shop_db: Path, tmp_path: Path)
         (["--from", str(fake)], f"{fake}: not a GGUF file"),
         (["--from", str(broken)], f"{broken / 'config.json'}: not a valid transformers config"),
         (["--task", "magic"], f"{samples}: no samples of --task magic (it holds: tag_prediction)"),
+        (["--lr", "nan"], "--lr nan: expected a positive number"),  # was: internal error from the optimiser
+        (["--lr", "-1"], "--lr -1.0: expected a positive number"),
+        (["--stages", "foo;bar"], "--stages/--curriculum: no samples of any task it names (bar, foo); the samples "
+                                  "hold: tag_prediction"),
     ]
     for extra, expect in cases:
         args = ["align", "sft", "--samples", str(samples), "--out", str(tmp_path / "m"), "--max-steps", "1", *extra]
@@ -391,6 +419,14 @@ def test_case8_align_options_fail_before_the_work(shop_db: Path, tmp_path: Path)
     for kind in ("recbole", "movielens"):  # a file given where a dataset folder is expected is named as such
         res = runner.invoke(app, ["import", kind, str(tmp_path / "a_file"), "--db", str(tmp_path / "d.duckdb")])
         assert res.exit_code == 2 and f"{tmp_path / 'a_file'}: is a file, not a folder" in res.output, res.output
+    res = runner.invoke(app, ["align", "data", "--db", str(shop_db), "--samples", str(tmp_path / "n.duckdb"),
+                              "--exclude-users", str(tmp_path)])
+    assert res.exit_code == 2 and f"{tmp_path}: is a directory, expected a file" in res.output, res.output
+    ml = ROOT / "tests" / "fixtures" / "import" / "ml-100k"
+    for value in ("nan", "inf"):  # was: internal error, the number pasted into the SQL as a column name
+        res = runner.invoke(app, ["import", "movielens", str(ml), "--db", str(tmp_path / "d.duckdb"),
+                                  "--rating-threshold", value])
+        assert res.exit_code == 2 and f"--rating-threshold {value}: expected a finite number" in res.output, res.output
 
 
 def test_case8_compress_run_and_annotate_inputs(shop_db: Path, tmp_path: Path) -> None:

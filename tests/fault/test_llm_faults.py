@@ -236,3 +236,18 @@ def test_case8_a_bad_line_in_a_file_stops_before_the_first_call(fake_server: Fak
                  *llm_args(fake_server, tmp_path / "cache"))
     assert res.returncode == 0, res.stderr.decode()
     assert [r["user_id"] for r in rows(out)] == ["u1", "u2", "u3"]
+
+
+def test_case3_run_exits_3_when_a_stage_had_failed_records(fake_server: FakeServer, tmp_path: Path) -> None:
+    """Case 3: `recgpt run` goes on past a stage whose records failed, then exits 3 and names the stages (was: exit
+    0, so a script read a run whose every LLM call failed as a pass)."""
+    from conftest import FIXTURES
+
+    fake_server.mode = "500"
+    res = recgpt("run", "--data", str(FIXTURES), "--db", str(tmp_path / "r.duckdb"), "--out", str(tmp_path / "out"),
+                 "--epochs", "1", "--llm-users", "1", "--retries", "0",
+                 *llm_args(fake_server, tmp_path / "cache"), timeout=300)
+    err = res.stderr.decode()
+    assert res.returncode == 3, err
+    assert "stages had records that failed" in err and "mine-interests" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "evaluate.json").exists()  # the stages after the failed one still ran
