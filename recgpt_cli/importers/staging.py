@@ -33,6 +33,7 @@ CREATE OR REPLACE TEMP TABLE _imp_behaviors (
 
 STAGING_TABLES = ("_imp_users", "_imp_items", "_imp_behaviors", "_imp_dup", "_imp_u", "_imp_i", "_imp_b")
 
+
 def check_rating_threshold(value: float) -> float:
     """--rating-threshold as the number the importers' SQL compares ratings with (nan or inf would reach the SQL
     text as a column name)."""

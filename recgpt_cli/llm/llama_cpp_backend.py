@@ -133,8 +133,8 @@ class LlamaCppBackend:
             except ImportError as exc:
                 raise RecgptError("llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
             try:
-                self._llm = load_llama(model_path=str(self.served_path()), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                  n_threads_batch=self.n_threads_batch, verbose=False)
+                self._llm = load_llama(model_path=str(self.served_path()), n_ctx=self.n_ctx,
+                                       n_threads=self.n_threads, n_threads_batch=self.n_threads_batch, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise RecgptError(f"{self.model_path}: cannot load GGUF model: {exc}") from exc
             self._has_template = bool(self._llm.metadata.get("tokenizer.chat_template"))
