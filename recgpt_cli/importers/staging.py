@@ -34,12 +34,11 @@ CREATE OR REPLACE TEMP TABLE _imp_behaviors (
 STAGING_TABLES = ("_imp_users", "_imp_items", "_imp_behaviors", "_imp_dup", "_imp_u", "_imp_i", "_imp_b")
 
 
-def check_rating_threshold(value: float) -> float:
-    """--rating-threshold as the number the importers' SQL compares ratings with (nan or inf would reach the SQL
-    text as a column name)."""
+def check_rating_threshold(value: float) -> None:
+    """--rating-threshold must be a number the importers' SQL can compare ratings with (nan or inf would reach the
+    SQL text as a column name)."""
     if not math.isfinite(value):
         raise BadInput(f"--rating-threshold {value}: expected a finite number")
-    return float(value)
 
 
 # Epoch seconds a timestamp may hold: years 1..9999, what every later stage (and Python's datetime) can read.
