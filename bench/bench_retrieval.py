@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--variants", default="paper,default")
     ap.add_argument("--betas", default="1,0.9,0.8,0.7,0.5")
     ap.add_argument("--work", default="")
-    ap.add_argument("--baselines", default="pop,itemknn,bpr,ease")
+    ap.add_argument("--baselines", default="pop,itemknn,bpr,ease,dlae")
     ap.add_argument("--reference", action="store_true", help="add a plain SASRec trained to convergence")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -163,7 +163,8 @@ def main() -> None:
         t0 = time.perf_counter()
         scorer = fit_baseline(name, split, seed=2020)
         seconds = time.perf_counter() - t0
-        label = name + (f" (λ={scorer.lam:g} on valid)" if hasattr(scorer, "lam") else "")
+        label = name + (f" (λ={scorer.lam:g}{f', p={scorer.p:g}' if hasattr(scorer, 'p') else ''} on valid)"
+                        if hasattr(scorer, "lam") else "")
         epochs = len(getattr(scorer, "history", [])) if name == "bpr" else 0
         rows.append(score_row(label, split, recommend(scorer, split, k=10, phase="test"),
                               recommend(scorer, split, k=10, phase="valid"), seconds, epochs))

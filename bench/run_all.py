@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "shards", "judge", "baselines", "retrieval", "intent",
-         "hr_bound", "align"]
+ORDER = ["import", "compress", "hnsw", "tag_category", "llm", "shards", "judge", "baselines", "retrieval",
+         "retrieval_ceiling", "intent", "hr_bound", "align"]
 
 
 def main(names: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Baselines: Pop order, ItemKNN similarities by hand (cosine, shrink, top-k neighbours), BPR learns and is seeded."""
+"""Baselines: Pop order, ItemKNN similarities by hand (cosine, shrink, top-k neighbours), BPR learns and is seeded,
+EASE and DLAE closed forms by hand and chosen on validation."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from recgpt_cli.baselines import ease_weights, fit_baseline, fit_bpr, fit_ease, fit_itemknn, recommend, write_recs
+from recgpt_cli.baselines import (
+    dlae_weights,
+    ease_weights,
+    fit_baseline,
+    fit_bpr,
+    fit_dlae,
+    fit_ease,
+    fit_itemknn,
+    recommend,
+    write_recs,
+)
 from recgpt_cli.errors import BadInput
 from recgpt_cli.evaluate import read_recs
 from recgpt_cli.splits import Interactions, SplitData
@@ -121,3 +132,37 @@ def test_ease_picks_lambda_on_validation():
     assert scorer.lam == best["lambda"]
     top = recommend(scorer, data, k=2)
     assert ((top // 10) == (np.arange(data.n_users) % 2)[:, None]).mean() > 0.9
+
+
+def test_dlae_two_items_by_hand():
+    # users: {i0, i1}, {i0}, {i1} -> G = [[2, 1], [1, 2]]; p = 0.5 -> p/(1-p) = 1, Lambda = diag(G) + 1 = 3I
+    # B = (G + 3I)^-1 G = [[5, -1], [-1, 5]] / 24 . [[2, 1], [1, 2]] = [[9, 3], [3, 9]] / 24: the diagonal is not
+    # forced to 0 (dropout keeps it below 1 instead)
+    data = _split([(0, 0), (0, 1), (1, 0), (2, 1)], n_users=3, n_items=2)
+    scorer = fit_dlae(data, p=0.5, lam=1.0)
+    assert scorer.b.numpy() == pytest.approx(np.array([[9, 3], [3, 9]]) / 24, abs=1e-6)
+    assert (scorer.p, scorer.lam, scorer.name) == (0.5, 1.0, "dlae")
+    assert scorer.score(np.array([1])).numpy()[0] == pytest.approx([9 / 24, 3 / 24], abs=1e-6)  # u1 = {i0}
+
+
+def test_dlae_is_the_expected_dropout_least_squares_solution():
+    # B minimises E||X - (X*mask/(1-p)) B||^2 + lambda ||B||^2, whose normal equations are (G + Lambda) B = G
+    x = np.zeros((3, 4))
+    x[[q[0] for q in TRAIN], [q[1] for q in TRAIN]] = 1
+    g = x.T @ x
+    b = dlae_weights(torch.tensor(g, dtype=torch.float32), 0.25, 2.0).double().numpy()
+    lam = np.diag(0.25 / 0.75 * np.diag(g) + 2.0)
+    assert np.allclose((g + lam) @ b, g, atol=1e-5)
+    assert np.all(np.diag(b) > 0) and np.all(np.diag(b) < 1)  # shrunk away from the identity, not to 0
+
+
+def test_dlae_picks_dropout_and_lambda_on_validation():
+    data = _toy()
+    scorer = fit_baseline("dlae", data, dropouts=(0.25, 0.5), lambdas=(1.0, 1e6))
+    assert [(h["p"], h["lambda"]) for h in scorer.history] == [(0.25, 1.0), (0.25, 1e6), (0.5, 1.0), (0.5, 1e6)]
+    best = max(scorer.history, key=lambda h: h["valid_ndcg@10"])
+    assert (scorer.p, scorer.lam) == (best["p"], best["lambda"])
+    top = recommend(scorer, data, k=2)
+    assert ((top // 10) == (np.arange(data.n_users) % 2)[:, None]).mean() > 0.9
+    with pytest.raises(BadInput, match="dropout"):
+        fit_dlae(data, p=1.0)

@@ -13,8 +13,8 @@ HELP = """Score recommendations with RecBole's metric definitions, full ranking,
 
 [bold]What is scored[/] (exactly one): --model DIR (a `recgpt train-towers` model: every user x every item,
 y = h_u.h_v), --recs FILE (any recommendation JSONL {"user_id","item_id","rank"|"score"}, e.g. from
-`recgpt retrieve`; rank 1 = best, else higher score = better), or --baseline pop|itemknn|bpr|ease (fitted here on
-the train split; EASE's λ and BPR's epochs chosen on validation).
+`recgpt retrieve`; rank 1 = best, else higher score = better), or --baseline pop|itemknn|bpr|ease|dlae (fitted
+here on the train split; EASE's λ, DLAE's dropout and λ, and BPR's epochs chosen on validation).
 
 [bold]Protocols[/] (--protocol; the split is made once, seeded by --split-seed (default 2020), stored in the DB
 and shared with train-towers and retrieve; --split-seed other than the stored split's is refused; --seed seeds the
@@ -65,7 +65,9 @@ def evaluate(
     db: DbOpt = Path("recgpt.duckdb"),
     model: Annotated[Path | None, typer.Option("--model", help="Tower model directory (recgpt train-towers).")] = None,
     recs: Annotated[str | None, typer.Option("--recs", help="Recommendation JSONL to score, - for stdin.")] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Fit and score: pop, itemknn, bpr, ease.")] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Fit and score: pop, itemknn, bpr, ease, dlae.")
+    ] = None,
     compare: Annotated[str | None, typer.Option("--compare", help="A second recommendation JSONL, beside.")] = None,
     protocol: Annotated[
         str | None, typer.Option("--protocol", help="recbole (random 8/1/1 per user) or loo (leave-one-out by time); "
