@@ -184,7 +184,7 @@ def fit_bpr(
 @dataclass
 class EASEScorer:
     train: torch.Tensor  # sparse (n_users, n_items)
-    b: torch.Tensor  # dense (n_items, n_items), zero diagonal
+    b: torch.Tensor  # dense (n_items, n_items); zero diagonal for EASE, not for DLAE (evaluation masks history)
     lam: float
     name: str = "ease"
     history: list[dict[str, float]] = field(default_factory=list)  # valid NDCG@10 per λ tried
