@@ -33,6 +33,13 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _no_bool(v: Any) -> Any:
+    # pydantic's lax mode reads true as 1: a price, count or rating of `true` is a broken export, not a number
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
+    return v
+
+
 class User(Record):
     user_id: str = Field(min_length=1)
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -58,6 +65,11 @@ class Item(Record):
     def _id_to_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
+    @field_validator("price", "sales", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return _no_bool(v)
+
     @field_validator("category", mode="before")
     @classmethod
     def _split_path(cls, v: Any) -> Any:
@@ -80,6 +92,11 @@ class Behavior(Record):
     @classmethod
     def _id_to_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return _no_bool(v)
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -125,6 +142,8 @@ def describe_validation_error(exc: Exception) -> str:
             msg = "unknown field"
         elif err.get("type") == "enum":
             msg = f"unknown value {err.get('input')!r}; expected one of {', '.join(BEHAVIOR_TYPES)}"
+        elif err.get("type") == "value_error":
+            msg = msg.removeprefix("Value error, ")  # our own validators' words, without pydantic's label
         parts.append(f"{loc}: {msg}" if loc != "record" else msg)
     return "; ".join(parts)
 

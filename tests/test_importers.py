@@ -120,6 +120,19 @@ def test_bad_jsonl_fails_at_file_line_and_changes_nothing(con, case, table, name
     assert counts(con) == before
 
 
+@pytest.mark.parametrize(("table", "row"), [
+    ("items", '{"item_id": "i9", "title": "Kettle", "price": true}'),
+    ("items", '{"item_id": "i9", "title": "Kettle", "sales": false}'),
+    ("behaviors", '{"user_id": "u1", "item_id": "i1", "type": "rating", "timestamp": 1, "value": true}'),
+])
+def test_a_boolean_where_a_number_belongs_is_refused(con, tmp_path: Path, table: str, row: str) -> None:
+    import_jsonl(con, items=GOOD / "items.jsonl")
+    bad = tmp_path / f"{table}.jsonl"
+    bad.write_text(row + "\n")
+    with pytest.raises(BadInput, match=r"\.jsonl:1: .*expected a number, got (true|false)"):
+        import_jsonl(con, **{table: bad})
+
+
 def test_failed_import_rolls_back_every_table(con, tmp_path: Path) -> None:
     import_good(con)
     before = counts(con)

@@ -65,6 +65,8 @@ def test_load_by_path_and_unknown_name(tmp_path: Path) -> None:
     assert load_prompt(str(f)).path == str(f)
     with pytest.raises(BadInput, match="no_such_task: no such prompt file"):
         load_prompt("no_such_task")
+    with pytest.raises(BadInput, match="is a folder, not a prompt file"):
+        load_prompt(tmp_path)
 
 
 def test_every_packaged_prompt_parses() -> None:

@@ -110,5 +110,6 @@ def load_prompt(name_or_path: str | Path) -> Prompt:
     if not p.is_file():  # a task name, not a path
         p = prompts_dir() / f"{name_or_path}.md"
     if not p.exists():
-        raise BadInput(f"{name_or_path}: no such prompt file", f"prompts live in {prompts_dir()}")
+        what = "is a folder, not a prompt file" if Path(name_or_path).is_dir() else "no such prompt file"
+        raise BadInput(f"{name_or_path}: {what}", f"prompts live in {prompts_dir()}")
     return parse_prompt(p.read_text(encoding="utf-8"), str(p))
